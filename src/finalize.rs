@@ -1,0 +1,164 @@
+//! `POST /functions/v1/finalize-backup`: the one endpoint the workflow calls.
+//!
+//! Parse, apply, encode: verify the Standard Webhooks signature, validate
+//! the report, recognise a retried delivery by its `webhook-id`, then apply
+//! the report through the state machine in `run.rs` with optimistic
+//! concurrency, so duplicate and concurrent reports apply exactly once.
+
+use crate::config;
+use crate::dispatch_id::DispatchId;
+use crate::error::Error;
+use crate::http::{Request, Response};
+use crate::ports::{DbError, Host, Level};
+use crate::report::{Event, Report};
+use crate::run::{self, Outcome, Run, TriggerSource};
+use crate::store::{Store, ONE_IN_PROGRESS};
+use serde_json::json;
+
+/// How often a report is re-applied after losing a race with another writer.
+const MAX_RACES: usize = 5;
+
+/// Serves the endpoint.
+///
+/// # Errors
+/// Every documented 4xx/5xx of the endpoint, as an [`Error`].
+pub async fn handle(
+    host: &impl Host,
+    store: &impl Store,
+    req: &Request,
+) -> Result<Response, Error> {
+    if req.method != "POST" {
+        return Err(Error::MethodNotAllowed { allow: "POST" });
+    }
+    req.check_size()?;
+    let secret = config::webhook_secret(host)?;
+    secret.verify(
+        req.header("webhook-id"),
+        req.header("webhook-timestamp"),
+        req.header("webhook-signature"),
+        &req.body,
+        host.now_ms() / 1000,
+    )?;
+    req.require_json()?;
+    let report = Report::parse(&req.body)?;
+    // verify() refused a missing id, so this is present.
+    let webhook_id = req.header("webhook-id").unwrap_or_default();
+
+    if let Some(id) = store.delivery(webhook_id).await? {
+        let run = store.get(id).await?.ok_or(Error::UnknownDispatchId)?;
+        return Ok(answer(200, &run, false));
+    }
+
+    match report.dispatch_id {
+        Some(id) => apply(host, store, id, &report, webhook_id).await,
+        None => register(host, store, &report, webhook_id).await,
+    }
+}
+
+fn answer(status: u16, run: &Run, changed: bool) -> Response {
+    Response::json(
+        status,
+        &json!({
+            "dispatch_id": run.dispatch_id.to_string(),
+            "status": run::status_str(run.status),
+            "changed": changed,
+        }),
+    )
+}
+
+/// Applies a report to the run its dispatch id names.
+async fn apply(
+    host: &impl Host,
+    store: &impl Store,
+    id: DispatchId,
+    report: &Report,
+    webhook_id: &str,
+) -> Result<Response, Error> {
+    for _ in 0..MAX_RACES {
+        let run = store.get(id).await?.ok_or(Error::UnknownDispatchId)?;
+        match run::apply_report(&run, report, host.now_ms())? {
+            Outcome::Unchanged => {
+                store.record_delivery(webhook_id, id).await?;
+                return Ok(answer(200, &run, false));
+            }
+            Outcome::Changed(next) => match store.update(&run, &next, Some(webhook_id)).await {
+                Ok(Some(saved)) => {
+                    host.log(
+                        Level::Info,
+                        &format!(
+                            "backup {id}: {} (attempt {}) -> {} {}",
+                            report.event.as_str(),
+                            report.run_attempt,
+                            run::status_str(saved.status),
+                            run::reason_str(saved.failure_reason)
+                        ),
+                    );
+                    return Ok(answer(200, &saved, true));
+                }
+                Ok(None) => continue,
+                // Reopening a failed run while another backup runs.
+                Err(DbError::UniqueViolation(c)) if c == ONE_IN_PROGRESS => {
+                    let running = store.running().await?;
+                    return Err(Error::BackupInProgress {
+                        dispatch_id: running.map(|r| r.dispatch_id.to_string()),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            },
+        }
+    }
+    Err(Error::Internal(format!(
+        "backup {id}: too many concurrent writes"
+    )))
+}
+
+/// A scheduled run's `started` report without a dispatch id: issue one.
+///
+/// A re-run of a scheduled run (same `workflow_run_id`, later attempt)
+/// continues its existing row instead of registering a second one.
+async fn register(
+    host: &impl Host,
+    store: &impl Store,
+    report: &Report,
+    webhook_id: &str,
+) -> Result<Response, Error> {
+    debug_assert_eq!(report.event, Event::Started);
+    if let Some(existing) = store.by_workflow_run(report.workflow_run_id).await? {
+        if existing.trigger_source == TriggerSource::Schedule {
+            return apply(host, store, existing.dispatch_id, report, webhook_id).await;
+        }
+        return Err(Error::IllegalTransition(format!(
+            "workflow run {} was dispatched with a dispatch_id; report it",
+            report.workflow_run_id
+        )));
+    }
+    let now = host.now_ms();
+    let id = DispatchId::issue(now as u64, host.random());
+    match store
+        .insert(&Run::scheduled(id, report, now), Some(webhook_id))
+        .await
+    {
+        Ok(run) => {
+            host.log(
+                Level::Info,
+                &format!(
+                    "backup {id}: scheduled run {} registered",
+                    report.workflow_run_id
+                ),
+            );
+            Ok(answer(201, &run, true))
+        }
+        Err(DbError::UniqueViolation(c)) if c == ONE_IN_PROGRESS => {
+            // A concurrent duplicate of this same delivery won the insert.
+            if let Some(id) = store.delivery(webhook_id).await? {
+                let run = store.get(id).await?.ok_or(Error::UnknownDispatchId)?;
+                return Ok(answer(200, &run, false));
+            }
+            let running = store.running().await?;
+            Err(Error::BackupInProgress {
+                dispatch_id: running.map(|r| r.dispatch_id.to_string()),
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}

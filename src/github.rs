@@ -1,0 +1,387 @@
+//! GitHub REST calls: built and read here, sent by the host.
+//!
+//! The core never performs I/O itself. It builds an [`OutboundRequest`],
+//! the host's `fetch` sends it, and the answer comes back as an
+//! [`OutboundResponse`] to be classified here: accepted, worth retrying
+//! (5xx, 429, a rate-limited 403, a network error), or refused.
+
+use crate::dispatch_id::DispatchId;
+use serde_json::{json, Value};
+
+/// The API version this code was written against.
+pub const API_VERSION: &str = "2022-11-28";
+/// Dispatch attempts before giving up (the first try plus retries).
+pub const DISPATCH_ATTEMPTS: u32 = 3;
+/// A `Retry-After` longer than this is not waited for inside a request.
+pub const MAX_RETRY_WAIT_MS: u32 = 5_000;
+
+/// An HTTP request for the host to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundRequest {
+    pub method: &'static str,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+    /// The host aborts the request after this long.
+    pub timeout_ms: u32,
+}
+
+/// What came back.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OutboundResponse {
+    pub status: u16,
+    /// Lower-cased names.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl OutboundResponse {
+    /// The first value of a header (lower-case name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Where and how to dispatch.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GitHubConfig {
+    pub api_url: String,
+    pub repository: String,
+    pub workflow: String,
+    pub workflow_ref: String,
+    pub token: String,
+}
+
+impl std::fmt::Debug for GitHubConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GitHubConfig")
+            .field("api_url", &self.api_url)
+            .field("repository", &self.repository)
+            .field("workflow", &self.workflow)
+            .field("workflow_ref", &self.workflow_ref)
+            .field("token", &"<redacted>")
+            .finish()
+    }
+}
+
+impl GitHubConfig {
+    fn headers(&self) -> Vec<(String, String)> {
+        vec![
+            ("authorization".into(), format!("Bearer {}", self.token)),
+            ("accept".into(), "application/vnd.github+json".into()),
+            ("x-github-api-version".into(), API_VERSION.into()),
+            ("user-agent".into(), "supabase-backup-control-plane".into()),
+        ]
+    }
+
+    /// `POST /repos/{repo}/actions/workflows/{workflow}/dispatches`, asking
+    /// GitHub to return the run it created (`return_run_details`).
+    pub fn dispatch_request(&self, dispatch_id: DispatchId) -> OutboundRequest {
+        let mut headers = self.headers();
+        headers.push(("content-type".into(), "application/json".into()));
+        OutboundRequest {
+            method: "POST",
+            url: format!(
+                "{}/repos/{}/actions/workflows/{}/dispatches",
+                self.api_url, self.repository, self.workflow
+            ),
+            headers,
+            body: Some(
+                json!({
+                    "ref": self.workflow_ref,
+                    "inputs": { "dispatch_id": dispatch_id.to_string() },
+                    "return_run_details": true,
+                })
+                .to_string(),
+            ),
+            timeout_ms: 10_000,
+        }
+    }
+
+    /// `GET /repos/{repo}/actions/runs/{id}`.
+    pub fn get_run_request(&self, workflow_run_id: u64) -> OutboundRequest {
+        OutboundRequest {
+            method: "GET",
+            url: format!(
+                "{}/repos/{}/actions/runs/{workflow_run_id}",
+                self.api_url, self.repository
+            ),
+            headers: self.headers(),
+            body: None,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// How a dispatch attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DispatchAnswer {
+    /// GitHub created the run. Older servers answer 204 without run details.
+    Accepted {
+        workflow_run_id: Option<u64>,
+        run_url: Option<String>,
+    },
+    /// Transient: worth another attempt after `wait_ms` (if allowed).
+    Retry {
+        wait_ms: Option<u32>,
+        detail: String,
+    },
+    /// Permanent: GitHub said no.
+    Refused { detail: String },
+}
+
+/// Classifies a dispatch answer.
+pub fn read_dispatch_response(response: &OutboundResponse) -> DispatchAnswer {
+    match response.status {
+        200 | 201 => {
+            let body: Value =
+                serde_json::from_slice(response.body.as_bytes()).unwrap_or(Value::Null);
+            let workflow_run_id = body
+                .get("workflow_run_id")
+                .or_else(|| body.get("id"))
+                .and_then(Value::as_u64)
+                .filter(|id| *id > 0);
+            // html_url is the page a person opens; run_url is the API URL.
+            let run_url = ["html_url", "run_url"]
+                .iter()
+                .find_map(|k| body.get(*k).and_then(Value::as_str))
+                .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+                .map(str::to_string);
+            DispatchAnswer::Accepted {
+                workflow_run_id,
+                run_url,
+            }
+        }
+        202 | 204 => DispatchAnswer::Accepted {
+            workflow_run_id: None,
+            run_url: None,
+        },
+        _ => classify_failure(response),
+    }
+}
+
+/// A failed answer: retry for 5xx, 429 and a rate-limited 403, else refuse.
+fn classify_failure(response: &OutboundResponse) -> DispatchAnswer {
+    let detail = describe(response);
+    let rate_limited = response.status == 429
+        || (response.status == 403
+            && (response.header("x-ratelimit-remaining") == Some("0")
+                || response.header("retry-after").is_some()));
+    if response.status >= 500 || rate_limited {
+        DispatchAnswer::Retry {
+            wait_ms: retry_wait_ms(response),
+            detail,
+        }
+    } else {
+        DispatchAnswer::Refused { detail }
+    }
+}
+
+/// How long GitHub asks us to wait, from `Retry-After` (seconds) or, when the
+/// rate limit is exhausted, from `x-ratelimit-reset` (unix seconds; needs
+/// the current time, so only `Retry-After` is read here).
+pub fn retry_wait_ms(response: &OutboundResponse) -> Option<u32> {
+    response
+        .header("retry-after")
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .map(|s| s.saturating_mul(1000))
+}
+
+/// Backoff before retry `attempt` (1-based) when GitHub gave no hint.
+pub fn backoff_ms(attempt: u32) -> u32 {
+    250 * 4u32.saturating_pow(attempt.saturating_sub(1)).min(16)
+}
+
+/// A short, secret-free description of a failed answer for `error_text`.
+pub fn describe(response: &OutboundResponse) -> String {
+    let message = serde_json::from_slice::<Value>(response.body.as_bytes())
+        .ok()
+        .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| response.body.chars().take(200).collect());
+    let message: String = message.chars().take(300).collect();
+    if message.trim().is_empty() {
+        format!("HTTP {}", response.status)
+    } else {
+        format!("HTTP {}: {}", response.status, message.trim())
+    }
+}
+
+/// The parts of a workflow run the reconciler reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkflowRun {
+    pub id: u64,
+    pub run_attempt: u32,
+    /// `queued`, `in_progress`, `completed`, ...
+    pub status: String,
+    /// Set when completed: `success`, `failure`, `cancelled`, `timed_out`, ...
+    pub conclusion: Option<String>,
+    pub html_url: Option<String>,
+}
+
+/// Reads a `GET /actions/runs/{id}` body.
+pub fn read_workflow_run(body: &str) -> Option<WorkflowRun> {
+    let v: Value = serde_json::from_slice(body.as_bytes()).ok()?;
+    Some(WorkflowRun {
+        id: v.get("id")?.as_u64()?,
+        run_attempt: v
+            .get("run_attempt")
+            .and_then(Value::as_u64)
+            .and_then(|a| u32::try_from(a).ok())
+            .unwrap_or(1),
+        status: v.get("status")?.as_str()?.to_string(),
+        conclusion: v
+            .get("conclusion")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        html_url: v
+            .get("html_url")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> GitHubConfig {
+        GitHubConfig {
+            api_url: "https://api.github.com".into(),
+            repository: "acme/app".into(),
+            workflow: "backup.yml".into(),
+            workflow_ref: "main".into(),
+            token: "ghp_secret".into(),
+        }
+    }
+
+    fn response(status: u16, headers: &[(&str, &str)], body: &str) -> OutboundResponse {
+        OutboundResponse {
+            status,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: body.into(),
+        }
+    }
+
+    #[test]
+    fn dispatch_request_matches_the_contract() {
+        let id = DispatchId::issue(1_764_000_000_000, [5; 10]);
+        let req = config().dispatch_request(id);
+        assert_eq!(req.method, "POST");
+        assert_eq!(
+            req.url,
+            "https://api.github.com/repos/acme/app/actions/workflows/backup.yml/dispatches"
+        );
+        let body: Value = serde_json::from_str(req.body.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            body,
+            json!({"ref": "main", "inputs": {"dispatch_id": id.to_string()}, "return_run_details": true})
+        );
+        let header = |n: &str| {
+            req.headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(header("authorization"), Some("Bearer ghp_secret"));
+        assert_eq!(header("accept"), Some("application/vnd.github+json"));
+        assert_eq!(header("x-github-api-version"), Some(API_VERSION));
+    }
+
+    #[test]
+    fn config_debug_never_shows_the_token() {
+        assert!(!format!("{:?}", config()).contains("ghp_secret"));
+    }
+
+    #[test]
+    fn a_200_with_run_details_is_accepted_with_its_run() {
+        let r = response(
+            200,
+            &[],
+            r#"{"workflow_run_id": 987, "run_url": "https://api.github.com/repos/acme/app/actions/runs/987", "html_url": "https://github.com/acme/app/actions/runs/987"}"#,
+        );
+        assert_eq!(
+            read_dispatch_response(&r),
+            DispatchAnswer::Accepted {
+                workflow_run_id: Some(987),
+                run_url: Some("https://github.com/acme/app/actions/runs/987".into())
+            }
+        );
+    }
+
+    #[test]
+    fn a_204_is_accepted_without_a_run() {
+        assert_eq!(
+            read_dispatch_response(&response(204, &[], "")),
+            DispatchAnswer::Accepted {
+                workflow_run_id: None,
+                run_url: None
+            }
+        );
+    }
+
+    #[test]
+    fn server_errors_and_rate_limits_are_retried() {
+        for r in [
+            response(500, &[], ""),
+            response(503, &[], "{\"message\":\"unavailable\"}"),
+            response(429, &[("retry-after", "2")], ""),
+            response(
+                403,
+                &[("x-ratelimit-remaining", "0")],
+                "{\"message\":\"API rate limit exceeded\"}",
+            ),
+        ] {
+            assert!(
+                matches!(read_dispatch_response(&r), DispatchAnswer::Retry { .. }),
+                "{}",
+                r.status
+            );
+        }
+        assert_eq!(
+            retry_wait_ms(&response(429, &[("retry-after", "2")], "")),
+            Some(2000)
+        );
+    }
+
+    #[test]
+    fn client_errors_are_refused_with_githubs_message() {
+        let r = response(
+            422,
+            &[],
+            r#"{"message":"Workflow does not have 'workflow_dispatch' trigger"}"#,
+        );
+        assert_eq!(
+            read_dispatch_response(&r),
+            DispatchAnswer::Refused {
+                detail: "HTTP 422: Workflow does not have 'workflow_dispatch' trigger".into()
+            }
+        );
+        for status in [401, 403, 404] {
+            assert!(matches!(
+                read_dispatch_response(&response(status, &[], "")),
+                DispatchAnswer::Refused { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_is_bounded() {
+        assert_eq!(backoff_ms(1), 250);
+        assert_eq!(backoff_ms(2), 1000);
+        assert_eq!(backoff_ms(9), 4000);
+    }
+
+    #[test]
+    fn reads_a_workflow_run() {
+        let run = read_workflow_run(r#"{"id": 5, "run_attempt": 2, "status": "completed", "conclusion": "cancelled", "html_url": "https://x/5"}"#).unwrap();
+        assert_eq!(run.conclusion.as_deref(), Some("cancelled"));
+        assert_eq!(run.run_attempt, 2);
+        assert!(read_workflow_run("{}").is_none());
+    }
+}

@@ -1,0 +1,72 @@
+//! The ports: everything the core asks of its host.
+//!
+//! In production the host is Deno (see `wasm.rs`): `fetch`, timers, the
+//! environment, `crypto.getRandomValues` and a PostgreSQL client. In native
+//! tests it is an in-memory fake. The core awaits these as plain futures;
+//! on wasm they are JS promises awaited through wasm-bindgen-futures.
+
+use crate::config::Env;
+use crate::github::{OutboundRequest, OutboundResponse};
+use crate::token::SignatureCheck;
+
+/// Log levels the host understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warn,
+    Error,
+}
+
+/// Clock, randomness, logging, outbound HTTP and sleeping.
+#[allow(async_fn_in_trait)] // single-threaded (wasm); futures need not be Send
+pub trait Host: Env {
+    /// Unix time in milliseconds.
+    fn now_ms(&self) -> i64;
+    /// 10 random bytes for a UUIDv7.
+    fn random(&self) -> [u8; 10];
+    /// Writes a server-side log line. Never given a secret.
+    fn log(&self, level: Level, message: &str);
+    /// Sends an HTTP request. `Err` is a network-level failure (no answer).
+    async fn fetch(&self, request: OutboundRequest) -> Result<OutboundResponse, String>;
+    /// Waits.
+    async fn sleep(&self, ms: u32);
+    /// Verifies an asymmetric JWT signature with WebCrypto, using exactly
+    /// the parameters the core chose. `Err` means the check could not run.
+    async fn verify_signature(&self, check: &SignatureCheck) -> Result<bool, String>;
+}
+
+/// Why a database call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbError {
+    /// Could not connect, or the connection broke (503).
+    Unavailable(String),
+    /// A unique constraint refused the write; carries the constraint name.
+    UniqueViolation(String),
+    /// Anything else: a bug (500).
+    Other(String),
+}
+
+impl From<DbError> for crate::error::Error {
+    fn from(e: DbError) -> Self {
+        match e {
+            DbError::Unavailable(d) => crate::error::Error::DatabaseUnavailable(d),
+            DbError::UniqueViolation(c) => {
+                crate::error::Error::Internal(format!("unexpected unique violation on {c}"))
+            }
+            DbError::Other(d) => crate::error::Error::Internal(d),
+        }
+    }
+}
+
+/// Raw SQL access. Parameters are text or NULL and are cast in the SQL,
+/// so no client-side type inference can change their meaning. Rows come
+/// back as a JSON array of objects.
+#[allow(async_fn_in_trait)]
+pub trait Db {
+    /// Runs one statement (one implicit transaction).
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[Option<String>],
+    ) -> Result<serde_json::Value, DbError>;
+}

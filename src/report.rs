@@ -1,0 +1,320 @@
+//! Reports from the workflow: the body of a `finalize-backup` request.
+//!
+//! Parsing is strict where a wrong value would corrupt the history (ids,
+//! attempts, hashes) and lenient where refusing would lose information: an
+//! over-long `error_text` is truncated and stored, never rejected, because a
+//! failure report must not be lost to its size. Unknown members are ignored
+//! so that newer workflows can send more than this version reads.
+
+use crate::dispatch_id::DispatchId;
+use crate::error::Error;
+use serde_json::{Map, Value};
+
+/// `error_text` is cut to this many characters (the column allows 4000).
+pub const MAX_ERROR_TEXT_CHARS: usize = 3900;
+/// A `progress` object may serialize to at most this many bytes.
+pub const MAX_PROGRESS_BYTES: usize = 1024;
+/// S3 keys are at most 1024 bytes.
+pub const MAX_S3_KEY_BYTES: usize = 1024;
+/// JavaScript and PostgreSQL `bigint` meet safely below 2^53.
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// What the workflow says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Started,
+    Progress,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl Event {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::Started => "started",
+            Event::Progress => "progress",
+            Event::Succeeded => "succeeded",
+            Event::Failed => "failed",
+            Event::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the event ends the run.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Event::Succeeded | Event::Failed | Event::Cancelled)
+    }
+}
+
+/// A validated report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub event: Event,
+    /// None only for a scheduled run's `started` registration.
+    pub dispatch_id: Option<DispatchId>,
+    pub workflow_run_id: u64,
+    pub run_attempt: u32,
+    pub s3_key: Option<String>,
+    pub size_bytes: Option<u64>,
+    pub sha256: Option<String>,
+    pub error_text: Option<String>,
+    pub progress: Option<Value>,
+}
+
+impl Report {
+    /// Parses and validates a report body.
+    ///
+    /// # Errors
+    /// [`Error::InvalidBody`] when the body is not a JSON object, and
+    /// [`Error::InvalidField`] naming the first invalid field otherwise.
+    pub fn parse(body: &[u8]) -> Result<Self, Error> {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|_| Error::InvalidBody("the body must be a JSON object".into()))?;
+        let obj = value
+            .as_object()
+            .ok_or_else(|| Error::InvalidBody("the body must be a JSON object".into()))?;
+
+        let event = match obj.get("event").and_then(Value::as_str) {
+            Some("started") => Event::Started,
+            Some("progress") => Event::Progress,
+            Some("succeeded") => Event::Succeeded,
+            Some("failed") => Event::Failed,
+            Some("cancelled") => Event::Cancelled,
+            _ => {
+                return Err(Error::field(
+                    "event",
+                    "must be one of started, progress, succeeded, failed, cancelled",
+                ))
+            }
+        };
+
+        let dispatch_id = match obj.get("dispatch_id") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(DispatchId::parse("dispatch_id", s)?),
+            Some(_) => return Err(Error::field("dispatch_id", "must be a UUID string")),
+        };
+        if dispatch_id.is_none() && event != Event::Started {
+            return Err(Error::field(
+                "dispatch_id",
+                "is required (only a scheduled run's started event may omit it)",
+            ));
+        }
+
+        let workflow_run_id = required_integer(obj, "workflow_run_id", 1)?;
+        let run_attempt = required_integer(obj, "run_attempt", 1)?;
+        let run_attempt = u32::try_from(run_attempt)
+            .ok()
+            .filter(|a| *a <= 10_000)
+            .ok_or_else(|| Error::field("run_attempt", "must be an integer from 1 to 10000"))?;
+
+        let s3_key = optional_string(obj, "s3_key")?;
+        if let Some(key) = &s3_key {
+            if key.is_empty() || key.len() > MAX_S3_KEY_BYTES || key.chars().any(char::is_control) {
+                return Err(Error::field(
+                    "s3_key",
+                    "must be 1 to 1024 bytes without control characters",
+                ));
+            }
+        }
+        if event == Event::Succeeded && s3_key.is_none() {
+            return Err(Error::field("s3_key", "is required for a succeeded event"));
+        }
+
+        let size_bytes = match obj.get("size_bytes") {
+            None | Some(Value::Null) => None,
+            Some(_) => Some(required_integer(obj, "size_bytes", 0)?),
+        };
+
+        let sha256 = optional_string(obj, "sha256")?
+            .map(|s| s.to_ascii_lowercase())
+            .map(|s| {
+                if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    Ok(s)
+                } else {
+                    Err(Error::field("sha256", "must be 64 hexadecimal digits"))
+                }
+            })
+            .transpose()?;
+
+        let error_text = optional_string(obj, "error_text")?.map(|t| truncate_error_text(&t));
+
+        let progress = match obj.get("progress") {
+            None | Some(Value::Null) => None,
+            Some(p @ Value::Object(_)) => {
+                if p.to_string().len() > MAX_PROGRESS_BYTES {
+                    return Err(Error::field(
+                        "progress",
+                        "must serialize to at most 1024 bytes",
+                    ));
+                }
+                Some(p.clone())
+            }
+            Some(_) => return Err(Error::field("progress", "must be an object")),
+        };
+
+        Ok(Report {
+            event,
+            dispatch_id,
+            workflow_run_id,
+            run_attempt,
+            s3_key,
+            size_bytes,
+            sha256,
+            error_text,
+            progress,
+        })
+    }
+}
+
+fn required_integer(obj: &Map<String, Value>, name: &str, min: u64) -> Result<u64, Error> {
+    let value = obj
+        .get(name)
+        .ok_or_else(|| Error::field(name, "is required"))?;
+    value
+        .as_u64()
+        .filter(|n| *n >= min && *n <= MAX_SAFE_INTEGER)
+        .ok_or_else(|| Error::field(name, format!("must be an integer ≥ {min}")))
+}
+
+fn optional_string(obj: &Map<String, Value>, name: &str) -> Result<Option<String>, Error> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(Error::field(name, "must be a string")),
+    }
+}
+
+/// Cuts `text` to [`MAX_ERROR_TEXT_CHARS`] characters, keeping the head and
+/// the tail: the step name is at the start and the real error at the end of
+/// a log tail.
+pub fn truncate_error_text(text: &str) -> String {
+    let count = text.chars().count();
+    if count <= MAX_ERROR_TEXT_CHARS {
+        return text.to_string();
+    }
+    const MARK: &str = "\n…[truncated]…\n";
+    let keep = MAX_ERROR_TEXT_CHARS - MARK.chars().count();
+    let head: String = text.chars().take(keep / 2).collect();
+    let tail: String = text.chars().skip(count - (keep - keep / 2)).collect();
+    format!("{head}{MARK}{tail}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const ID: &str = "0193a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2b";
+
+    fn parse(v: Value) -> Result<Report, Error> {
+        Report::parse(v.to_string().as_bytes())
+    }
+
+    fn field_of(err: Error) -> String {
+        match err {
+            Error::InvalidField { field, .. } => field,
+            other => panic!("expected InvalidField, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_a_succeeded_report() {
+        let r = parse(json!({
+            "event": "succeeded", "dispatch_id": ID, "workflow_run_id": 42, "run_attempt": 1,
+            "s3_key": "backups/x.dump", "size_bytes": 10, "sha256": "AB".repeat(32), "extra": true
+        }))
+        .unwrap();
+        assert_eq!(r.event, Event::Succeeded);
+        assert_eq!(r.dispatch_id.unwrap().to_string(), ID);
+        assert_eq!(r.sha256.unwrap(), "ab".repeat(32));
+        assert_eq!(r.size_bytes, Some(10));
+    }
+
+    #[test]
+    fn a_dispatch_id_that_is_not_a_uuid_is_rejected_by_name() {
+        for bad in [json!("12345"), json!(12345), json!(""), json!("run-99")] {
+            let err = parse(json!({"event": "started", "dispatch_id": bad, "workflow_run_id": 1, "run_attempt": 1})).unwrap_err();
+            assert_eq!(field_of(err), "dispatch_id");
+        }
+    }
+
+    #[test]
+    fn only_started_may_omit_the_dispatch_id() {
+        assert!(
+            parse(json!({"event": "started", "workflow_run_id": 1, "run_attempt": 1}))
+                .unwrap()
+                .dispatch_id
+                .is_none()
+        );
+        for event in ["progress", "succeeded", "failed", "cancelled"] {
+            let err = parse(
+                json!({"event": event, "workflow_run_id": 1, "run_attempt": 1, "s3_key": "k"}),
+            )
+            .unwrap_err();
+            assert_eq!(field_of(err), "dispatch_id", "{event}");
+        }
+    }
+
+    #[test]
+    fn each_invalid_field_is_named() {
+        let base =
+            json!({"event": "failed", "dispatch_id": ID, "workflow_run_id": 1, "run_attempt": 1});
+        let cases = [
+            ("event", json!("exploded")),
+            ("workflow_run_id", json!(0)),
+            ("workflow_run_id", json!("42")),
+            ("workflow_run_id", json!(1.5)),
+            ("run_attempt", json!(0)),
+            ("run_attempt", json!(-1)),
+            ("run_attempt", json!(10_001)),
+            ("size_bytes", json!(-5)),
+            ("sha256", json!("abc")),
+            ("sha256", json!("z".repeat(64))),
+            ("s3_key", json!("")),
+            ("s3_key", json!("a\nb")),
+            ("error_text", json!(12)),
+            ("progress", json!("dumping")),
+            ("progress", json!({"blob": "x".repeat(2000)})),
+        ];
+        for (field, value) in cases {
+            let mut body = base.clone();
+            body[field] = value.clone();
+            assert_eq!(
+                field_of(parse(body).unwrap_err()),
+                field,
+                "{field} = {value}"
+            );
+        }
+        let mut missing = base.clone();
+        missing.as_object_mut().unwrap().remove("run_attempt");
+        assert_eq!(field_of(parse(missing).unwrap_err()), "run_attempt");
+    }
+
+    #[test]
+    fn succeeded_requires_an_s3_key() {
+        let err = parse(json!({"event": "succeeded", "dispatch_id": ID, "workflow_run_id": 1, "run_attempt": 1})).unwrap_err();
+        assert_eq!(field_of(err), "s3_key");
+    }
+
+    #[test]
+    fn non_object_bodies_are_invalid_bodies() {
+        for body in [&b"not json"[..], b"[]", b"null", b"\"x\"", b""] {
+            assert_eq!(Report::parse(body).unwrap_err().code(), "invalid_body");
+        }
+    }
+
+    #[test]
+    fn an_over_long_error_text_is_truncated_not_rejected() {
+        let long = format!(
+            "step dump failed\n{}\nFATAL: the real cause",
+            "é".repeat(10_000)
+        );
+        let r = parse(json!({"event": "failed", "dispatch_id": ID, "workflow_run_id": 1, "run_attempt": 1, "error_text": long})).unwrap();
+        let text = r.error_text.unwrap();
+        assert_eq!(text.chars().count(), MAX_ERROR_TEXT_CHARS);
+        assert!(text.starts_with("step dump failed"));
+        assert!(text.ends_with("FATAL: the real cause"));
+        assert!(text.contains("[truncated]"));
+    }
+}

@@ -1,0 +1,52 @@
+-- Inserts a run and, for a scheduled run's registration, its delivery, in
+-- one statement. A second in_progress row violates
+-- backup_history_one_in_progress and nothing is written.
+-- $1 status, $2 failure_reason, $3 outcome_source, $4 workflow_run_id,
+-- $5 run_attempt, $6 run_url, $7 started_at (ms), $8 finished_at (ms),
+-- $9 s3_key, $10 size_bytes, $11 sha256, $12 error_text, $13 progress (json),
+-- $14 webhook_id, $15 dispatch_id, $16 trigger_source, $17 triggered_by,
+-- $18 reason, $19 created_at (ms)
+with h as (
+  insert into public.backup_history (
+    status, failure_reason, outcome_source, workflow_run_id, run_attempt,
+    run_url, started_at, finished_at, s3_key, size_bytes, sha256,
+    error_text, progress,
+    dispatch_id, trigger_source, triggered_by, reason, created_at, updated_at
+  ) values (
+    $1::text, $2::text, $3::text, $4::int8, $5::int4,
+    $6::text, to_timestamp($7::float8 / 1000), to_timestamp($8::float8 / 1000),
+    $9::text, $10::int8, $11::text,
+    $12::text, $13::jsonb,
+    $15::uuid, $16::text, $17::uuid, $18::text,
+    to_timestamp($19::float8 / 1000), to_timestamp($19::float8 / 1000)
+  )
+  returning *
+), delivered as (
+  insert into public.backup_report_deliveries (webhook_id, dispatch_id)
+  select $14::text, h.dispatch_id from h where $14::text is not null
+  on conflict do nothing
+)
+select jsonb_build_object(
+  'id', h.id,
+  'dispatch_id', h.dispatch_id,
+  'status', h.status,
+  'failure_reason', h.failure_reason,
+  'outcome_source', h.outcome_source,
+  'trigger_source', h.trigger_source,
+  'triggered_by', h.triggered_by,
+  'reason', h.reason,
+  'workflow_run_id', h.workflow_run_id,
+  'run_attempt', h.run_attempt,
+  'run_url', h.run_url,
+  'created_at', (extract(epoch from h.created_at) * 1000)::int8,
+  'started_at', (extract(epoch from h.started_at) * 1000)::int8,
+  'finished_at', (extract(epoch from h.finished_at) * 1000)::int8,
+  'updated_at', (extract(epoch from h.updated_at) * 1000)::int8,
+  's3_key', h.s3_key,
+  'size_bytes', h.size_bytes,
+  'sha256', h.sha256,
+  'error_text', h.error_text,
+  'progress', h.progress,
+  'version', h.version
+) as run
+from h

@@ -1,0 +1,261 @@
+//! Persistence of runs: the typed [`Store`] port and its PostgreSQL
+//! implementation.
+//!
+//! Every write is a single SQL statement, so it is one transaction: the
+//! history row, the delivery record and (through the migration's trigger)
+//! `backup_settings` change together or not at all. Updates are guarded by
+//! the row's `version`; a concurrent writer makes [`Store::update`] return
+//! `None` and the flow re-reads and decides again.
+//!
+//! The SQL itself lives in `sql/` next to this file so it can be read as SQL.
+
+use crate::dispatch_id::DispatchId;
+use crate::ports::{Db, DbError};
+use crate::run::{FailureReason, OutcomeSource, Run, Status, TriggerSource};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// The name of the partial unique index that allows one running backup.
+pub const ONE_IN_PROGRESS: &str = "backup_history_one_in_progress";
+
+/// A page position in the history: (created_at ms, id) of the last row seen.
+pub type Cursor = (i64, i64);
+
+/// Typed access to `backup_history` and its companions.
+#[allow(async_fn_in_trait)]
+pub trait Store {
+    /// Whether `user` is a backup admin (`public.is_backup_admin`).
+    async fn is_admin(&self, user: Uuid) -> Result<bool, DbError>;
+    /// Inserts a new run, recording `webhook_id` as its delivery if given.
+    /// A second running backup is a [`DbError::UniqueViolation`] on
+    /// [`ONE_IN_PROGRESS`].
+    async fn insert(&self, run: &Run, webhook_id: Option<&str>) -> Result<Run, DbError>;
+    /// The run with this dispatch id.
+    async fn get(&self, id: DispatchId) -> Result<Option<Run>, DbError>;
+    /// The run in progress, if any.
+    async fn running(&self) -> Result<Option<Run>, DbError>;
+    /// The newest run recorded for a GitHub workflow run.
+    async fn by_workflow_run(&self, workflow_run_id: u64) -> Result<Option<Run>, DbError>;
+    /// Writes `next` if the row is still at `prev.version`; `None` if not.
+    async fn update(
+        &self,
+        prev: &Run,
+        next: &Run,
+        webhook_id: Option<&str>,
+    ) -> Result<Option<Run>, DbError>;
+    /// The dispatch id an earlier delivery with this `webhook-id` applied to.
+    async fn delivery(&self, webhook_id: &str) -> Result<Option<DispatchId>, DbError>;
+    /// Records a delivery that changed nothing (so a retry is recognised).
+    async fn record_delivery(&self, webhook_id: &str, id: DispatchId) -> Result<(), DbError>;
+    /// History, newest first, after `before`.
+    async fn list(&self, limit: u32, before: Option<Cursor>) -> Result<Vec<Run>, DbError>;
+}
+
+/// [`Store`] over SQL.
+pub struct PgStore<'a, D: Db> {
+    db: &'a D,
+}
+
+impl<'a, D: Db> PgStore<'a, D> {
+    /// Wraps a database port.
+    pub fn new(db: &'a D) -> Self {
+        PgStore { db }
+    }
+
+    async fn runs(&self, sql: &str, params: &[Option<String>]) -> Result<Vec<Run>, DbError> {
+        let rows = self.db.query(sql, params).await?;
+        let rows = rows
+            .as_array()
+            .ok_or_else(|| DbError::Other("query did not return rows".into()))?;
+        rows.iter()
+            .map(|row| {
+                decode_run(&row["run"]).ok_or_else(|| DbError::Other("unreadable run row".into()))
+            })
+            .collect()
+    }
+
+    async fn one(&self, sql: &str, params: &[Option<String>]) -> Result<Option<Run>, DbError> {
+        Ok(self.runs(sql, params).await?.into_iter().next())
+    }
+}
+
+fn text<T: ToString>(v: T) -> Option<String> {
+    Some(v.to_string())
+}
+
+fn opt<T: ToString>(v: &Option<T>) -> Option<String> {
+    v.as_ref().map(ToString::to_string)
+}
+
+/// Reads the object `select_run.sql` builds.
+fn decode_run(v: &Value) -> Option<Run> {
+    let text = |k: &str| v[k].as_str().map(str::to_string);
+    let int = |k: &str| v[k].as_i64();
+    let wire = |k: &str| v[k].as_str();
+    Some(Run {
+        id: int("id")?,
+        dispatch_id: DispatchId::parse("dispatch_id", wire("dispatch_id")?).ok()?,
+        status: Status::parse(wire("status")?)?,
+        failure_reason: match wire("failure_reason") {
+            None => None,
+            Some(r) => Some(FailureReason::parse(r)?),
+        },
+        outcome_source: match wire("outcome_source") {
+            None => None,
+            Some(r) => Some(OutcomeSource::parse(r)?),
+        },
+        trigger_source: TriggerSource::parse(wire("trigger_source")?)?,
+        triggered_by: match wire("triggered_by") {
+            None => None,
+            Some(u) => Some(Uuid::try_parse(u).ok()?),
+        },
+        reason: text("reason"),
+        workflow_run_id: v["workflow_run_id"].as_u64(),
+        run_attempt: u32::try_from(int("run_attempt")?).ok()?,
+        run_url: text("run_url"),
+        created_at: int("created_at")?,
+        started_at: int("started_at"),
+        finished_at: int("finished_at"),
+        updated_at: int("updated_at")?,
+        s3_key: text("s3_key"),
+        size_bytes: v["size_bytes"].as_u64(),
+        sha256: text("sha256"),
+        error_text: text("error_text"),
+        progress: Some(v["progress"].clone()).filter(|p| !p.is_null()),
+        version: int("version")?,
+    })
+}
+
+/// `$1..$13` of `insert_run.sql` and `update_run.sql`: the columns a
+/// transition may change, in the order those files expect.
+fn mutable_params(run: &Run) -> Vec<Option<String>> {
+    vec![
+        text(run.status.as_str()),
+        run.failure_reason.map(|r| r.as_str().to_string()),
+        run.outcome_source.map(|s| s.as_str().to_string()),
+        opt(&run.workflow_run_id),
+        text(run.run_attempt),
+        run.run_url.clone(),
+        opt(&run.started_at),
+        opt(&run.finished_at),
+        run.s3_key.clone(),
+        opt(&run.size_bytes),
+        run.sha256.clone(),
+        run.error_text.clone(),
+        run.progress.as_ref().map(Value::to_string),
+    ]
+}
+
+const INSERT: &str = include_str!("sql/insert_run.sql");
+const UPDATE: &str = include_str!("sql/update_run.sql");
+const SELECT: &str = include_str!("sql/select_run.sql");
+
+impl<D: Db> Store for PgStore<'_, D> {
+    async fn is_admin(&self, user: Uuid) -> Result<bool, DbError> {
+        let rows = self
+            .db
+            .query(
+                "select public.is_backup_admin($1::uuid) as ok",
+                &[text(user)],
+            )
+            .await?;
+        Ok(rows[0]["ok"] == Value::Bool(true))
+    }
+
+    async fn insert(&self, run: &Run, webhook_id: Option<&str>) -> Result<Run, DbError> {
+        let mut params = mutable_params(run);
+        params.extend([
+            webhook_id.map(str::to_string),
+            text(run.dispatch_id),
+            text(run.trigger_source.as_str()),
+            opt(&run.triggered_by),
+            run.reason.clone(),
+            text(run.created_at),
+        ]);
+        self.one(INSERT, &params)
+            .await?
+            .ok_or_else(|| DbError::Other("insert returned no row".into()))
+    }
+
+    async fn get(&self, id: DispatchId) -> Result<Option<Run>, DbError> {
+        self.one(
+            &format!("{SELECT} where h.dispatch_id = $1::uuid"),
+            &[text(id)],
+        )
+        .await
+    }
+
+    async fn running(&self) -> Result<Option<Run>, DbError> {
+        self.one(&format!("{SELECT} where h.status = 'in_progress'"), &[])
+            .await
+    }
+
+    async fn by_workflow_run(&self, workflow_run_id: u64) -> Result<Option<Run>, DbError> {
+        self.one(
+            &format!(
+                "{SELECT} where h.workflow_run_id = $1::int8 order by h.created_at desc limit 1"
+            ),
+            &[text(workflow_run_id)],
+        )
+        .await
+    }
+
+    async fn update(
+        &self,
+        prev: &Run,
+        next: &Run,
+        webhook_id: Option<&str>,
+    ) -> Result<Option<Run>, DbError> {
+        let mut params = mutable_params(next);
+        params.push(webhook_id.map(str::to_string));
+        params.push(text(prev.id));
+        params.push(text(prev.version));
+        self.one(UPDATE, &params).await
+    }
+
+    async fn delivery(&self, webhook_id: &str) -> Result<Option<DispatchId>, DbError> {
+        let rows = self
+            .db
+            .query(
+                "select dispatch_id::text as id from public.backup_report_deliveries where webhook_id = $1::text",
+                &[text(webhook_id)],
+            )
+            .await?;
+        Ok(rows
+            .get(0)
+            .and_then(|r| r["id"].as_str())
+            .and_then(|s| DispatchId::parse("dispatch_id", s).ok()))
+    }
+
+    async fn record_delivery(&self, webhook_id: &str, id: DispatchId) -> Result<(), DbError> {
+        self.db
+            .query(
+                "insert into public.backup_report_deliveries (webhook_id, dispatch_id) values ($1::text, $2::uuid) on conflict do nothing",
+                &[text(webhook_id), text(id)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn list(&self, limit: u32, before: Option<Cursor>) -> Result<Vec<Run>, DbError> {
+        match before {
+            None => {
+                self.runs(
+                    &format!("{SELECT} order by h.created_at desc, h.id desc limit $1::int4"),
+                    &[text(limit)],
+                )
+                .await
+            }
+            Some((created_ms, id)) => {
+                self.runs(
+                    &format!(
+                        "{SELECT} where (h.created_at, h.id) < (to_timestamp($2::float8 / 1000), $3::int8) \
+                         order by h.created_at desc, h.id desc limit $1::int4"
+                    ),
+                    &[text(limit), text(created_ms), text(id)],
+                )
+                .await
+            }
+        }
+    }
+}

@@ -1,0 +1,602 @@
+//! In-memory fakes of the ports, and flow tests that drive whole requests
+//! through them natively (`cargo test`). The same flows run against real
+//! PostgreSQL in the Deno tests under `tests/`.
+
+use crate::config::Env;
+use crate::dispatch_id::DispatchId;
+use crate::github::{OutboundRequest, OutboundResponse};
+use crate::ports::{DbError, Host, Level};
+use crate::run::{Run, Status};
+use crate::store::{Cursor, Store, ONE_IN_PROGRESS};
+use crate::token::SignatureCheck;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use uuid::Uuid;
+
+/// A host with a settable clock, scripted fetch answers and recorded calls.
+pub struct FakeHost {
+    pub env: HashMap<String, String>,
+    pub now: Cell<i64>,
+    pub counter: Cell<u8>,
+    pub fetch_answers: RefCell<VecDeque<Result<OutboundResponse, String>>>,
+    pub fetched: RefCell<Vec<OutboundRequest>>,
+    pub slept: RefCell<Vec<u32>>,
+    pub logs: RefCell<Vec<String>>,
+    pub signature_ok: Cell<bool>,
+}
+
+impl FakeHost {
+    pub fn new(env: &[(&str, &str)]) -> Self {
+        FakeHost {
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            now: Cell::new(1_800_000_000_000),
+            counter: Cell::new(0),
+            fetch_answers: RefCell::new(VecDeque::new()),
+            fetched: RefCell::new(Vec::new()),
+            slept: RefCell::new(Vec::new()),
+            logs: RefCell::new(Vec::new()),
+            signature_ok: Cell::new(false),
+        }
+    }
+
+    pub fn answer(&self, status: u16, headers: &[(&str, &str)], body: &str) {
+        self.fetch_answers
+            .borrow_mut()
+            .push_back(Ok(OutboundResponse {
+                status,
+                headers: headers
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                body: body.to_string(),
+            }));
+    }
+}
+
+impl Env for FakeHost {
+    fn var(&self, name: &str) -> Option<String> {
+        self.env.get(name).cloned()
+    }
+}
+
+impl Host for FakeHost {
+    fn now_ms(&self) -> i64 {
+        self.now.get()
+    }
+    fn random(&self) -> [u8; 10] {
+        self.counter.set(self.counter.get() + 1);
+        [self.counter.get(); 10]
+    }
+    fn log(&self, level: Level, message: &str) {
+        self.logs.borrow_mut().push(format!("{level:?} {message}"));
+    }
+    async fn fetch(&self, request: OutboundRequest) -> Result<OutboundResponse, String> {
+        self.fetched.borrow_mut().push(request);
+        self.fetch_answers
+            .borrow_mut()
+            .pop_front()
+            .unwrap_or_else(|| Err("no scripted answer".into()))
+    }
+    async fn sleep(&self, ms: u32) {
+        self.slept.borrow_mut().push(ms);
+    }
+    async fn verify_signature(&self, _check: &SignatureCheck) -> Result<bool, String> {
+        Ok(self.signature_ok.get())
+    }
+}
+
+/// `backup_history` in memory, with the database's single-flight rule and
+/// version checks.
+#[derive(Default)]
+pub struct MemStore {
+    pub runs: RefCell<Vec<Run>>,
+    pub admins: RefCell<Vec<Uuid>>,
+    pub deliveries: RefCell<HashMap<String, DispatchId>>,
+    pub down: Cell<bool>,
+}
+
+impl MemStore {
+    fn up(&self) -> Result<(), DbError> {
+        if self.down.get() {
+            Err(DbError::Unavailable("connection refused".into()))
+        } else {
+            Ok(())
+        }
+    }
+    pub fn only(&self) -> Run {
+        let runs = self.runs.borrow();
+        assert_eq!(runs.len(), 1, "expected exactly one run");
+        runs[0].clone()
+    }
+}
+
+impl Store for MemStore {
+    async fn is_admin(&self, user: Uuid) -> Result<bool, DbError> {
+        self.up()?;
+        Ok(self.admins.borrow().contains(&user))
+    }
+    async fn insert(&self, run: &Run, webhook_id: Option<&str>) -> Result<Run, DbError> {
+        self.up()?;
+        let mut runs = self.runs.borrow_mut();
+        if run.status == Status::InProgress && runs.iter().any(|r| r.status == Status::InProgress) {
+            return Err(DbError::UniqueViolation(ONE_IN_PROGRESS.into()));
+        }
+        let mut saved = run.clone();
+        saved.id = runs.len() as i64 + 1;
+        runs.push(saved.clone());
+        if let Some(w) = webhook_id {
+            self.deliveries
+                .borrow_mut()
+                .insert(w.into(), run.dispatch_id);
+        }
+        Ok(saved)
+    }
+    async fn get(&self, id: DispatchId) -> Result<Option<Run>, DbError> {
+        self.up()?;
+        Ok(self
+            .runs
+            .borrow()
+            .iter()
+            .find(|r| r.dispatch_id == id)
+            .cloned())
+    }
+    async fn running(&self) -> Result<Option<Run>, DbError> {
+        self.up()?;
+        Ok(self
+            .runs
+            .borrow()
+            .iter()
+            .find(|r| r.status == Status::InProgress)
+            .cloned())
+    }
+    async fn by_workflow_run(&self, workflow_run_id: u64) -> Result<Option<Run>, DbError> {
+        self.up()?;
+        Ok(self
+            .runs
+            .borrow()
+            .iter()
+            .rev()
+            .find(|r| r.workflow_run_id == Some(workflow_run_id))
+            .cloned())
+    }
+    async fn update(
+        &self,
+        prev: &Run,
+        next: &Run,
+        webhook_id: Option<&str>,
+    ) -> Result<Option<Run>, DbError> {
+        self.up()?;
+        let mut runs = self.runs.borrow_mut();
+        if next.status == Status::InProgress
+            && runs
+                .iter()
+                .any(|r| r.status == Status::InProgress && r.id != prev.id)
+        {
+            return Err(DbError::UniqueViolation(ONE_IN_PROGRESS.into()));
+        }
+        let Some(row) = runs
+            .iter_mut()
+            .find(|r| r.id == prev.id && r.version == prev.version)
+        else {
+            return Ok(None);
+        };
+        *row = next.clone();
+        row.version = prev.version + 1;
+        if let Some(w) = webhook_id {
+            self.deliveries
+                .borrow_mut()
+                .insert(w.into(), row.dispatch_id);
+        }
+        Ok(Some(row.clone()))
+    }
+    async fn delivery(&self, webhook_id: &str) -> Result<Option<DispatchId>, DbError> {
+        self.up()?;
+        Ok(self.deliveries.borrow().get(webhook_id).copied())
+    }
+    async fn record_delivery(&self, webhook_id: &str, id: DispatchId) -> Result<(), DbError> {
+        self.up()?;
+        self.deliveries
+            .borrow_mut()
+            .entry(webhook_id.into())
+            .or_insert(id);
+        Ok(())
+    }
+    async fn list(&self, limit: u32, before: Option<Cursor>) -> Result<Vec<Run>, DbError> {
+        self.up()?;
+        let mut runs: Vec<Run> = self.runs.borrow().clone();
+        runs.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
+        Ok(runs
+            .into_iter()
+            .filter(|r| before.is_none_or(|b| (r.created_at, r.id) < b))
+            .take(limit as usize)
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod flows {
+    use super::*;
+    use crate::app;
+    use crate::http::{Request, Response};
+    use crate::run::FailureReason;
+    use crate::token::sign_hs256;
+    use crate::webhook::WebhookSecret;
+    use futures::executor::block_on;
+    use serde_json::{json, Value};
+
+    const JWT_SECRET: &str = "local-dev-jwt-secret-at-least-32-characters";
+    const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    const ADMIN: &str = "6f1c2a9e-8d4b-4c1a-9f3e-2b7d5a0c1e42";
+    const OTHER: &str = "11111111-2222-4333-8444-555555555555";
+
+    fn host() -> FakeHost {
+        FakeHost::new(&[
+            ("SUPABASE_JWT_SECRET", JWT_SECRET),
+            ("BACKUP_WEBHOOK_SECRET", WHSEC),
+            ("GITHUB_TOKEN", "ghp_test"),
+            ("GITHUB_REPOSITORY", "acme/app"),
+            ("ALLOWED_ORIGINS", "http://localhost:3000"),
+        ])
+    }
+
+    fn store() -> MemStore {
+        let s = MemStore::default();
+        s.admins.borrow_mut().push(Uuid::parse_str(ADMIN).unwrap());
+        s
+    }
+
+    fn token(host: &FakeHost, sub: &str) -> String {
+        sign_hs256(
+            JWT_SECRET.as_bytes(),
+            &json!({"sub": sub, "role": "authenticated", "aud": "authenticated", "exp": host.now_ms() / 1000 + 600}),
+        )
+    }
+
+    fn trigger(host: &FakeHost, store: &MemStore, sub: &str, body: &str) -> Response {
+        let req = Request::new(
+            "POST",
+            "http://localhost/functions/v1/trigger-backup",
+            vec![(
+                "authorization".into(),
+                format!("Bearer {}", token(host, sub)),
+            )],
+            body.as_bytes().to_vec(),
+        );
+        block_on(app::handle(host, store, "trigger-backup", &req))
+    }
+
+    fn finalize(host: &FakeHost, store: &MemStore, webhook_id: &str, body: &Value) -> Response {
+        let body = body.to_string();
+        let ts = host.now_ms() / 1000;
+        let sig = WebhookSecret::parse(WHSEC)
+            .unwrap()
+            .sign(webhook_id, ts, body.as_bytes());
+        let req = Request::new(
+            "POST",
+            "http://localhost/functions/v1/finalize-backup",
+            vec![
+                ("webhook-id".into(), webhook_id.into()),
+                ("webhook-timestamp".into(), ts.to_string()),
+                ("webhook-signature".into(), sig),
+                ("content-type".into(), "application/json".into()),
+            ],
+            body.into_bytes(),
+        );
+        block_on(app::handle(host, store, "finalize-backup", &req))
+    }
+
+    fn body(r: &Response) -> Value {
+        serde_json::from_str(&r.body).unwrap()
+    }
+
+    fn dispatched(host: &FakeHost, store: &MemStore) -> String {
+        host.answer(200, &[], r#"{"workflow_run_id": 4242, "run_url": "https://api.github.com/repos/acme/app/actions/runs/4242", "html_url": "https://github.com/acme/app/actions/runs/4242"}"#);
+        let r = trigger(host, store, ADMIN, "");
+        assert_eq!(r.status, 202, "{}", r.body);
+        body(&r)["dispatch_id"].as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn trigger_inserts_dispatches_and_records_the_run() {
+        let (host, store) = (host(), store());
+        host.answer(200, &[], r#"{"workflow_run_id": 4242, "html_url": "https://github.com/acme/app/actions/runs/4242"}"#);
+        let r = trigger(&host, &store, ADMIN, r#"{"reason":"before deploy"}"#);
+        assert_eq!(r.status, 202);
+        let b = body(&r);
+        assert_eq!(b["status"], "in_progress");
+        assert_eq!(b["workflow_run_id"], 4242);
+        assert_eq!(
+            b["run_url"],
+            "https://github.com/acme/app/actions/runs/4242"
+        );
+        let run = store.only();
+        assert_eq!(run.dispatch_id.to_string(), b["dispatch_id"]);
+        assert_eq!(run.reason.as_deref(), Some("before deploy"));
+        assert_eq!(run.triggered_by.unwrap().to_string(), ADMIN);
+        let sent = &host.fetched.borrow()[0];
+        let sent_body: Value = serde_json::from_str(sent.body.as_deref().unwrap()).unwrap();
+        assert_eq!(sent_body["inputs"]["dispatch_id"], b["dispatch_id"]);
+    }
+
+    #[test]
+    fn trigger_accepts_a_204_without_run_details() {
+        let (host, store) = (host(), store());
+        host.answer(204, &[], "");
+        let r = trigger(&host, &store, ADMIN, "");
+        assert_eq!(r.status, 202);
+        assert_eq!(body(&r)["workflow_run_id"], Value::Null);
+        assert_eq!(body(&r)["run_url"], Value::Null);
+    }
+
+    #[test]
+    fn trigger_returns_409_with_the_running_dispatch_id() {
+        let (host, store) = (host(), store());
+        let first = dispatched(&host, &store);
+        let r = trigger(&host, &store, ADMIN, "");
+        assert_eq!(r.status, 409);
+        assert_eq!(body(&r)["error"]["code"], "backup_in_progress");
+        assert_eq!(body(&r)["dispatch_id"], first);
+        assert_eq!(host.fetched.borrow().len(), 1, "no second dispatch");
+    }
+
+    #[test]
+    fn trigger_refuses_non_admins_and_missing_tokens() {
+        let (host, store) = (host(), store());
+        assert_eq!(trigger(&host, &store, OTHER, "").status, 403);
+        let req = Request::new(
+            "POST",
+            "http://x/functions/v1/trigger-backup",
+            vec![],
+            vec![],
+        );
+        let r = block_on(app::handle(&host, &store, "trigger-backup", &req));
+        assert_eq!(r.status, 401);
+        assert_eq!(body(&r)["error"]["code"], "missing_token");
+        assert!(store.runs.borrow().is_empty());
+    }
+
+    #[test]
+    fn dispatch_is_retried_on_5xx_then_succeeds() {
+        let (host, store) = (host(), store());
+        host.answer(502, &[], "bad gateway");
+        host.answer(429, &[("retry-after", "1")], "");
+        host.answer(204, &[], "");
+        let r = trigger(&host, &store, ADMIN, "");
+        assert_eq!(r.status, 202);
+        assert_eq!(host.fetched.borrow().len(), 3);
+        assert_eq!(*host.slept.borrow(), vec![250, 1000]);
+    }
+
+    #[test]
+    fn dispatch_refused_leaves_a_failed_row_and_answers_502() {
+        let (host, store) = (host(), store());
+        host.answer(422, &[], r#"{"message":"No ref found for: nope"}"#);
+        let r = trigger(&host, &store, ADMIN, "");
+        assert_eq!(r.status, 502);
+        assert_eq!(body(&r)["error"]["code"], "dispatch_failed");
+        let run = store.only();
+        assert_eq!(body(&r)["dispatch_id"], run.dispatch_id.to_string());
+        assert_eq!(run.status, Status::Failed);
+        assert_eq!(run.failure_reason, Some(FailureReason::DispatchFailed));
+        assert_eq!(
+            run.error_text.as_deref(),
+            Some("GitHub did not accept the workflow dispatch: HTTP 422: No ref found for: nope")
+        );
+        assert!(!r.body.contains("ghp_test"));
+    }
+
+    #[test]
+    fn dispatch_gives_up_after_bounded_retries() {
+        let (host, store) = (host(), store());
+        for _ in 0..3 {
+            host.answer(503, &[], "");
+        }
+        let r = trigger(&host, &store, ADMIN, "");
+        assert_eq!(r.status, 502);
+        assert_eq!(host.fetched.borrow().len(), 3);
+        assert_eq!(
+            store.only().failure_reason,
+            Some(FailureReason::DispatchFailed)
+        );
+        assert!(store.only().error_text.unwrap().contains("HTTP 503"));
+    }
+
+    #[test]
+    fn missing_github_config_is_a_500_naming_it_and_writes_nothing() {
+        let mut host = host();
+        host.env.remove("GITHUB_TOKEN");
+        let store = store();
+        let r = trigger(&host, &store, ADMIN, "");
+        assert_eq!(r.status, 500);
+        assert_eq!(
+            body(&r)["error"]["message"],
+            "server misconfigured: GITHUB_TOKEN is not set"
+        );
+        assert!(store.runs.borrow().is_empty());
+    }
+
+    #[test]
+    fn database_down_is_a_503() {
+        let (host, store) = (host(), store());
+        store.down.set(true);
+        let r = trigger(&host, &store, ADMIN, "");
+        assert_eq!(r.status, 503);
+        assert_eq!(body(&r)["error"]["code"], "database_unavailable");
+        assert!(!r.body.contains("connection refused"));
+    }
+
+    #[test]
+    fn the_full_loop_ends_in_success() {
+        let (host, store) = (host(), store());
+        let id = dispatched(&host, &store);
+        let started = finalize(
+            &host,
+            &store,
+            "m1",
+            &json!({"event": "started", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1}),
+        );
+        assert_eq!(
+            body(&started),
+            json!({"dispatch_id": id, "status": "in_progress", "changed": true})
+        );
+        let done = finalize(
+            &host,
+            &store,
+            "m2",
+            &json!({"event": "succeeded", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "s3_key": "backups/x.dump", "size_bytes": 99, "sha256": "a".repeat(64)}),
+        );
+        assert_eq!(
+            body(&done),
+            json!({"dispatch_id": id, "status": "success", "changed": true})
+        );
+        let run = store.only();
+        assert_eq!(run.s3_key.as_deref(), Some("backups/x.dump"));
+        assert_eq!(run.size_bytes, Some(99));
+        // The same terminal report again, under a new webhook-id.
+        let again = finalize(
+            &host,
+            &store,
+            "m3",
+            &json!({"event": "succeeded", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "s3_key": "backups/x.dump"}),
+        );
+        assert_eq!(body(&again)["changed"], false);
+    }
+
+    #[test]
+    fn a_retried_delivery_is_answered_without_change() {
+        let (host, store) = (host(), store());
+        let id = dispatched(&host, &store);
+        let report = json!({"event": "failed", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "error_text": "dump failed"});
+        assert_eq!(
+            body(&finalize(&host, &store, "same", &report))["changed"],
+            true
+        );
+        let again = finalize(&host, &store, "same", &report);
+        assert_eq!(again.status, 200);
+        assert_eq!(
+            body(&again),
+            json!({"dispatch_id": id, "status": "failed", "changed": false})
+        );
+    }
+
+    #[test]
+    fn finalize_rejects_unknown_ids_bad_signatures_and_stale_timestamps() {
+        let (host, store) = (host(), store());
+        let unknown = DispatchId::issue(1, [1; 10]).to_string();
+        let r = finalize(
+            &host,
+            &store,
+            "m",
+            &json!({"event": "started", "dispatch_id": unknown, "workflow_run_id": 1, "run_attempt": 1}),
+        );
+        assert_eq!(r.status, 404);
+        let req = Request::new(
+            "POST",
+            "http://x/functions/v1/finalize-backup",
+            vec![
+                ("webhook-id".into(), "m".into()),
+                (
+                    "webhook-timestamp".into(),
+                    (host.now_ms() / 1000 - 301).to_string(),
+                ),
+                ("webhook-signature".into(), "v1,AAAA".into()),
+            ],
+            b"{}".to_vec(),
+        );
+        let r = block_on(app::handle(&host, &store, "finalize-backup", &req));
+        assert_eq!(r.status, 401);
+        assert_eq!(body(&r)["error"]["code"], "invalid_signature");
+    }
+
+    #[test]
+    fn a_scheduled_run_registers_once_per_delivery_and_per_workflow_run() {
+        let (host, store) = (host(), store());
+        let start = json!({"event": "started", "workflow_run_id": 555, "run_attempt": 1});
+        let first = finalize(&host, &store, "sched-555-1", &start);
+        assert_eq!(first.status, 201);
+        let id = body(&first)["dispatch_id"].as_str().unwrap().to_string();
+        let retry = finalize(&host, &store, "sched-555-1", &start);
+        assert_eq!(retry.status, 200);
+        assert_eq!(body(&retry)["dispatch_id"], id);
+        let resent = finalize(&host, &store, "another-id", &start);
+        assert_eq!(body(&resent)["dispatch_id"], id);
+        assert_eq!(store.runs.borrow().len(), 1);
+        assert_eq!(
+            store.only().trigger_source,
+            crate::run::TriggerSource::Schedule
+        );
+    }
+
+    #[test]
+    fn a_scheduled_run_while_another_runs_is_a_409() {
+        let (host, store) = (host(), store());
+        let running = dispatched(&host, &store);
+        let r = finalize(
+            &host,
+            &store,
+            "s",
+            &json!({"event": "started", "workflow_run_id": 9, "run_attempt": 1}),
+        );
+        assert_eq!(r.status, 409);
+        assert_eq!(body(&r)["dispatch_id"], running);
+    }
+
+    #[test]
+    fn other_methods_get_405_and_unknown_functions_404() {
+        let (host, store) = (host(), store());
+        let get = Request::new(
+            "GET",
+            "http://x/functions/v1/finalize-backup",
+            vec![],
+            vec![],
+        );
+        let r = block_on(app::handle(&host, &store, "finalize-backup", &get));
+        assert_eq!(r.status, 405);
+        assert_eq!(r.header("allow"), Some("POST"));
+        assert_eq!(
+            block_on(app::handle(&host, &store, "nope", &get)).status,
+            404
+        );
+    }
+
+    #[test]
+    fn cors_preflight_and_error_responses_carry_allowed_origins_only() {
+        let (host, store) = (host(), store());
+        let pre = Request::new(
+            "OPTIONS",
+            "http://x/functions/v1/trigger-backup",
+            vec![("origin".into(), "http://localhost:3000".into())],
+            vec![],
+        );
+        let r = block_on(app::handle(&host, &store, "trigger-backup", &pre));
+        assert_eq!(r.status, 204);
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            Some("http://localhost:3000")
+        );
+        let evil = Request::new(
+            "OPTIONS",
+            "http://x/functions/v1/trigger-backup",
+            vec![("origin".into(), "https://evil.test".into())],
+            vec![],
+        );
+        let r = block_on(app::handle(&host, &store, "trigger-backup", &evil));
+        assert_eq!(r.status, 403);
+        assert_eq!(r.header("access-control-allow-origin"), None);
+        let unauth = Request::new(
+            "POST",
+            "http://x/functions/v1/trigger-backup",
+            vec![("origin".into(), "http://localhost:3000".into())],
+            vec![],
+        );
+        let r = block_on(app::handle(&host, &store, "trigger-backup", &unauth));
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            Some("http://localhost:3000")
+        );
+    }
+}

@@ -1,0 +1,255 @@
+//! `POST /functions/v1/trigger-backup`: the "Back up now" button.
+//!
+//! Order matters: the row is inserted *before* the dispatch, so the
+//! single-flight index refuses a second click before GitHub is called, and
+//! the workflow can never report against a dispatch id the table does not
+//! know. If GitHub refuses, the row is failed (`dispatch_failed`) in the
+//! same request; it is never left `in_progress`.
+
+use crate::auth;
+use crate::config;
+use crate::dispatch_id::DispatchId;
+use crate::error::Error;
+use crate::github::{self, DispatchAnswer};
+use crate::http::{Request, Response};
+use crate::ports::{DbError, Host, Level};
+use crate::run::{self, Outcome, Run};
+use crate::store::{Store, ONE_IN_PROGRESS};
+use serde_json::{json, Value};
+
+/// Longest accepted `reason`.
+pub const MAX_REASON_CHARS: usize = 500;
+
+/// Serves the endpoint.
+///
+/// # Errors
+/// Every documented 4xx/5xx of the endpoint, as an [`Error`].
+pub async fn handle(
+    host: &impl Host,
+    store: &impl Store,
+    req: &Request,
+) -> Result<Response, Error> {
+    if req.method == "OPTIONS" {
+        return config::cors(host).preflight(req, "POST, OPTIONS");
+    }
+    if req.method != "POST" {
+        return Err(Error::MethodNotAllowed {
+            allow: "POST, OPTIONS",
+        });
+    }
+    req.check_size()?;
+    let user = auth::admin(host, store, req).await?;
+    let reason = parse_body(&req.body)?;
+    let github = config::github(host)?;
+
+    let now = host.now_ms();
+    let id = DispatchId::issue(now as u64, host.random());
+    let run = match store
+        .insert(&Run::manual(id, user.id, reason, now), None)
+        .await
+    {
+        Ok(run) => run,
+        Err(DbError::UniqueViolation(c)) if c == ONE_IN_PROGRESS => {
+            let running = store.running().await?;
+            return Err(Error::BackupInProgress {
+                dispatch_id: running.map(|r| r.dispatch_id.to_string()),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    host.log(Level::Info, &format!("backup {id}: inserted, dispatching"));
+
+    match dispatch(host, &github, id).await {
+        Ok((workflow_run_id, run_url)) => {
+            let run = record_dispatch(store, run, workflow_run_id, run_url).await?;
+            host.log(
+                Level::Info,
+                &format!("backup {id}: dispatched (run {workflow_run_id:?})"),
+            );
+            Ok(Response::json(
+                202,
+                &json!({
+                    "dispatch_id": id.to_string(),
+                    "status": run::status_str(run.status),
+                    "workflow_run_id": run.workflow_run_id,
+                    "run_url": run.run_url,
+                }),
+            ))
+        }
+        Err(detail) => {
+            let error_text = format!("GitHub did not accept the workflow dispatch: {detail}");
+            fail_dispatch(host, store, id, &error_text).await?;
+            Err(Error::DispatchFailed {
+                dispatch_id: id.to_string(),
+                detail,
+            })
+        }
+    }
+}
+
+/// The optional body: nothing, or `{"reason": string}`.
+fn parse_body(body: &[u8]) -> Result<Option<String>, Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|_| Error::InvalidBody("the body must be empty or a JSON object".into()))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| Error::InvalidBody("the body must be empty or a JSON object".into()))?;
+    if let Some(unknown) = obj.keys().find(|k| k.as_str() != "reason") {
+        return Err(Error::field(
+            unknown,
+            "is not a known field (only reason is accepted)",
+        ));
+    }
+    match obj.get("reason") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.chars().count() <= MAX_REASON_CHARS => {
+            let s = s.trim();
+            Ok((!s.is_empty()).then(|| s.to_string()))
+        }
+        Some(Value::String(_)) => Err(Error::field("reason", "must be at most 500 characters")),
+        Some(_) => Err(Error::field("reason", "must be a string")),
+    }
+}
+
+/// Sends the dispatch with bounded retries of transient failures.
+/// Returns GitHub's run details, or a description of why it failed.
+async fn dispatch(
+    host: &impl Host,
+    github: &github::GitHubConfig,
+    id: DispatchId,
+) -> Result<(Option<u64>, Option<String>), String> {
+    let mut last = String::new();
+    for attempt in 1..=github::DISPATCH_ATTEMPTS {
+        let wait = match host.fetch(github.dispatch_request(id)).await {
+            Ok(response) => match github::read_dispatch_response(&response) {
+                DispatchAnswer::Accepted {
+                    workflow_run_id,
+                    run_url,
+                } => return Ok((workflow_run_id, run_url)),
+                DispatchAnswer::Refused { detail } => return Err(detail),
+                DispatchAnswer::Retry { wait_ms, detail } => {
+                    last = detail;
+                    wait_ms
+                }
+            },
+            Err(network) => {
+                last = format!("network error: {network}");
+                None
+            }
+        };
+        host.log(
+            Level::Warn,
+            &format!("backup {id}: dispatch attempt {attempt} failed: {last}"),
+        );
+        if attempt == github::DISPATCH_ATTEMPTS {
+            break;
+        }
+        let wait = wait.unwrap_or_else(|| github::backoff_ms(attempt));
+        if wait > github::MAX_RETRY_WAIT_MS {
+            last = format!("{last} (GitHub asked to wait {} s)", wait / 1000);
+            break;
+        }
+        host.sleep(wait).await;
+    }
+    Err(format!(
+        "{last} after {} attempts",
+        github::DISPATCH_ATTEMPTS
+    ))
+}
+
+/// Stores the run GitHub created, unless a report already did.
+async fn record_dispatch(
+    store: &impl Store,
+    mut run: Run,
+    workflow_run_id: Option<u64>,
+    run_url: Option<String>,
+) -> Result<Run, Error> {
+    for _ in 0..5 {
+        if run.workflow_run_id.is_some() && run.run_url.is_some()
+            || workflow_run_id.is_none() && run_url.is_none()
+        {
+            return Ok(run);
+        }
+        let mut next = run.clone();
+        if next.workflow_run_id.is_none() {
+            next.workflow_run_id = workflow_run_id;
+        }
+        if next.run_url.is_none() {
+            next.run_url.clone_from(&run_url);
+        }
+        if next == run {
+            return Ok(run);
+        }
+        if let Some(saved) = store.update(&run, &next, None).await? {
+            return Ok(saved);
+        }
+        run = store
+            .get(run.dispatch_id)
+            .await?
+            .ok_or(Error::UnknownDispatchId)?;
+    }
+    Err(Error::Internal(
+        "could not record the dispatch: too many concurrent writes".into(),
+    ))
+}
+
+/// Fails a run whose dispatch GitHub refused.
+async fn fail_dispatch(
+    host: &impl Host,
+    store: &impl Store,
+    id: DispatchId,
+    error_text: &str,
+) -> Result<(), Error> {
+    for _ in 0..5 {
+        let run = store.get(id).await?.ok_or(Error::UnknownDispatchId)?;
+        match run::dispatch_failed(&run, error_text, host.now_ms()) {
+            Outcome::Unchanged => return Ok(()),
+            Outcome::Changed(next) => {
+                if store.update(&run, &next, None).await?.is_some() {
+                    return Ok(());
+                }
+            }
+        }
+    }
+    Err(Error::Internal(
+        "could not record the dispatch failure".into(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_may_be_empty_or_carry_a_reason() {
+        assert_eq!(parse_body(b""), Ok(None));
+        assert_eq!(parse_body(b"  \n"), Ok(None));
+        assert_eq!(parse_body(b"{}"), Ok(None));
+        assert_eq!(
+            parse_body(br#"{"reason":" before deploy "}"#),
+            Ok(Some("before deploy".into()))
+        );
+    }
+
+    #[test]
+    fn a_bad_body_is_a_400_naming_the_problem() {
+        assert_eq!(parse_body(b"nope").unwrap_err().code(), "invalid_body");
+        assert_eq!(parse_body(b"[1]").unwrap_err().code(), "invalid_body");
+        assert_eq!(
+            parse_body(br#"{"reason":5}"#).unwrap_err(),
+            Error::field("reason", "must be a string")
+        );
+        assert!(parse_body(br#"{"reasn":"x"}"#)
+            .unwrap_err()
+            .public_message()
+            .starts_with("reasn:"));
+        let long = format!(r#"{{"reason":"{}"}}"#, "x".repeat(501));
+        assert_eq!(
+            parse_body(long.as_bytes()).unwrap_err().code(),
+            "invalid_field"
+        );
+    }
+}

@@ -1,0 +1,202 @@
+// Starts the functions for a test the way `deno task serve` does: a separate
+// Deno process running scripts/serve.ts, configured only through its
+// environment, against a real database. Also: the secrets the tests use, and
+// independent (WebCrypto) implementations of the token and signature
+// formats, so that the Rust core is checked against the specifications
+// rather than against itself.
+
+import { fileURLToPath } from "node:url";
+import { Buffer } from "node:buffer";
+
+/** A parsed JSON body (tests index into it freely). */
+// deno-lint-ignore no-explicit-any
+export type Json = any;
+
+export const TEST_JWT_SECRET =
+  "test-jwt-secret-that-is-at-least-32-characters-long";
+export const TEST_WEBHOOK_SECRET = "whsec_" +
+  btoa("test-webhook-secret-32-bytes-long!");
+export const ADMIN_ID = "6f1c2a9e-8d4b-4c1a-9f3e-2b7d5a0c1e42";
+export const NON_ADMIN_ID = "11111111-2222-4333-8444-555555555555";
+
+const ROOT = fileURLToPath(new URL("../../", import.meta.url));
+
+export interface Stack {
+  /** Base URL, e.g. http://127.0.0.1:PORT */
+  url: string;
+  /** `${url}/functions/v1/${name}` */
+  fn(name: string): string;
+  /** Everything the server process printed so far. */
+  output(): string;
+  close(): Promise<void>;
+}
+
+export interface StackOptions {
+  databaseUrl: string;
+  githubApiUrl?: string;
+  /** Extra or overriding environment; a value of null removes a variable. */
+  env?: Record<string, string | null>;
+}
+
+/** A free TCP port on 127.0.0.1. */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr as Deno.NetAddr;
+  listener.close();
+  return port;
+}
+
+/** Starts scripts/serve.ts and waits until it answers. */
+export async function startStack(opts: StackOptions): Promise<Stack> {
+  const port = freePort();
+  const env: Record<string, string> = {
+    PATH: Deno.env.get("PATH") ?? "",
+    HOME: Deno.env.get("HOME") ?? "/root",
+    DENO_NO_UPDATE_CHECK: "1",
+    PORT: String(port),
+    SUPABASE_DB_URL: opts.databaseUrl,
+    SUPABASE_JWT_SECRET: TEST_JWT_SECRET,
+    BACKUP_WEBHOOK_SECRET: TEST_WEBHOOK_SECRET,
+    GITHUB_TOKEN: "ghp_test_token_never_logged",
+    GITHUB_REPOSITORY: "acme/app",
+    GITHUB_API_URL: opts.githubApiUrl ?? "http://127.0.0.1:9",
+    ALLOWED_ORIGINS: "http://localhost:3000",
+  };
+  for (const [k, v] of Object.entries(opts.env ?? {})) {
+    if (v === null) delete env[k];
+    else env[k] = v;
+  }
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-env",
+      "--allow-net",
+      "--allow-read",
+      "scripts/serve.ts",
+    ],
+    cwd: ROOT,
+    env,
+    clearEnv: true,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let output = "";
+  const decoder = new TextDecoder();
+  const pump = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const chunk of stream) output += decoder.decode(chunk);
+  };
+  const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = Date.now() + 20_000;
+  while (true) {
+    try {
+      const r = await fetch(`${url}/functions/v1/`);
+      await r.body?.cancel();
+      break;
+    } catch {
+      if (Date.now() > deadline) {
+        child.kill("SIGKILL");
+        throw new Error(`the functions did not start:\n${output}`);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  return {
+    url,
+    fn: (name) => `${url}/functions/v1/${name}`,
+    output: () => output,
+    async close() {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* already gone */ }
+      await child.status;
+      await pumps;
+    },
+  };
+}
+
+function b64url(bytes: Uint8Array | string): string {
+  return Buffer.from(bytes).toString("base64url");
+}
+
+async function hmac(key: Uint8Array, data: string): Promise<Uint8Array> {
+  const k = await crypto.subtle.importKey(
+    "raw",
+    key as BufferSource,
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign"],
+  );
+  return new Uint8Array(
+    await crypto.subtle.sign("HMAC", k, new TextEncoder().encode(data)),
+  );
+}
+
+/** An HS256 access token as Supabase Auth issues for a signed-in user. */
+export async function userToken(
+  sub: string,
+  overrides: Record<string, unknown> = {},
+  secret = TEST_JWT_SECRET,
+): Promise<string> {
+  const header = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
+  const claims = {
+    sub,
+    role: "authenticated",
+    aud: "authenticated",
+    exp: Math.floor(Date.now() / 1000) + 3600,
+    ...overrides,
+  };
+  const input = `${header}.${b64url(JSON.stringify(claims))}`;
+  const sig = await hmac(new TextEncoder().encode(secret), input);
+  return `${input}.${b64url(sig)}`;
+}
+
+/** Standard Webhooks headers for `body`. */
+export async function webhookHeaders(
+  body: string,
+  opts: { id?: string; timestamp?: number; secret?: string } = {},
+): Promise<Record<string, string>> {
+  const id = opts.id ?? `msg_${crypto.randomUUID()}`;
+  const timestamp = opts.timestamp ?? Math.floor(Date.now() / 1000);
+  const secret = opts.secret ?? TEST_WEBHOOK_SECRET;
+  const key = Buffer.from(secret.replace(/^whsec_/, ""), "base64");
+  const sig = await hmac(new Uint8Array(key), `${id}.${timestamp}.${body}`);
+  return {
+    "content-type": "application/json",
+    "webhook-id": id,
+    "webhook-timestamp": String(timestamp),
+    "webhook-signature": `v1,${Buffer.from(sig).toString("base64")}`,
+  };
+}
+
+/** POSTs a signed report to finalize-backup. */
+export async function report(
+  stack: Stack,
+  payload: unknown,
+  opts: { id?: string; timestamp?: number; secret?: string } = {},
+): Promise<{ status: number; body: Json }> {
+  const body = JSON.stringify(payload);
+  const r = await fetch(stack.fn("finalize-backup"), {
+    method: "POST",
+    headers: await webhookHeaders(body, opts),
+    body,
+  });
+  return { status: r.status, body: await r.json() };
+}
+
+/** POSTs to trigger-backup as `sub` (an admin by default). */
+export async function trigger(
+  stack: Stack,
+  opts: { sub?: string; body?: string; token?: string } = {},
+): Promise<{ status: number; body: Json }> {
+  const token = opts.token ?? await userToken(opts.sub ?? ADMIN_ID);
+  const r = await fetch(stack.fn("trigger-backup"), {
+    method: "POST",
+    headers: {
+      authorization: `Bearer ${token}`,
+      "content-type": "application/json",
+    },
+    body: opts.body,
+  });
+  return { status: r.status, body: await r.json() };
+}
