@@ -3,7 +3,12 @@
 import { serve } from "../supabase/functions/_shared/core.ts";
 
 /** Functions served locally (the directories under supabase/functions/). */
-export const FUNCTIONS = ["trigger-backup", "finalize-backup"];
+export const FUNCTIONS = [
+  "trigger-backup",
+  "finalize-backup",
+  "backup-status",
+  "reconcile-backups",
+];
 
 /** The router, exported so tests and `deno task dev` can embed it. */
 export function route(req: Request): Promise<Response> {

@@ -6,10 +6,15 @@ use crate::error::Error;
 use crate::http::{Request, Response};
 use crate::ports::{Host, Level};
 use crate::store::Store;
-use crate::{finalize, trigger};
+use crate::{finalize, status, sweep, trigger};
 
 /// The functions this core serves, by their Supabase name.
-pub const FUNCTIONS: [&str; 2] = ["trigger-backup", "finalize-backup"];
+pub const FUNCTIONS: [&str; 4] = [
+    "trigger-backup",
+    "finalize-backup",
+    "backup-status",
+    "reconcile-backups",
+];
 
 /// Serves one request for the function `name`. Never fails: every error is
 /// already a response here.
@@ -17,6 +22,8 @@ pub async fn handle(host: &impl Host, store: &impl Store, name: &str, req: &Requ
     let (result, browser_facing) = match name {
         "trigger-backup" => (trigger::handle(host, store, req).await, true),
         "finalize-backup" => (finalize::handle(host, store, req).await, false),
+        "backup-status" => (status::handle(host, store, req).await, true),
+        "reconcile-backups" => (sweep::handle(host, store, req).await, false),
         _ => (Err(Error::NotFound), false),
     };
     let response = match result {

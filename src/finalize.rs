@@ -154,6 +154,12 @@ async fn register(
                 let run = store.get(id).await?.ok_or(Error::UnknownDispatchId)?;
                 return Ok(answer(200, &run, false));
             }
+            // Or another delivery (another webhook-id) for the same run did.
+            if let Some(existing) = store.by_workflow_run(report.workflow_run_id).await? {
+                if existing.trigger_source == TriggerSource::Schedule {
+                    return apply(host, store, existing.dispatch_id, report, webhook_id).await;
+                }
+            }
             let running = store.running().await?;
             Err(Error::BackupInProgress {
                 dispatch_id: running.map(|r| r.dispatch_id.to_string()),

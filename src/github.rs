@@ -101,8 +101,8 @@ impl GitHubConfig {
         }
     }
 
-    /// `GET /repos/{repo}/actions/runs/{id}`.
-    pub fn get_run_request(&self, workflow_run_id: u64) -> OutboundRequest {
+    /// `GET /repos/{repo}/actions/runs/{id}`, answered within `timeout_ms`.
+    pub fn get_run_request(&self, workflow_run_id: u64, timeout_ms: u32) -> OutboundRequest {
         OutboundRequest {
             method: "GET",
             url: format!(
@@ -111,7 +111,7 @@ impl GitHubConfig {
             ),
             headers: self.headers(),
             body: None,
-            timeout_ms: 10_000,
+            timeout_ms,
         }
     }
 }
@@ -190,6 +190,27 @@ pub fn retry_wait_ms(response: &OutboundResponse) -> Option<u32> {
         .map(|s| s.saturating_mul(1000))
 }
 
+/// Until when (unix ms) a rate-limited answer asks us not to call again:
+/// `Retry-After`, else `x-ratelimit-reset` when the quota is spent, else a
+/// minute for a bare 429. `None` when the answer is not a rate limit.
+pub fn rate_limited_until(response: &OutboundResponse, now_ms: i64) -> Option<i64> {
+    let spent = response.header("x-ratelimit-remaining") == Some("0");
+    if !(response.status == 429
+        || (response.status == 403 && (spent || response.header("retry-after").is_some())))
+    {
+        return None;
+    }
+    if let Some(wait) = retry_wait_ms(response) {
+        return Some(now_ms + i64::from(wait));
+    }
+    let reset = response
+        .header("x-ratelimit-reset")
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .map(|s| s * 1000)
+        .filter(|_| spent);
+    Some(reset.filter(|r| *r > now_ms).unwrap_or(now_ms + 60_000))
+}
+
 /// Backoff before retry `attempt` (1-based) when GitHub gave no hint.
 pub fn backoff_ms(attempt: u32) -> u32 {
     250 * 4u32.saturating_pow(attempt.saturating_sub(1)).min(16)
@@ -219,6 +240,8 @@ pub struct WorkflowRun {
     /// Set when completed: `success`, `failure`, `cancelled`, `timed_out`, ...
     pub conclusion: Option<String>,
     pub html_url: Option<String>,
+    /// When GitHub last changed the run (its completion time once completed).
+    pub updated_at: Option<i64>,
 }
 
 /// Reads a `GET /actions/runs/{id}` body.
@@ -240,6 +263,10 @@ pub fn read_workflow_run(body: &str) -> Option<WorkflowRun> {
             .get("html_url")
             .and_then(Value::as_str)
             .map(str::to_string),
+        updated_at: v
+            .get("updated_at")
+            .and_then(Value::as_str)
+            .and_then(crate::time::parse_iso8601),
     })
 }
 
@@ -368,6 +395,41 @@ mod tests {
                 DispatchAnswer::Refused { .. }
             ));
         }
+    }
+
+    #[test]
+    fn rate_limits_say_until_when() {
+        let now = 1_000_000;
+        assert_eq!(
+            rate_limited_until(&response(429, &[("retry-after", "30")], ""), now),
+            Some(now + 30_000)
+        );
+        assert_eq!(
+            rate_limited_until(
+                &response(
+                    403,
+                    &[
+                        ("x-ratelimit-remaining", "0"),
+                        ("x-ratelimit-reset", "1200")
+                    ],
+                    ""
+                ),
+                now
+            ),
+            Some(1_200_000)
+        );
+        assert_eq!(
+            rate_limited_until(&response(429, &[], ""), now),
+            Some(now + 60_000)
+        );
+        assert_eq!(
+            rate_limited_until(
+                &response(403, &[], "{\"message\":\"Resource not accessible\"}"),
+                now
+            ),
+            None
+        );
+        assert_eq!(rate_limited_until(&response(500, &[], ""), now), None);
     }
 
     #[test]

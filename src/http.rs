@@ -6,7 +6,6 @@
 //! can be tested natively.
 
 use crate::error::Error;
-use serde::Serialize;
 
 /// Bodies larger than this are refused with 413 before anything is parsed.
 /// The host reads at most `MAX_BODY_BYTES + 1` bytes, so an oversized body
@@ -141,11 +140,12 @@ fn percent_decode(s: &str) -> String {
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    // Not UTF-8: an empty value, which every parameter then rejects.
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// An outgoing response: status, headers and a text body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,

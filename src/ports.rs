@@ -6,6 +6,7 @@
 //! on wasm they are JS promises awaited through wasm-bindgen-futures.
 
 use crate::config::Env;
+use crate::dispatch_id::DispatchId;
 use crate::github::{OutboundRequest, OutboundResponse};
 use crate::token::SignatureCheck;
 
@@ -33,6 +34,13 @@ pub trait Host: Env {
     /// Verifies an asymmetric JWT signature with WebCrypto, using exactly
     /// the parameters the core chose. `Err` means the check could not run.
     async fn verify_signature(&self, check: &SignatureCheck) -> Result<bool, String>;
+    /// Makes sure changes to runs are being listened for (PostgreSQL
+    /// `LISTEN backup_history`) and returns how many changes of this run
+    /// have been seen so far.
+    async fn watch(&self, id: DispatchId) -> Result<u64, DbError>;
+    /// Resolves when a change of this run beyond `since` has been seen
+    /// (true), or after `timeout_ms` (false).
+    async fn wait_for_change(&self, id: DispatchId, since: u64, timeout_ms: u32) -> bool;
 }
 
 /// Why a database call failed.

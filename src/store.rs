@@ -11,6 +11,7 @@
 
 use crate::dispatch_id::DispatchId;
 use crate::ports::{Db, DbError};
+use crate::reconcile::Deadlines;
 use crate::run::{FailureReason, OutcomeSource, Run, Status, TriggerSource};
 use serde_json::Value;
 use uuid::Uuid;
@@ -18,7 +19,9 @@ use uuid::Uuid;
 /// The name of the partial unique index that allows one running backup.
 pub const ONE_IN_PROGRESS: &str = "backup_history_one_in_progress";
 
-/// A page position in the history: (created_at ms, id) of the last row seen.
+/// A page position in the history: (created_at in microseconds, id) of the
+/// last row seen. Microseconds, because that is what PostgreSQL stores:
+/// a millisecond cursor would skip rows written within the same millisecond.
 pub type Cursor = (i64, i64);
 
 /// Typed access to `backup_history` and its companions.
@@ -47,8 +50,21 @@ pub trait Store {
     async fn delivery(&self, webhook_id: &str) -> Result<Option<DispatchId>, DbError>;
     /// Records a delivery that changed nothing (so a retry is recognised).
     async fn record_delivery(&self, webhook_id: &str, id: DispatchId) -> Result<(), DbError>;
-    /// History, newest first, after `before`.
-    async fn list(&self, limit: u32, before: Option<Cursor>) -> Result<Vec<Run>, DbError>;
+    /// History, newest first, after `before`, each run with its position.
+    async fn list(&self, limit: u32, before: Option<Cursor>)
+        -> Result<Vec<(Run, Cursor)>, DbError>;
+    /// The sweep's settings from `backup_settings`.
+    async fn settings(&self) -> Result<Settings, DbError>;
+    /// Records until when GitHub asked us not to call it.
+    async fn set_github_backoff(&self, until_ms: i64) -> Result<(), DbError>;
+}
+
+/// What the sweep reads from `backup_settings`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Settings {
+    pub deadlines: Deadlines,
+    /// Unix ms before which GitHub must not be called (0: no backoff).
+    pub github_backoff_until: i64,
 }
 
 /// [`Store`] over SQL.
@@ -146,9 +162,10 @@ fn mutable_params(run: &Run) -> Vec<Option<String>> {
     ]
 }
 
-const INSERT: &str = include_str!("sql/insert_run.sql");
-const UPDATE: &str = include_str!("sql/update_run.sql");
-const SELECT: &str = include_str!("sql/select_run.sql");
+// The files in src/sql/, without their comments (build.rs).
+const INSERT: &str = include_str!(concat!(env!("OUT_DIR"), "/insert_run.sql"));
+const UPDATE: &str = include_str!(concat!(env!("OUT_DIR"), "/update_run.sql"));
+const SELECT: &str = include_str!(concat!(env!("OUT_DIR"), "/select_run.sql"));
 
 impl<D: Db> Store for PgStore<'_, D> {
     async fn is_admin(&self, user: Uuid) -> Result<bool, DbError> {
@@ -237,25 +254,80 @@ impl<D: Db> Store for PgStore<'_, D> {
         Ok(())
     }
 
-    async fn list(&self, limit: u32, before: Option<Cursor>) -> Result<Vec<Run>, DbError> {
-        match before {
-            None => {
-                self.runs(
-                    &format!("{SELECT} order by h.created_at desc, h.id desc limit $1::int4"),
-                    &[text(limit)],
-                )
-                .await
-            }
-            Some((created_ms, id)) => {
-                self.runs(
-                    &format!(
-                        "{SELECT} where (h.created_at, h.id) < (to_timestamp($2::float8 / 1000), $3::int8) \
-                         order by h.created_at desc, h.id desc limit $1::int4"
-                    ),
-                    &[text(limit), text(created_ms), text(id)],
-                )
-                .await
-            }
+    async fn settings(&self) -> Result<Settings, DbError> {
+        let rows = self
+            .db
+            .query(
+                "select start_deadline_seconds as start, max_runtime_seconds as max, \
+                 report_grace_seconds as grace, \
+                 coalesce((extract(epoch from github_backoff_until) * 1000)::int8, 0)::text as backoff \
+                 from public.backup_settings where id",
+                &[],
+            )
+            .await?;
+        let row = &rows[0];
+        let seconds = |k: &str| row[k].as_i64().map(|s| s * 1000);
+        match (seconds("start"), seconds("max"), seconds("grace")) {
+            (Some(start_ms), Some(max_runtime_ms), Some(grace_ms)) => Ok(Settings {
+                deadlines: Deadlines {
+                    start_ms,
+                    max_runtime_ms,
+                    grace_ms,
+                },
+                github_backoff_until: row["backoff"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0),
+            }),
+            _ => Err(DbError::Other("backup_settings has no row".into())),
         }
+    }
+
+    async fn set_github_backoff(&self, until_ms: i64) -> Result<(), DbError> {
+        self.db
+            .query(
+                "update public.backup_settings set github_backoff_until = to_timestamp($1::float8 / 1000) where id",
+                &[text(until_ms)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn list(
+        &self,
+        limit: u32,
+        before: Option<Cursor>,
+    ) -> Result<Vec<(Run, Cursor)>, DbError> {
+        let sql = format!(
+            "{SELECT} where $2::int8 is null \
+               or (h.created_at, h.id) < (timestamptz 'epoch' + $2::int8 * interval '1 microsecond', $3::int8) \
+             order by h.created_at desc, h.id desc limit $1::int4"
+        );
+        let (us, id) = before.unzip();
+        let rows = self
+            .db
+            .query(
+                &sql,
+                &[
+                    text(limit),
+                    us.map(|u| u.to_string()),
+                    id.map(|i| i.to_string()),
+                ],
+            )
+            .await?;
+        rows.as_array()
+            .ok_or_else(|| DbError::Other("query did not return rows".into()))?
+            .iter()
+            .map(|row| {
+                let run = decode_run(&row["run"]);
+                let us = row["run"]["created_us"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok());
+                match (run, us) {
+                    (Some(run), Some(us)) => Ok((run.clone(), (us, run.id))),
+                    _ => Err(DbError::Other("unreadable run row".into())),
+                }
+            })
+            .collect()
     }
 }

@@ -7,7 +7,7 @@ use crate::dispatch_id::DispatchId;
 use crate::github::{OutboundRequest, OutboundResponse};
 use crate::ports::{DbError, Host, Level};
 use crate::run::{Run, Status};
-use crate::store::{Cursor, Store, ONE_IN_PROGRESS};
+use crate::store::{Cursor, Settings, Store, ONE_IN_PROGRESS};
 use crate::token::SignatureCheck;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -86,6 +86,14 @@ impl Host for FakeHost {
     async fn verify_signature(&self, _check: &SignatureCheck) -> Result<bool, String> {
         Ok(self.signature_ok.get())
     }
+    async fn watch(&self, _id: DispatchId) -> Result<u64, DbError> {
+        Ok(0)
+    }
+    async fn wait_for_change(&self, _id: DispatchId, _since: u64, timeout_ms: u32) -> bool {
+        // No one else can write while a native test awaits: time passes.
+        self.now.set(self.now.get() + i64::from(timeout_ms));
+        false
+    }
 }
 
 /// `backup_history` in memory, with the database's single-flight rule and
@@ -96,6 +104,7 @@ pub struct MemStore {
     pub admins: RefCell<Vec<Uuid>>,
     pub deliveries: RefCell<HashMap<String, DispatchId>>,
     pub down: Cell<bool>,
+    pub settings: Cell<Settings>,
 }
 
 impl MemStore {
@@ -204,15 +213,35 @@ impl Store for MemStore {
             .or_insert(id);
         Ok(())
     }
-    async fn list(&self, limit: u32, before: Option<Cursor>) -> Result<Vec<Run>, DbError> {
+    async fn list(
+        &self,
+        limit: u32,
+        before: Option<Cursor>,
+    ) -> Result<Vec<(Run, Cursor)>, DbError> {
         self.up()?;
-        let mut runs: Vec<Run> = self.runs.borrow().clone();
-        runs.sort_by_key(|r| std::cmp::Reverse((r.created_at, r.id)));
+        let mut runs: Vec<(Run, Cursor)> = self
+            .runs
+            .borrow()
+            .iter()
+            .map(|r| (r.clone(), (r.created_at * 1000, r.id)))
+            .collect();
+        runs.sort_by_key(|(_, c)| std::cmp::Reverse(*c));
         Ok(runs
             .into_iter()
-            .filter(|r| before.is_none_or(|b| (r.created_at, r.id) < b))
+            .filter(|(_, c)| before.is_none_or(|b| *c < b))
             .take(limit as usize)
             .collect())
+    }
+    async fn settings(&self) -> Result<Settings, DbError> {
+        self.up()?;
+        Ok(self.settings.get())
+    }
+    async fn set_github_backoff(&self, until_ms: i64) -> Result<(), DbError> {
+        self.up()?;
+        let mut s = self.settings.get();
+        s.github_backoff_until = until_ms;
+        self.settings.set(s);
+        Ok(())
     }
 }
 
@@ -598,5 +627,159 @@ mod flows {
             r.header("access-control-allow-origin"),
             Some("http://localhost:3000")
         );
+    }
+
+    fn sweep_req(host: &FakeHost, store: &MemStore, key: &str) -> Response {
+        let req = Request::new(
+            "POST",
+            "http://x/functions/v1/reconcile-backups",
+            vec![("authorization".into(), format!("Bearer {key}"))],
+            vec![],
+        );
+        block_on(app::handle(host, store, "reconcile-backups", &req))
+    }
+
+    fn service_host() -> FakeHost {
+        let mut h = host();
+        h.env
+            .insert("SUPABASE_SERVICE_ROLE_KEY".into(), "service-key".into());
+        h
+    }
+
+    #[test]
+    fn a_stuck_run_no_longer_blocks_the_button() {
+        let (host, store) = (host(), store());
+        let stuck = dispatched(&host, &store);
+        host.now.set(host.now.get() + 11 * 60_000);
+        host.answer(500, &[], "");
+        host.answer(200, &[], r#"{"workflow_run_id": 5000}"#);
+        let r = trigger(&host, &store, ADMIN, "");
+        assert_eq!(r.status, 202, "{}", r.body);
+        let runs = store.runs.borrow();
+        let old = runs
+            .iter()
+            .find(|r| r.dispatch_id.to_string() == stuck)
+            .unwrap();
+        assert_eq!(old.failure_reason, Some(FailureReason::Lost));
+        assert_eq!(
+            old.outcome_source,
+            Some(crate::run::OutcomeSource::Deadline)
+        );
+    }
+
+    #[test]
+    fn the_sweep_needs_the_service_role_key() {
+        let (host, store) = (service_host(), store());
+        assert_eq!(sweep_req(&host, &store, "wrong").status, 401);
+        let r = sweep_req(&host, &store, "service-key");
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            body(&r),
+            json!({"checked": 0, "changed": [], "github": "skipped"})
+        );
+    }
+
+    #[test]
+    fn the_sweep_ends_a_run_github_finished_without_a_report() {
+        let (host, store) = (service_host(), store());
+        let id = dispatched(&host, &store);
+        finalize(
+            &host,
+            &store,
+            "s",
+            &json!({"event": "started", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1}),
+        );
+        let completed = host.now.get() + 60_000;
+        host.now.set(completed + 61_000);
+        host.answer(200, &[], &json!({"id": 4242, "run_attempt": 1, "status": "completed", "conclusion": "cancelled", "updated_at": crate::time::iso8601(completed)}).to_string());
+        let r = sweep_req(&host, &store, "service-key");
+        assert_eq!(
+            body(&r),
+            json!({"checked": 1, "changed": [{"dispatch_id": id, "status": "failed", "failure_reason": "cancelled"}], "github": "ok"})
+        );
+        assert_eq!(
+            host.fetched.borrow().last().unwrap().url,
+            "https://api.github.com/repos/acme/app/actions/runs/4242"
+        );
+        // The workflow's own late report still has the last word.
+        let late = finalize(
+            &host,
+            &store,
+            "late",
+            &json!({"event": "failed", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "error_text": "pg_dump: killed"}),
+        );
+        assert_eq!(body(&late)["changed"], true);
+        assert_eq!(store.only().failure_reason, Some(FailureReason::StepFailed));
+    }
+
+    #[test]
+    fn a_rate_limited_sweep_changes_nothing_and_backs_off() {
+        let (host, store) = (service_host(), store());
+        dispatched(&host, &store);
+        host.now.set(host.now.get() + 120_000);
+        host.answer(
+            403,
+            &[("x-ratelimit-remaining", "0"), ("retry-after", "600")],
+            "",
+        );
+        let r = sweep_req(&host, &store, "service-key");
+        assert_eq!(body(&r)["github"], "rate_limited");
+        assert_eq!(body(&r)["changed"], json!([]));
+        assert_eq!(store.only().status, Status::InProgress);
+        let calls = host.fetched.borrow().len();
+        let again = sweep_req(&host, &store, "service-key");
+        assert_eq!(body(&again)["github"], "rate_limited");
+        assert_eq!(
+            host.fetched.borrow().len(),
+            calls,
+            "no GitHub call during the backoff"
+        );
+    }
+
+    #[test]
+    fn status_pages_through_the_history_newest_first() {
+        let (host, store) = (host(), store());
+        for _ in 0..5 {
+            host.answer(204, &[], "");
+            let id = body(&trigger(&host, &store, ADMIN, ""))["dispatch_id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            finalize(
+                &host,
+                &store,
+                &format!("f{id}"),
+                &json!({"event": "failed", "dispatch_id": id, "workflow_run_id": 1, "run_attempt": 1}),
+            );
+            host.now.set(host.now.get() + 1000);
+        }
+        let get = |q: &str| {
+            let req = Request::new(
+                "GET",
+                &format!("http://x/functions/v1/backup-status?{q}"),
+                vec![(
+                    "authorization".into(),
+                    format!("Bearer {}", token(&host, ADMIN)),
+                )],
+                vec![],
+            );
+            block_on(app::handle(&host, &store, "backup-status", &req))
+        };
+        let first = body(&get("limit=2"));
+        assert_eq!(first["runs"].as_array().unwrap().len(), 2);
+        let cursor = first["next_cursor"].as_str().unwrap().to_string();
+        let second = body(&get(&format!("limit=3&cursor={cursor}")));
+        assert_eq!(second["runs"].as_array().unwrap().len(), 3);
+        assert_eq!(second["next_cursor"], Value::Null);
+        let all: Vec<Value> = first["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(second["runs"].as_array().unwrap())
+            .map(|r| r["created_at"].clone())
+            .collect();
+        let mut sorted = all.clone();
+        sorted.sort_by(|a, b| b.as_str().cmp(&a.as_str()));
+        assert_eq!(all, sorted, "newest first");
     }
 }

@@ -15,6 +15,7 @@ use crate::http::{Request, Response};
 use crate::ports::{DbError, Host, Level};
 use crate::run::{self, Outcome, Run};
 use crate::store::{Store, ONE_IN_PROGRESS};
+use crate::sweep;
 use serde_json::{json, Value};
 
 /// Longest accepted `reason`.
@@ -44,18 +45,25 @@ pub async fn handle(
 
     let now = host.now_ms();
     let id = DispatchId::issue(now as u64, host.random());
-    let run = match store
-        .insert(&Run::manual(id, user.id, reason, now), None)
-        .await
-    {
-        Ok(run) => run,
-        Err(DbError::UniqueViolation(c)) if c == ONE_IN_PROGRESS => {
-            let running = store.running().await?;
-            return Err(Error::BackupInProgress {
-                dispatch_id: running.map(|r| r.dispatch_id.to_string()),
-            });
+    let fresh = Run::manual(id, user.id, reason, now);
+    let mut swept = false;
+    let run = loop {
+        match store.insert(&fresh, None).await {
+            Ok(run) => break run,
+            // Before refusing, end the running backup if it is stuck: a
+            // passed deadline or GitHub's record must not wait for cron.
+            Err(DbError::UniqueViolation(c)) if c == ONE_IN_PROGRESS && !swept => {
+                swept = true;
+                let quick = sweep::sweep(host, store, sweep::QUICK_GITHUB_TIMEOUT_MS).await?;
+                if quick.changed.is_empty() {
+                    return Err(in_progress(store).await);
+                }
+            }
+            Err(DbError::UniqueViolation(c)) if c == ONE_IN_PROGRESS => {
+                return Err(in_progress(store).await)
+            }
+            Err(e) => return Err(e.into()),
         }
-        Err(e) => return Err(e.into()),
     };
     host.log(Level::Info, &format!("backup {id}: inserted, dispatching"));
 
@@ -84,6 +92,16 @@ pub async fn handle(
                 detail,
             })
         }
+    }
+}
+
+/// 409 with the running backup's dispatch id.
+async fn in_progress(store: &impl Store) -> Error {
+    match store.running().await {
+        Ok(running) => Error::BackupInProgress {
+            dispatch_id: running.map(|r| r.dispatch_id.to_string()),
+        },
+        Err(e) => e.into(),
     }
 }
 

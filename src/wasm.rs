@@ -2,6 +2,7 @@
 //! adapted to the core's ports. Nothing here decides anything.
 
 use crate::config::Env;
+use crate::dispatch_id::DispatchId;
 use crate::github::{OutboundRequest, OutboundResponse};
 use crate::ports::{Db, DbError, Host, Level};
 use crate::token::SignatureCheck;
@@ -27,6 +28,14 @@ extern "C" {
     /// `{kind: "unavailable"|"unique_violation"|"other", constraint, message}`.
     #[wasm_bindgen(method)]
     fn query(this: &JsHost, sql: &str, params: Array) -> Promise;
+    /// Starts `LISTEN backup_history` if needed; resolves to the number of
+    /// notifications seen for this dispatch id.
+    #[wasm_bindgen(method)]
+    fn watch(this: &JsHost, dispatch_id: &str) -> Promise;
+    /// Resolves true when the count for this id exceeds `since`, or false
+    /// after `timeout_ms`.
+    #[wasm_bindgen(method, js_name = waitForChange)]
+    fn wait_for_change(this: &JsHost, dispatch_id: &str, since: f64, timeout_ms: u32) -> Promise;
     /// `crypto.subtle.importKey("jwk", jwk, importAlgorithm)` then
     /// `crypto.subtle.verify(verifyAlgorithm, key, signature, signed)`;
     /// the first three arguments are JSON.
@@ -84,6 +93,34 @@ fn message_of(value: &JsValue) -> String {
         .unwrap_or_else(|| "unknown error".into())
 }
 
+/// Reads the `{kind, constraint, message}` the host rejects with.
+fn db_error(e: &JsValue) -> DbError {
+    let field = |k: &str| {
+        Reflect::get(e, &JsValue::from_str(k))
+            .ok()
+            .and_then(|v| v.as_string())
+            .unwrap_or_default()
+    };
+    match field("kind").as_str() {
+        "unavailable" => DbError::Unavailable(field("message")),
+        "unique_violation" => DbError::UniqueViolation(field("constraint")),
+        _ => DbError::Other(message_of(e)),
+    }
+}
+
+/// `{status, headers: [[name, value]], body}` for the host's `Response`.
+pub fn response_to_js(response: &crate::http::Response) -> JsValue {
+    let obj = Object::new();
+    set(&obj, "status", &JsValue::from(response.status));
+    let headers = Array::new();
+    for (k, v) in &response.headers {
+        headers.push(&Array::of2(&JsValue::from_str(k), &JsValue::from_str(v)));
+    }
+    set(&obj, "headers", &headers);
+    set(&obj, "body", &JsValue::from_str(&response.body));
+    obj.into()
+}
+
 impl Env for JsHost {
     fn var(&self, name: &str) -> Option<String> {
         self.env(name)
@@ -125,9 +162,8 @@ impl Host for JsHost {
         let response = JsFuture::from(global_fetch(&request.url, &init))
             .await
             .map_err(|e| message_of(&e))?;
-        let response: web_sys::Response = response
-            .dyn_into()
-            .map_err(|_| "fetch did not return a Response".to_string())?;
+        // fetch resolves to a Response or rejects: no instanceof check needed.
+        let response: web_sys::Response = response.unchecked_into();
         let mut headers = Vec::new();
         if let Ok(Some(iter)) = js_sys::try_iter(&response.headers()) {
             for entry in iter.flatten() {
@@ -152,6 +188,18 @@ impl Host for JsHost {
 
     async fn sleep(&self, ms: u32) {
         let _ = JsFuture::from(JsHost::sleep(self, ms)).await;
+    }
+
+    async fn watch(&self, id: DispatchId) -> Result<u64, DbError> {
+        match JsFuture::from(JsHost::watch(self, &id.to_string())).await {
+            Ok(n) => Ok(n.as_f64().unwrap_or(0.0) as u64),
+            Err(e) => Err(db_error(&e)),
+        }
+    }
+
+    async fn wait_for_change(&self, id: DispatchId, since: u64, timeout_ms: u32) -> bool {
+        let promise = JsHost::wait_for_change(self, &id.to_string(), since as f64, timeout_ms);
+        JsFuture::from(promise).await.ok().and_then(|v| v.as_bool()) == Some(true)
     }
 
     async fn verify_signature(&self, check: &SignatureCheck) -> Result<bool, String> {
@@ -184,21 +232,9 @@ impl Db for JsHost {
             Ok(rows) => {
                 let text = rows.as_string().unwrap_or_default();
                 serde_json::from_slice(text.as_bytes())
-                    .map_err(|e| DbError::Other(format!("rows are not JSON: {e}")))
+                    .map_err(|_| DbError::Other("the host returned rows that are not JSON".into()))
             }
-            Err(e) => {
-                let field = |k: &str| {
-                    Reflect::get(&e, &JsValue::from_str(k))
-                        .ok()
-                        .and_then(|v| v.as_string())
-                        .unwrap_or_default()
-                };
-                Err(match field("kind").as_str() {
-                    "unavailable" => DbError::Unavailable(field("message")),
-                    "unique_violation" => DbError::UniqueViolation(field("constraint")),
-                    _ => DbError::Other(message_of(&e)),
-                })
-            }
+            Err(e) => Err(db_error(&e)),
         }
     }
 }

@@ -6,6 +6,8 @@
 -- $9 s3_key, $10 size_bytes, $11 sha256, $12 error_text, $13 progress (json),
 -- $14 webhook_id, $15 dispatch_id, $16 trigger_source, $17 triggered_by,
 -- $18 reason, $19 created_at (ms)
+-- (jsonb arrives as text and is cast here: a driver that sees a jsonb
+-- parameter would otherwise encode the string once more, as a JSON string.)
 with h as (
   insert into public.backup_history (
     status, failure_reason, outcome_source, workflow_run_id, run_attempt,
@@ -16,7 +18,7 @@ with h as (
     $1::text, $2::text, $3::text, $4::int8, $5::int4,
     $6::text, to_timestamp($7::float8 / 1000), to_timestamp($8::float8 / 1000),
     $9::text, $10::int8, $11::text,
-    $12::text, $13::jsonb,
+    $12::text, $13::text::jsonb,
     $15::uuid, $16::text, $17::uuid, $18::text,
     to_timestamp($19::float8 / 1000), to_timestamp($19::float8 / 1000)
   )

@@ -13,6 +13,8 @@ select jsonb_build_object(
   'run_attempt', h.run_attempt,
   'run_url', h.run_url,
   'created_at', (extract(epoch from h.created_at) * 1000)::int8,
+  -- Exact, for history cursors (text: a JSON number would lose precision).
+  'created_us', ((extract(epoch from h.created_at) * 1000000)::int8)::text,
   'started_at', (extract(epoch from h.started_at) * 1000)::int8,
   'finished_at', (extract(epoch from h.finished_at) * 1000)::int8,
   'updated_at', (extract(epoch from h.updated_at) * 1000)::int8,

@@ -16,7 +16,7 @@ with h as (
     size_bytes = $10::int8,
     sha256 = $11::text,
     error_text = $12::text,
-    progress = $13::jsonb,
+    progress = $13::text::jsonb,
     version = version + 1
   where id = $15::int8
     and version = $16::int4

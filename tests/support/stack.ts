@@ -6,7 +6,7 @@
 // rather than against itself.
 
 import { fileURLToPath } from "node:url";
-import { Buffer } from "node:buffer";
+import * as signing from "../../scripts/signing.ts";
 
 /** A parsed JSON body (tests index into it freely). */
 // deno-lint-ignore no-explicit-any
@@ -115,58 +115,21 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   };
 }
 
-function b64url(bytes: Uint8Array | string): string {
-  return Buffer.from(bytes).toString("base64url");
-}
-
-async function hmac(key: Uint8Array, data: string): Promise<Uint8Array> {
-  const k = await crypto.subtle.importKey(
-    "raw",
-    key as BufferSource,
-    { name: "HMAC", hash: "SHA-256" },
-    false,
-    ["sign"],
-  );
-  return new Uint8Array(
-    await crypto.subtle.sign("HMAC", k, new TextEncoder().encode(data)),
-  );
-}
-
-/** An HS256 access token as Supabase Auth issues for a signed-in user. */
-export async function userToken(
+/** An HS256 user token signed with the stack's JWT secret (by default). */
+export function userToken(
   sub: string,
   overrides: Record<string, unknown> = {},
   secret = TEST_JWT_SECRET,
 ): Promise<string> {
-  const header = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
-  const claims = {
-    sub,
-    role: "authenticated",
-    aud: "authenticated",
-    exp: Math.floor(Date.now() / 1000) + 3600,
-    ...overrides,
-  };
-  const input = `${header}.${b64url(JSON.stringify(claims))}`;
-  const sig = await hmac(new TextEncoder().encode(secret), input);
-  return `${input}.${b64url(sig)}`;
+  return signing.userToken(sub, overrides, secret);
 }
 
-/** Standard Webhooks headers for `body`. */
-export async function webhookHeaders(
+/** Standard Webhooks headers signed with the stack's secret (by default). */
+export function webhookHeaders(
   body: string,
   opts: { id?: string; timestamp?: number; secret?: string } = {},
 ): Promise<Record<string, string>> {
-  const id = opts.id ?? `msg_${crypto.randomUUID()}`;
-  const timestamp = opts.timestamp ?? Math.floor(Date.now() / 1000);
-  const secret = opts.secret ?? TEST_WEBHOOK_SECRET;
-  const key = Buffer.from(secret.replace(/^whsec_/, ""), "base64");
-  const sig = await hmac(new Uint8Array(key), `${id}.${timestamp}.${body}`);
-  return {
-    "content-type": "application/json",
-    "webhook-id": id,
-    "webhook-timestamp": String(timestamp),
-    "webhook-signature": `v1,${Buffer.from(sig).toString("base64")}`,
-  };
+  return signing.webhookHeaders(body, opts.secret ?? TEST_WEBHOOK_SECRET, opts);
 }
 
 /** POSTs a signed report to finalize-backup. */

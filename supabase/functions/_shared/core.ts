@@ -17,7 +17,7 @@ import {
   installPanicHook,
   maxBodyBytes,
 } from "../../../pkg/backup_core.js";
-import { query } from "./db.ts";
+import { query, waitForChange, watch } from "./db.ts";
 
 const WASM = new URL("../../../pkg/backup_core_bg.wasm", import.meta.url);
 
@@ -106,6 +106,16 @@ class Host {
   query(sql: string, params: (string | null)[]): Promise<string> {
     return query(Deno.env.get("SUPABASE_DB_URL"), sql, params);
   }
+  watch(dispatchId: string): Promise<number> {
+    return watch(Deno.env.get("SUPABASE_DB_URL"), dispatchId);
+  }
+  waitForChange(
+    dispatchId: string,
+    since: number,
+    timeoutMs: number,
+  ): Promise<boolean> {
+    return waitForChange(dispatchId, since, timeoutMs);
+  }
   // The core chose the key and the algorithms; WebCrypto does the arithmetic.
   async verifySignature(
     importAlgorithm: string,
@@ -174,8 +184,7 @@ export async function serve(name: string, req: Request): Promise<Response> {
   try {
     ready();
     const body = await readBody(req, maxBodyBytes());
-    const headers: string[] = [];
-    req.headers.forEach((value, key) => headers.push(key, value));
+    const headers = JSON.stringify([...req.headers]);
     const result = handle(
       name,
       req.method,

@@ -38,6 +38,7 @@ export async function closeDatabase(): Promise<void> {
   const c = client;
   client = undefined;
   clientUrl = undefined;
+  listening = undefined;
   await c?.end({ timeout: 2 });
 }
 
@@ -114,4 +115,65 @@ export async function query(
   } catch (error) {
     throw classify(error);
   }
+}
+
+// Change notifications (LISTEN backup_history; the payload is a dispatch id).
+// `seen` counts notifications per id so that a waiter that read the row
+// before the change still wakes: it waits for "more than the count I saw".
+const seen = new Map<string, number>();
+const waiters = new Map<string, Set<() => void>>();
+let listening: Promise<unknown> | undefined;
+const MAX_TRACKED = 1000;
+
+function notified(id: string): void {
+  seen.delete(id); // re-insert to keep the map in recency order
+  seen.set(id, (seen.get(id) ?? 0) + 1);
+  if (seen.size > MAX_TRACKED) seen.delete(seen.keys().next().value!);
+  for (const wake of waiters.get(id) ?? []) wake();
+}
+
+/** Starts listening (once) and returns the count of changes seen for `id`. */
+export async function watch(
+  url: string | undefined,
+  id: string,
+): Promise<number> {
+  if (!url) {
+    throw {
+      kind: "unavailable",
+      constraint: "",
+      message: "SUPABASE_DB_URL is not set",
+    } satisfies DbFailure;
+  }
+  if (!listening) {
+    listening = database(url).listen("backup_history", notified).catch(
+      (error) => {
+        listening = undefined;
+        throw classify(error);
+      },
+    );
+  }
+  await listening;
+  return seen.get(id) ?? 0;
+}
+
+/** Resolves true once more than `since` changes of `id` were seen, else false after `timeoutMs`. */
+export function waitForChange(
+  id: string,
+  since: number,
+  timeoutMs: number,
+): Promise<boolean> {
+  if ((seen.get(id) ?? 0) > since) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const set = waiters.get(id) ?? new Set();
+    waiters.set(id, set);
+    const finish = (changed: boolean) => {
+      clearTimeout(timer);
+      set.delete(wake);
+      if (set.size === 0) waiters.delete(id);
+      resolve(changed);
+    };
+    const wake = () => finish(true);
+    const timer = setTimeout(() => finish(false), timeoutMs);
+    set.add(wake);
+  });
 }

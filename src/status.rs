@@ -1,0 +1,310 @@
+//! `GET /functions/v1/backup-status`: what the frontend shows.
+//!
+//! - `?dispatch_id=…` one run; add `&wait=N` (seconds, at most 25) to
+//!   long-poll: the answer comes as soon as the run differs from the
+//!   client's `If-None-Match`, or when the wait ends (then 304). Wake-ups
+//!   come from PostgreSQL `LISTEN backup_history` (the migration's trigger
+//!   notifies on every change), not from a sleep loop.
+//! - no `dispatch_id`: the history, newest first, `limit` (1–100, default
+//!   20) rows per page, `cursor` from the previous page's `next_cursor`.
+//!
+//! Every answer carries an `ETag`; a matching `If-None-Match` gets 304.
+
+use crate::auth;
+use crate::config;
+use crate::dispatch_id::DispatchId;
+use crate::error::Error;
+use crate::http::{Request, Response};
+use crate::ports::Host;
+use crate::run::{Run, Status};
+use crate::store::{Cursor, Store};
+use crate::time::iso8601;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// The longest long-poll, in seconds: well inside the Edge Function
+/// wall-clock limit (150 s) and the usual proxy idle timeouts (60 s).
+pub const MAX_WAIT_SECONDS: u32 = 25;
+/// The largest page.
+pub const MAX_LIMIT: u32 = 100;
+/// The page size when none is asked for.
+pub const DEFAULT_LIMIT: u32 = 20;
+
+/// What the request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Query {
+    One { id: DispatchId, wait_ms: u32 },
+    Page { limit: u32, before: Option<Cursor> },
+}
+
+/// Parses the query string.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] naming the parameter.
+pub fn parse_query(req: &Request) -> Result<Query, Error> {
+    if let Some(unknown) = req
+        .query_names()
+        .find(|n| !matches!(*n, "dispatch_id" | "wait" | "limit" | "cursor"))
+    {
+        return Err(Error::parameter(unknown, "is not a known parameter"));
+    }
+    let number = |name: &str, max: u32| -> Result<Option<u32>, Error> {
+        req.query_param(name)
+            .map(|v| {
+                v.parse::<u32>().ok().filter(|n| *n <= max).ok_or_else(|| {
+                    Error::parameter(name, format!("must be an integer from 0 to {max}"))
+                })
+            })
+            .transpose()
+    };
+    match req.query_param("dispatch_id") {
+        Some(id) => {
+            if req.query_param("limit").is_some() || req.query_param("cursor").is_some() {
+                return Err(Error::parameter(
+                    "dispatch_id",
+                    "cannot be combined with limit or cursor",
+                ));
+            }
+            let id = DispatchId::parse("dispatch_id", &id).map_err(|_| {
+                Error::parameter("dispatch_id", "must be a UUID (8-4-4-4-12 hex digits)")
+            })?;
+            let wait = number("wait", MAX_WAIT_SECONDS)?.unwrap_or(0);
+            Ok(Query::One {
+                id,
+                wait_ms: wait * 1000,
+            })
+        }
+        None => {
+            if req.query_param("wait").is_some() {
+                return Err(Error::parameter("wait", "needs a dispatch_id"));
+            }
+            let limit = match number("limit", MAX_LIMIT)? {
+                Some(0) => {
+                    return Err(Error::parameter(
+                        "limit",
+                        "must be an integer from 1 to 100",
+                    ))
+                }
+                Some(n) => n,
+                None => DEFAULT_LIMIT,
+            };
+            let before = req
+                .query_param("cursor")
+                .map(|c| {
+                    parse_cursor(&c).ok_or_else(|| {
+                        Error::parameter("cursor", "is not a cursor from next_cursor")
+                    })
+                })
+                .transpose()?;
+            Ok(Query::Page { limit, before })
+        }
+    }
+}
+
+fn parse_cursor(s: &str) -> Option<Cursor> {
+    let (ms, id) = s.split_once('_')?;
+    Some((ms.parse().ok()?, id.parse().ok()?))
+}
+
+/// Serves the endpoint.
+///
+/// # Errors
+/// Every documented 4xx/5xx of the endpoint, as an [`Error`].
+pub async fn handle(
+    host: &impl Host,
+    store: &impl Store,
+    req: &Request,
+) -> Result<Response, Error> {
+    if req.method == "OPTIONS" {
+        return config::cors(host).preflight(req, "GET, OPTIONS");
+    }
+    if req.method != "GET" {
+        return Err(Error::MethodNotAllowed {
+            allow: "GET, OPTIONS",
+        });
+    }
+    auth::admin(host, store, req).await?;
+    let seen = req.header("if-none-match").map(str::to_string);
+    match parse_query(req)? {
+        Query::Page { limit, before } => {
+            let runs = store.list(limit + 1, before).await?;
+            let more = runs.len() > limit as usize;
+            let page = &runs[..runs.len().min(limit as usize)];
+            let next = if more {
+                page.last().map(|(_, (us, id))| format!("{us}_{id}"))
+            } else {
+                None
+            };
+            let body = json!({
+                "runs": page.iter().map(|(r, _)| view(r)).collect::<Vec<_>>(),
+                "next_cursor": next,
+            });
+            Ok(answer(&body, seen.as_deref()))
+        }
+        Query::One { id, wait_ms } => {
+            let deadline = host.now_ms() + i64::from(wait_ms);
+            loop {
+                // Take the change counter before reading, so a change that
+                // lands between the read and the wait still wakes us.
+                let seq = if wait_ms > 0 {
+                    host.watch(id).await?
+                } else {
+                    0
+                };
+                let run = store.get(id).await?.ok_or(Error::UnknownDispatchId)?;
+                let body = json!({ "run": view(&run) });
+                let tag = etag(&body);
+                let remaining = deadline - host.now_ms();
+                let unchanged = seen.as_deref() == Some(tag.as_str());
+                if !unchanged || remaining <= 0 || wait_ms == 0 {
+                    return Ok(answer(&body, seen.as_deref()));
+                }
+                host.wait_for_change(id, seq, remaining as u32).await;
+            }
+        }
+    }
+}
+
+fn etag(body: &Value) -> String {
+    let digest = Sha256::digest(body.to_string().as_bytes());
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut tag = String::with_capacity(26);
+    tag.push('"');
+    for b in &digest[..12] {
+        tag.push(char::from(HEX[usize::from(b >> 4)]));
+        tag.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    tag.push('"');
+    tag
+}
+
+fn answer(body: &Value, seen: Option<&str>) -> Response {
+    let tag = etag(body);
+    let matches = seen.is_some_and(|s| {
+        s.split(',')
+            .any(|t| t.trim().trim_start_matches("W/") == tag)
+    });
+    let response = if matches {
+        Response::empty(304).with_header("cache-control", "no-cache")
+    } else {
+        Response::json(200, body)
+    };
+    response.with_header("etag", tag)
+}
+
+/// A run as the frontend shows it: everything useful in the row, times in
+/// ISO 8601, the duration, and the phase a progress bar can show.
+pub fn view(run: &Run) -> Value {
+    // Only a finished run has a duration: a running one's would change
+    // every millisecond, and so would its ETag, and a long-poll could never
+    // wait. Clients show the elapsed time from started_at themselves.
+    let begun = run.started_at.unwrap_or(run.created_at);
+    let duration_ms = run.finished_at.map(|end| (end - begun).max(0));
+    json!({
+        "dispatch_id": run.dispatch_id.to_string(),
+        "status": run.status.as_str(),
+        "phase": phase(run),
+        "failure_reason": run.failure_reason.map(|r| r.as_str()),
+        "error_text": run.error_text,
+        "trigger_source": run.trigger_source.as_str(),
+        "triggered_by": run.triggered_by.map(|u| u.to_string()),
+        "reason": run.reason,
+        "created_at": iso8601(run.created_at),
+        "started_at": run.started_at.map(iso8601),
+        "finished_at": run.finished_at.map(iso8601),
+        "updated_at": iso8601(run.updated_at),
+        "duration_ms": duration_ms,
+        "s3_key": run.s3_key,
+        "size_bytes": run.size_bytes,
+        "sha256": run.sha256,
+        "workflow_run_id": run.workflow_run_id,
+        "run_attempt": run.run_attempt,
+        "run_url": run.run_url,
+        "progress": run.progress,
+    })
+}
+
+/// `queued` (dispatched, not started yet), `running`, the latest reported
+/// progress phase (e.g. `dumped`, `uploaded`), or the final status.
+pub fn phase(run: &Run) -> String {
+    match run.status {
+        Status::InProgress if run.started_at.is_none() => "queued".into(),
+        Status::InProgress => run
+            .progress
+            .as_ref()
+            .and_then(|p| p["phase"].as_str())
+            .filter(|p| !p.is_empty() && p.len() <= 40)
+            .unwrap_or("running")
+            .to_string(),
+        other => other.as_str().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn get(query: &str) -> Request {
+        Request::new(
+            "GET",
+            &format!("http://x/functions/v1/backup-status?{query}"),
+            vec![],
+            vec![],
+        )
+    }
+
+    const ID: &str = "0193a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2b";
+
+    #[test]
+    fn a_query_is_one_run_or_a_page() {
+        assert_eq!(
+            parse_query(&get(&format!("dispatch_id={ID}&wait=25"))),
+            Ok(Query::One {
+                id: DispatchId::parse("x", ID).unwrap(),
+                wait_ms: 25_000
+            })
+        );
+        assert_eq!(
+            parse_query(&get("")),
+            Ok(Query::Page {
+                limit: 20,
+                before: None
+            })
+        );
+        assert_eq!(
+            parse_query(&get("limit=5&cursor=1700000000000_42")),
+            Ok(Query::Page {
+                limit: 5,
+                before: Some((1_700_000_000_000, 42))
+            })
+        );
+    }
+
+    #[test]
+    fn bad_parameters_are_named() {
+        let name = |q: &str| match parse_query(&get(q)).unwrap_err() {
+            Error::InvalidParameter { name, .. } => name,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(name(&format!("dispatch_id={ID}&wait=26")), "wait");
+        assert_eq!(name(&format!("dispatch_id={ID}&wait=-1")), "wait");
+        assert_eq!(name(&format!("dispatch_id={ID}&wait=soon")), "wait");
+        assert_eq!(name("dispatch_id=12345"), "dispatch_id");
+        assert_eq!(name("wait=5"), "wait");
+        assert_eq!(name("limit=0"), "limit");
+        assert_eq!(name("limit=101"), "limit");
+        assert_eq!(name("cursor=abc"), "cursor");
+        assert_eq!(name("status=failed"), "status");
+        assert_eq!(name(&format!("dispatch_id={ID}&limit=2")), "dispatch_id");
+    }
+
+    #[test]
+    fn a_matching_if_none_match_gets_304() {
+        let body = json!({"run": 1});
+        let tag = etag(&body);
+        assert_eq!(answer(&body, Some(&tag)).status, 304);
+        assert_eq!(answer(&body, Some(&format!("W/{tag}"))).status, 304);
+        assert_eq!(answer(&body, Some("\"other\"")).status, 200);
+        assert_eq!(answer(&body, None).header("etag"), Some(tag.as_str()));
+    }
+}

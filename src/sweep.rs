@@ -1,0 +1,190 @@
+//! `POST /functions/v1/reconcile-backups`: the sweep that ends silent runs.
+//!
+//! Called every minute by pg_cron (through pg_net, with the service role
+//! key), on a timer by `deno task dev`, and by `trigger-backup` before it
+//! refuses a second backup, so a stuck row can never block the button.
+//!
+//! A sweep reads the one `in_progress` row (the single-flight index makes
+//! that an index lookup whatever the history's size), asks GitHub about it
+//! at most once, lets [`reconcile::decide`] judge, and writes the verdict
+//! with the row's version guard: two sweeps at once cannot both apply it.
+
+use crate::config;
+use crate::error::Error;
+use crate::github::{self, read_workflow_run};
+use crate::http::{Request, Response};
+use crate::ports::{Host, Level};
+use crate::reconcile::{self, GitHubFact};
+use crate::run::{Outcome, Run};
+use crate::store::{Settings, Store};
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+/// How long the sweep waits for GitHub on the cron path.
+pub const GITHUB_TIMEOUT_MS: u32 = 8_000;
+/// How long trigger-backup's opportunistic sweep waits for GitHub.
+pub const QUICK_GITHUB_TIMEOUT_MS: u32 = 3_000;
+
+/// What a sweep did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Swept {
+    /// Runs looked at (0 or 1).
+    pub checked: u32,
+    /// Runs brought to a terminal state, as written.
+    pub changed: Vec<Run>,
+    /// What happened with GitHub: `ok`, `skipped`, `no_run_id`,
+    /// `not_configured`, `rate_limited`, `unavailable`, `not_found`.
+    pub github: &'static str,
+}
+
+/// Serves the endpoint.
+///
+/// # Errors
+/// 401 unless the caller has the service role key or a valid webhook
+/// signature; 405; 500 when neither credential is configured; 503.
+pub async fn handle(
+    host: &impl Host,
+    store: &impl Store,
+    req: &Request,
+) -> Result<Response, Error> {
+    if req.method != "POST" {
+        return Err(Error::MethodNotAllowed { allow: "POST" });
+    }
+    req.check_size()?;
+    authorize(host, req)?;
+    let swept = sweep(host, store, GITHUB_TIMEOUT_MS).await?;
+    Ok(Response::json(
+        200,
+        &json!({
+            "checked": swept.checked,
+            "changed": swept.changed.iter().map(|r| json!({
+                "dispatch_id": r.dispatch_id.to_string(),
+                "status": r.status.as_str(),
+                "failure_reason": r.failure_reason.map(|f| f.as_str()),
+            })).collect::<Vec<_>>(),
+            "github": swept.github,
+        }),
+    ))
+}
+
+/// The service role key as a bearer token, or a Standard Webhooks signature
+/// made with `BACKUP_WEBHOOK_SECRET` (what the workflow's secret can sign).
+fn authorize(host: &impl Host, req: &Request) -> Result<(), Error> {
+    if req.header("webhook-signature").is_some() {
+        return config::webhook_secret(host)?.verify(
+            req.header("webhook-id"),
+            req.header("webhook-timestamp"),
+            req.header("webhook-signature"),
+            &req.body,
+            host.now_ms() / 1000,
+        );
+    }
+    let token = req.bearer_token()?;
+    let key = host
+        .var("SUPABASE_SERVICE_ROLE_KEY")
+        .filter(|k| !k.is_empty());
+    match key {
+        Some(key) if bool::from(token.as_bytes().ct_eq(key.as_bytes())) => Ok(()),
+        Some(_) => Err(Error::InvalidToken("not the service role key".into())),
+        None => Err(Error::Config {
+            setting: "SUPABASE_SERVICE_ROLE_KEY",
+            message: "is not set (or sign the request with BACKUP_WEBHOOK_SECRET)".into(),
+        }),
+    }
+}
+
+/// Runs one sweep.
+///
+/// # Errors
+/// Only database errors; GitHub's failures are reported in [`Swept::github`].
+pub async fn sweep(
+    host: &impl Host,
+    store: &impl Store,
+    github_timeout_ms: u32,
+) -> Result<Swept, Error> {
+    let Some(run) = store.running().await? else {
+        return Ok(Swept {
+            checked: 0,
+            changed: Vec::new(),
+            github: "skipped",
+        });
+    };
+    let settings = store.settings().await?;
+    let (fact, github) = ask_github(host, store, &run, &settings, github_timeout_ms).await?;
+    let now = host.now_ms();
+    let mut changed = Vec::new();
+    if let Outcome::Changed(next) = reconcile::decide(&run, &settings.deadlines, &fact, now) {
+        // None: a report or another sweep wrote first; their word stands.
+        if let Some(saved) = store.update(&run, &next, None).await? {
+            host.log(
+                Level::Warn,
+                &format!(
+                    "backup {}: reconciled to failed/{}: {}",
+                    saved.dispatch_id,
+                    crate::run::reason_str(saved.failure_reason),
+                    saved.error_text.as_deref().unwrap_or("")
+                ),
+            );
+            changed.push(saved);
+        }
+    }
+    Ok(Swept {
+        checked: 1,
+        changed,
+        github,
+    })
+}
+
+async fn ask_github(
+    host: &impl Host,
+    store: &impl Store,
+    run: &Run,
+    settings: &Settings,
+    timeout_ms: u32,
+) -> Result<(GitHubFact, &'static str), Error> {
+    let Some(id) = run.workflow_run_id else {
+        return Ok((GitHubFact::Unknown, "no_run_id"));
+    };
+    let now = host.now_ms();
+    // A run younger than the grace period cannot have finished and then
+    // stayed silent for the grace period: no call needed.
+    if now - run.created_at < settings.deadlines.grace_ms {
+        return Ok((GitHubFact::Unknown, "skipped"));
+    }
+    if now < settings.github_backoff_until {
+        return Ok((GitHubFact::Unknown, "rate_limited"));
+    }
+    let Ok(cfg) = config::github(host) else {
+        return Ok((GitHubFact::Unknown, "not_configured"));
+    };
+    match host.fetch(cfg.get_run_request(id, timeout_ms)).await {
+        Ok(r) if r.status == 200 => Ok(match read_workflow_run(&r.body) {
+            Some(w) => (GitHubFact::Run(w), "ok"),
+            None => (GitHubFact::Unknown, "unavailable"),
+        }),
+        Ok(r) if r.status == 404 => Ok((GitHubFact::Unknown, "not_found")),
+        Ok(r) => {
+            if let Some(until) = github::rate_limited_until(&r, now) {
+                store.set_github_backoff(until).await?;
+                host.log(
+                    Level::Warn,
+                    &format!(
+                        "GitHub rate limit: no calls until {}",
+                        crate::time::iso8601(until)
+                    ),
+                );
+                Ok((GitHubFact::Unknown, "rate_limited"))
+            } else {
+                host.log(
+                    Level::Warn,
+                    &format!("GitHub run {id}: {}", github::describe(&r)),
+                );
+                Ok((GitHubFact::Unknown, "unavailable"))
+            }
+        }
+        Err(e) => {
+            host.log(Level::Warn, &format!("GitHub run {id}: network error: {e}"));
+            Ok((GitHubFact::Unknown, "unavailable"))
+        }
+    }
+}

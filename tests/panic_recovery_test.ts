@@ -1,0 +1,241 @@
+// A Rust panic inside the WebAssembly core must cost one 500, never the
+// server: the real server process with BACKUP_ENABLE_TEST_PANIC=1 exposes
+// POST /functions/v1/__panic, which panics inside the core on purpose.
+
+import assert from "node:assert/strict";
+import { freshDatabase, type Sql } from "./support/db.ts";
+import {
+  ADMIN_ID,
+  type Json,
+  report,
+  type Stack,
+  startStack,
+  userToken,
+} from "./support/stack.ts";
+import {
+  runDetails,
+  type ScriptedGitHub,
+  startScriptedGitHub,
+} from "./support/github_script.ts";
+
+interface Ctx {
+  stack: Stack;
+  gh: ScriptedGitHub;
+  sql: Sql;
+  dbUrl: string;
+}
+
+interface Answer {
+  status: number;
+  text: string;
+  body: Json;
+}
+
+async function call(url: string, init: RequestInit = {}): Promise<Answer> {
+  const r = await fetch(url, init);
+  const text = await r.text();
+  let body: Json = null;
+  try {
+    body = JSON.parse(text);
+  } catch {
+    body = text;
+  }
+  return { status: r.status, text, body };
+}
+
+const INTERNAL = { error: { code: "internal", message: "internal error" } };
+
+/** POST /__panic: 500 internal, and nothing about the panic in the body. */
+async function panic(stack: Stack): Promise<void> {
+  const a = await call(stack.fn("__panic"), { method: "POST", body: "{}" });
+  assert.equal(a.status, 500, a.text);
+  assert.deepEqual(a.body, INTERNAL);
+  for (const leak of ["panic", "deliberate", ".rs", "wasm", "at "]) {
+    assert.ok(!a.text.includes(leak), `the body mentions ${leak}: ${a.text}`);
+  }
+}
+
+function trigger(stack: Stack, token: string | null): Promise<Answer> {
+  return call(stack.fn("trigger-backup"), {
+    method: "POST",
+    headers: token ? { authorization: `Bearer ${token}` } : {},
+  });
+}
+
+/** Resolves to "timeout" if `p` takes longer than `ms`. */
+function within<T>(p: Promise<T>, ms: number): Promise<T | "timeout"> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<"timeout">((resolve) => {
+    timer = setTimeout(() => resolve("timeout"), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+type Behaviour = [name: string, fn: (ctx: Ctx) => Promise<void>];
+const behaviours: Behaviour[] = [];
+function behaviour(name: string, fn: (ctx: Ctx) => Promise<void>): void {
+  behaviours.push([name, fn]);
+}
+
+behaviour(
+  "a panic in the core is answered 500 internal and the next requests are served correctly, three times over",
+  async ({ stack, gh, sql }) => {
+    for (let round = 1; round <= 3; round++) {
+      await panic(stack);
+
+      const anonymous = await trigger(stack, null);
+      assert.equal(anonymous.status, 401, `round ${round}: ${anonymous.text}`);
+      assert.equal(anonymous.body.error.code, "missing_token");
+
+      gh.script(runDetails(60_000 + round));
+      const ok = await trigger(stack, await userToken(ADMIN_ID));
+      assert.equal(ok.status, 202, `round ${round}: ${ok.text}`);
+      assert.deepEqual(ok.body, {
+        dispatch_id: ok.body.dispatch_id,
+        status: "in_progress",
+        workflow_run_id: 60_000 + round,
+        run_url: `https://github.com/acme/app/actions/runs/${60_000 + round}`,
+      });
+
+      await panic(stack);
+
+      const done = await report(stack, {
+        event: "succeeded",
+        dispatch_id: ok.body.dispatch_id,
+        workflow_run_id: 60_000 + round,
+        run_attempt: 1,
+        s3_key: `backups/round-${round}.dump`,
+      });
+      assert.equal(done.status, 200, `round ${round}`);
+      assert.deepEqual(done.body, {
+        dispatch_id: ok.body.dispatch_id,
+        status: "success",
+        changed: true,
+      });
+    }
+    const rows = await sql`
+      select status, s3_key from backup_history order by id`;
+    assert.deepEqual(
+      [...rows],
+      [1, 2, 3].map((round) => ({
+        status: "success",
+        s3_key: `backups/round-${round}.dump`,
+      })),
+    );
+    assert.equal(gh.requests.length, 3);
+  },
+);
+
+behaviour(
+  "a request in flight during a panic is answered instead of hanging, and the server keeps serving",
+  async ({ stack, gh, sql }) => {
+    gh.script({ ...runDetails(70_001), delayMs: 1500 });
+    const inFlight = trigger(stack, await userToken(ADMIN_ID));
+    const deadline = Date.now() + 5000;
+    while (gh.requests.length === 0 && Date.now() < deadline) await sleep(10);
+    assert.equal(gh.requests.length, 1, "the trigger reached GitHub");
+
+    await panic(stack);
+    const answer = await within(inFlight, 1000);
+    assert.notEqual(answer, "timeout", "the in-flight request hangs");
+    if (answer === "timeout") return;
+    assert.equal(answer.status, 500, answer.text);
+    assert.deepEqual(answer.body, INTERNAL);
+
+    // A request right away re-instantiates the core while the old
+    // instance's fetch is still pending ...
+    const right = await trigger(stack, null);
+    assert.equal(right.status, 401, right.text);
+    assert.equal(right.body.error.code, "missing_token");
+    // ... and GitHub's late answer to that fetch must be shrugged off.
+    await sleep(1700);
+    const anonymous = await trigger(stack, null);
+    assert.equal(anonymous.status, 401, anonymous.text);
+
+    // The interrupted run was inserted before its dispatch, so it is the
+    // one running now.
+    const [running] = await sql`
+      select dispatch_id::text from backup_history where status = 'in_progress'`;
+    const busy = await trigger(stack, await userToken(ADMIN_ID));
+    assert.equal(busy.status, 409, busy.text);
+    assert.deepEqual(busy.body, {
+      error: { code: "backup_in_progress", message: busy.body.error.message },
+      dispatch_id: running.dispatch_id,
+    });
+    const started = await report(stack, {
+      event: "started",
+      dispatch_id: running.dispatch_id,
+      workflow_run_id: 70_001,
+      run_attempt: 1,
+    });
+    assert.equal(started.status, 200);
+    assert.equal(started.body.changed, true);
+  },
+);
+
+behaviour(
+  "concurrent panics are all answered 500 and the server still serves afterwards",
+  async ({ stack }) => {
+    const answers = await Promise.all(
+      Array.from(
+        { length: 5 },
+        () => call(stack.fn("__panic"), { method: "POST" }),
+      ),
+    );
+    for (const a of answers) {
+      assert.equal(a.status, 500, a.text);
+      assert.deepEqual(a.body, INTERNAL);
+    }
+    const anonymous = await trigger(stack, null);
+    assert.equal(anonymous.status, 401, anonymous.text);
+  },
+);
+
+Deno.test("panic recovery of the served core", async (t) => {
+  const db = await freshDatabase();
+  const gh = startScriptedGitHub();
+  let stack: Stack | undefined;
+  try {
+    stack = await startStack({
+      databaseUrl: db.url,
+      githubApiUrl: gh.url,
+      env: { BACKUP_ENABLE_TEST_PANIC: "1" },
+    });
+    await db.sql`insert into backup_admins (user_id) values (${ADMIN_ID})`;
+    const ctx: Ctx = { stack, gh, sql: db.sql, dbUrl: db.url };
+    for (const [name, fn] of behaviours) {
+      await t.step(name, async () => {
+        await db.sql`truncate backup_history, backup_report_deliveries`;
+        gh.reset();
+        await fn(ctx);
+      });
+    }
+  } finally {
+    await stack?.close();
+    await gh.close();
+    await db.close();
+  }
+});
+
+Deno.test("__panic is 404 without BACKUP_ENABLE_TEST_PANIC", async () => {
+  const db = await freshDatabase();
+  let stack: Stack | undefined;
+  try {
+    stack = await startStack({ databaseUrl: db.url });
+    for (const method of ["POST", "GET"]) {
+      const a = await call(stack.fn("__panic"), { method });
+      assert.equal(a.status, 404, a.text);
+      assert.deepEqual(a.body, {
+        error: { code: "not_found", message: a.body.error.message },
+      });
+    }
+    const after = await trigger(stack, null);
+    assert.equal(after.status, 401, after.text);
+    assert.ok(!stack.output().includes("panic"), stack.output());
+  } finally {
+    await stack?.close();
+    await db.close();
+  }
+});
