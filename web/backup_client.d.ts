@@ -1,0 +1,177 @@
+// Types of backup_client.js (a plain ES module, no build step).
+
+/** The three statuses a run can have. */
+export type BackupStatus = "in_progress" | "success" | "failed";
+
+/** Why a run failed. */
+export type FailureReason =
+  | "step_failed"
+  | "cancelled"
+  | "timed_out"
+  | "dispatch_failed"
+  | "lost";
+
+/** One backup run, as `GET /functions/v1/backup-status` shows it. */
+export interface BackupRun {
+  dispatch_id: string;
+  status: BackupStatus;
+  /**
+   * `queued` (dispatched, not started), `running`, the latest reported
+   * progress phase (e.g. `dumped`, `uploaded`), or the final status.
+   */
+  phase: string;
+  failure_reason: FailureReason | null;
+  error_text: string | null;
+  trigger_source: "manual" | "schedule";
+  /** The admin who pressed the button; null for scheduled runs. */
+  triggered_by: string | null;
+  reason: string | null;
+  /** ISO 8601, UTC, milliseconds. */
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  updated_at: string;
+  /**
+   * finished − started (or − created, for a run that never started); null
+   * until the run is finished: count the elapsed time from `started_at`.
+   */
+  duration_ms: number | null;
+  s3_key: string | null;
+  size_bytes: number | null;
+  sha256: string | null;
+  workflow_run_id: number | null;
+  run_attempt: number;
+  /** The GitHub Actions run page. */
+  run_url: string | null;
+  /** The latest progress report, e.g. `{ "phase": "dumped" }`. */
+  progress: Record<string, unknown> | null;
+}
+
+/** trigger-backup's 202. */
+export interface TriggerResult {
+  dispatch_id: string;
+  status: "in_progress";
+  workflow_run_id: number | null;
+  run_url: string | null;
+}
+
+/** One page of the history, newest first. */
+export interface BackupPage {
+  runs: BackupRun[];
+  /** Pass as `cursor` for the next page; null on the last one. */
+  next_cursor: string | null;
+}
+
+export interface BackupClientOptions {
+  /** The project URL, e.g. `https://<ref>.supabase.co` or `http://127.0.0.1:54321`. */
+  supabaseUrl: string;
+  /** A backup admin's access token (fixed). */
+  accessToken?: string;
+  /**
+   * Called before every request, e.g. with supabase-js:
+   * `async () => (await supabase.auth.getSession()).data.session.access_token`.
+   */
+  getAccessToken?: () => string | Promise<string>;
+  /** Defaults to `globalThis.fetch`. */
+  fetch?: typeof fetch;
+}
+
+export interface CallOptions {
+  signal?: AbortSignal;
+}
+
+export interface WatchOptions {
+  /** Stops the watch; the promise then rejects with the signal's reason. */
+  signal?: AbortSignal;
+  /** Long-poll seconds, 0–25 (default 25). */
+  wait?: number;
+  /**
+   * An answer that brought no new state is followed by the next request no
+   * sooner than this many ms after it was sent (default 1000), so a server
+   * that answers at once cannot cause a request storm.
+   */
+  minIntervalMs?: number;
+  /** First retry delay after a network error, 429 or 5xx (default 1000 ms). */
+  baseBackoffMs?: number;
+  /** The longest retry delay (default 30000 ms); delays double, with jitter. */
+  maxBackoffMs?: number;
+  /** Told about each transient failure before the retry. */
+  onError?: (error: BackupApiError, retryInMs: number) => void;
+}
+
+/** The promise of a run's final state; `stop()` aborts the watch. */
+export interface WatchPromise extends Promise<BackupRun> {
+  stop(): void;
+}
+
+export interface BackupClient {
+  /**
+   * Presses "Back up now". Rejects with {@link BackupInProgressError} when
+   * one is running, and a {@link BackupApiError} for any other non-2xx.
+   */
+  triggerBackup(
+    options?: { reason?: string } & CallOptions,
+  ): Promise<TriggerResult>;
+  /**
+   * Follows a run with long-polls (one request in flight, `wait=25`,
+   * `If-None-Match`), calling `onChange` with each new state (the elapsed
+   * time alone is not a new state). Retries network errors, 429 and 5xx with
+   * exponential backoff and jitter; resolves with the run once it is
+   * `success` or `failed`; rejects on a 4xx or when stopped.
+   */
+  watchBackup(
+    dispatchId: string,
+    onChange?: (run: BackupRun) => void,
+    options?: WatchOptions,
+  ): WatchPromise;
+  /** One page of the history, newest first (limit 1–100, default 20). */
+  listBackups(
+    options?: { limit?: number; cursor?: string | null } & CallOptions,
+  ): Promise<BackupPage>;
+  /** One run; a 404 `unknown_dispatch_id` for an id never issued. */
+  getBackup(dispatchId: string, options?: CallOptions): Promise<BackupRun>;
+}
+
+/** Any failed call: a non-2xx answer, or `status` 0 for a network error. */
+export class BackupApiError extends Error {
+  constructor(
+    status: number,
+    code: string,
+    message: string,
+    options?: { dispatchId?: string; body?: unknown; cause?: unknown },
+  );
+  /** The HTTP status, or 0 for a network error or timeout. */
+  readonly status: number;
+  /** The API's error code (`not_admin`, `dispatch_failed`, …), `network_error`, or `http_<status>`. */
+  readonly code: string;
+  /** The run concerned: the running one (409) or the refused one (502). */
+  readonly dispatchId?: string;
+  /** The parsed error body, if any. */
+  readonly body?: unknown;
+}
+
+/** trigger-backup's 409: message "already running: <dispatch id>". */
+export class BackupInProgressError extends BackupApiError {
+  constructor(
+    dispatchId: string,
+    options?: { body?: unknown; cause?: unknown },
+  );
+  readonly status: 409;
+  readonly code: "backup_in_progress";
+  readonly dispatchId: string;
+}
+
+export const TERMINAL_STATUSES: readonly ["success", "failed"];
+export const MAX_WAIT_SECONDS: 25;
+
+/** Whether `status` is final (`success` or `failed`). */
+export function isTerminal(status: string): boolean;
+
+/** The retry delay for the `attempt`-th consecutive failure (1-based), jittered. */
+export function backoffDelay(
+  attempt: number,
+  base?: number,
+  cap?: number,
+): number;
+
+export function createBackupClient(options: BackupClientOptions): BackupClient;
