@@ -16,7 +16,9 @@ use crate::store::{Store, ONE_IN_PROGRESS};
 use serde_json::json;
 
 /// How often a report is re-applied after losing a race with another writer.
-const MAX_RACES: usize = 5;
+/// Each round is one read and one conditional write; past the first few,
+/// a short random pause spreads the contenders out.
+const MAX_RACES: u32 = 40;
 
 /// Serves the endpoint.
 ///
@@ -74,7 +76,10 @@ async fn apply(
     report: &Report,
     webhook_id: &str,
 ) -> Result<Response, Error> {
-    for _ in 0..MAX_RACES {
+    for round in 0..MAX_RACES {
+        if round >= 3 {
+            host.sleep(1 + u32::from(host.random()[0] % 16)).await;
+        }
         let run = store.get(id).await?.ok_or(Error::UnknownDispatchId)?;
         match run::apply_report(&run, report, host.now_ms())? {
             Outcome::Unchanged => {

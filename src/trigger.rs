@@ -47,20 +47,32 @@ pub async fn handle(
     let id = DispatchId::issue(now as u64, host.random());
     let fresh = Run::manual(id, user.id, reason, now);
     let mut swept = false;
+    let mut attempts = 0;
     let run = loop {
+        attempts += 1;
         match store.insert(&fresh, None).await {
             Ok(run) => break run,
-            // Before refusing, end the running backup if it is stuck: a
-            // passed deadline or GitHub's record must not wait for cron.
-            Err(DbError::UniqueViolation(c)) if c == ONE_IN_PROGRESS && !swept => {
-                swept = true;
-                let quick = sweep::sweep(host, store, sweep::QUICK_GITHUB_TIMEOUT_MS).await?;
-                if quick.changed.is_empty() {
-                    return Err(in_progress(store).await);
-                }
-            }
             Err(DbError::UniqueViolation(c)) if c == ONE_IN_PROGRESS => {
-                return Err(in_progress(store).await)
+                // Before refusing, end the running backup if it is stuck: a
+                // passed deadline or GitHub's record must not wait for cron.
+                if !swept {
+                    swept = true;
+                    let quick = sweep::sweep(host, store, sweep::QUICK_GITHUB_TIMEOUT_MS).await?;
+                    if !quick.changed.is_empty() {
+                        continue;
+                    }
+                }
+                match store.running().await? {
+                    Some(running) => {
+                        return Err(Error::BackupInProgress {
+                            dispatch_id: Some(running.dispatch_id.to_string()),
+                        })
+                    }
+                    // It ended between our insert and this read (another
+                    // request's sweep, or its report): try again.
+                    None if attempts < 5 => continue,
+                    None => return Err(Error::BackupInProgress { dispatch_id: None }),
+                }
             }
             Err(e) => return Err(e.into()),
         }
@@ -92,16 +104,6 @@ pub async fn handle(
                 detail,
             })
         }
-    }
-}
-
-/// 409 with the running backup's dispatch id.
-async fn in_progress(store: &impl Store) -> Error {
-    match store.running().await {
-        Ok(running) => Error::BackupInProgress {
-            dispatch_id: running.map(|r| r.dispatch_id.to_string()),
-        },
-        Err(e) => e.into(),
     }
 }
 

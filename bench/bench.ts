@@ -1,0 +1,663 @@
+// `deno task bench`: the performance budget, measured on this machine.
+//
+//   1. size of pkg/ (wasm + JS glue, gzip -9) against the 100 KB budget
+//   2. cold start of scripts/serve.ts (spawn → first served response) beside
+//      a minimal pure-TypeScript function started the same way
+//   3. finalize-backup throughput: signed `progress` reports against one
+//      running backup, from concurrent clients
+//   4. the sweep's candidate query (the one `in_progress` row) with 10 and
+//      with 1,000,000 history rows: plan and execution time
+//
+// It starts what it needs itself (a throwaway PostgreSQL with
+// scripts/pg_cluster.sh, the migrations, the functions) and removes it at
+// the end. Everything listens on 127.0.0.1 only. Figures are medians from
+// one run on whatever machine this is, usually a shared one.
+
+// deno-lint-ignore no-import-prefix
+import postgres from "npm:postgres@3.4.9";
+import { gzipSync } from "node:zlib";
+import { fileURLToPath } from "node:url";
+import { migrate } from "../scripts/db_migrate.ts";
+import { webhookHeaders } from "../scripts/signing.ts";
+
+const ROOT = fileURLToPath(new URL("../", import.meta.url));
+const BUDGET_BYTES = 100_000;
+const COLD_RUNS = 9;
+/** A positive integer from the environment (bounded), else `fallback`. */
+function setting(name: string, fallback: number, max: number): number {
+  const n = Number(Deno.env.get(name));
+  return Number.isInteger(n) && n > 0 ? Math.min(n, max) : fallback;
+}
+const CLIENTS = setting("BENCH_CLIENTS", 8, 64);
+const REQUESTS = setting("BENCH_REQUESTS", 2000, 20_000);
+const WARMUP_REQUESTS = 50;
+const MAX_LOAD_MS = 30_000;
+const QUERY_RUNS = 50;
+const LARGE_HISTORY = 1_000_000;
+const WEBHOOK_SECRET = "whsec_" + btoa("bench-webhook-secret-32-bytes-long");
+const JWT_SECRET = "bench-jwt-secret-that-is-at-least-32-characters-long";
+
+// --- small helpers ----------------------------------------------------------
+
+function median(xs: number[]): number {
+  return percentile(xs, 50);
+}
+
+/** Nearest-rank percentile. */
+function percentile(xs: number[], p: number): number {
+  if (xs.length === 0) return NaN;
+  const sorted = [...xs].sort((a, b) => a - b);
+  const rank = Math.ceil((p / 100) * sorted.length);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, rank - 1))];
+}
+
+const fmtInt = (n: number) => Math.round(n).toLocaleString("en-US");
+const ms = (n: number, digits = 1) => `${n.toFixed(digits)} ms`;
+
+function section(title: string): void {
+  console.log(`\n== ${title}`);
+}
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = l.addr as Deno.NetAddr;
+  l.close();
+  return port;
+}
+
+async function run(cmd: string, args: string[]): Promise<string> {
+  const out = await new Deno.Command(cmd, {
+    args,
+    cwd: ROOT,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout).trim();
+  if (!out.success) {
+    throw new Error(
+      `${cmd} ${args.join(" ")} failed:\n${
+        new TextDecoder().decode(out.stderr)
+      }`,
+    );
+  }
+  return text;
+}
+
+// --- the machine --------------------------------------------------------------
+
+async function machine(): Promise<string[]> {
+  let cpu = "unknown CPU";
+  try {
+    const info = await Deno.readTextFile("/proc/cpuinfo");
+    cpu = /^model name\s*:\s*(.+)$/m.exec(info)?.[1]?.trim() ?? cpu;
+  } catch { /* not Linux */ }
+  let nproc = String(navigator.hardwareConcurrency);
+  try {
+    nproc = await run("nproc", []);
+  } catch { /* use the runtime's count */ }
+  let memory = "";
+  try {
+    const kb = Number(
+      /^MemTotal:\s*(\d+)/m.exec(await Deno.readTextFile("/proc/meminfo"))
+        ?.[1],
+    );
+    if (kb) memory = `, ${(kb / 1024 / 1024).toFixed(1)} GiB RAM`;
+  } catch { /* not Linux */ }
+  return [
+    `machine: ${nproc} CPUs (nproc), ${cpu}${memory}, ${Deno.build.os}/${Deno.build.arch}`,
+    `deno ${Deno.version.deno} (V8 ${Deno.version.v8})`,
+  ];
+}
+
+// --- 1. size ----------------------------------------------------------------
+
+function sizes(): { gzipped: number; raw: number; lines: string[] } {
+  const wasm = Deno.readFileSync(
+    new URL("../pkg/backup_core_bg.wasm", import.meta.url),
+  );
+  const glue = Deno.readFileSync(
+    new URL("../pkg/backup_core.js", import.meta.url),
+  );
+  const both = new Uint8Array(wasm.length + glue.length);
+  both.set(wasm);
+  both.set(glue, wasm.length);
+  const gz = (b: Uint8Array) => gzipSync(b, { level: 9 }).length;
+  // As scripts/build_wasm.sh measures it: one gzip stream of wasm + glue.
+  const gzipped = gz(both);
+  const separately = gz(wasm) + gz(glue);
+  const verdict = gzipped <= BUDGET_BYTES
+    ? `within budget, ${fmtInt(BUDGET_BYTES - gzipped)} bytes to spare`
+    : `OVER BUDGET by ${fmtInt(gzipped - BUDGET_BYTES)} bytes`;
+  return {
+    gzipped,
+    raw: wasm.length,
+    lines: [
+      `pkg/backup_core_bg.wasm raw          ${
+        fmtInt(wasm.length).padStart(9)
+      } bytes`,
+      `pkg/backup_core.js raw               ${
+        fmtInt(glue.length).padStart(9)
+      } bytes`,
+      `wasm + glue, gzip -9 (one stream)    ${
+        fmtInt(gzipped).padStart(9)
+      } bytes  budget ${fmtInt(BUDGET_BYTES)}: ${verdict}`,
+      `wasm + glue, gzip -9 (each file)     ${
+        fmtInt(separately).padStart(9)
+      } bytes`,
+    ],
+  };
+}
+
+// --- processes ----------------------------------------------------------------
+
+/** The environment a function process gets (nothing else leaks in). */
+function functionEnv(extra: Record<string, string>): Record<string, string> {
+  const env: Record<string, string> = {
+    PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+    HOME: Deno.env.get("HOME") ?? "/root",
+    DENO_NO_UPDATE_CHECK: "1",
+    BACKUP_WEBHOOK_SECRET: WEBHOOK_SECRET,
+    SUPABASE_JWT_SECRET: JWT_SECRET,
+    GITHUB_TOKEN: "ghp_bench_token",
+    GITHUB_REPOSITORY: "acme/app",
+    GITHUB_API_URL: "http://127.0.0.1:9",
+    ...extra,
+  };
+  // The module cache must be the same one `deno task` uses.
+  for (const k of ["DENO_DIR", "XDG_CACHE_HOME", "NPM_CONFIG_REGISTRY"]) {
+    const v = Deno.env.get(k);
+    if (v) env[k] = v;
+  }
+  return env;
+}
+
+interface Server {
+  url: string;
+  child: Deno.ChildProcess;
+  /** Resolves once the process printed its first line (it is listening). */
+  listening: Promise<void>;
+  output(): string;
+  stop(): Promise<void>;
+}
+
+/** `deno run --allow-env --allow-net --allow-read SCRIPT`, as `deno task serve`. */
+function spawnFunction(script: string, env: Record<string, string>): Server {
+  const port = freePort();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-env", "--allow-net", "--allow-read", script],
+    cwd: ROOT,
+    env: functionEnv({ ...env, PORT: String(port) }),
+    clearEnv: true,
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let output = "";
+  let resolveListening!: () => void;
+  const listening = new Promise<void>((r) => (resolveListening = r));
+  const decoder = new TextDecoder();
+  const pump = async (s: ReadableStream<Uint8Array>, first: boolean) => {
+    for await (const chunk of s) {
+      output += decoder.decode(chunk, { stream: true });
+      if (first && output.includes("\n")) resolveListening();
+    }
+  };
+  const pumps = Promise.all([
+    pump(child.stdout, true),
+    pump(child.stderr, false),
+  ]);
+  const exited = child.status.then((s) => {
+    resolveListening();
+    return s;
+  });
+  return {
+    url: `http://127.0.0.1:${port}`,
+    child,
+    listening,
+    output: () => output,
+    async stop() {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* already gone */ }
+      await exited;
+      await pumps.catch(() => {});
+    },
+  };
+}
+
+/** Spawn → first answered request (an unsigned report: 401). */
+async function coldStart(script: string, path: string): Promise<number> {
+  const t0 = performance.now();
+  const server = spawnFunction(script, {
+    SUPABASE_DB_URL: "postgres://postgres@127.0.0.1:9/none",
+  });
+  try {
+    await server.listening;
+    const r = await fetch(server.url + path, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "{}",
+    });
+    const body = await r.json();
+    const t1 = performance.now();
+    if (r.status !== 401 || body?.error?.code !== "invalid_signature") {
+      throw new Error(
+        `${script}: expected 401 invalid_signature, got ${r.status} ${
+          JSON.stringify(body)
+        }\n${server.output()}`,
+      );
+    }
+    return t1 - t0;
+  } finally {
+    await server.stop();
+  }
+}
+
+async function coldStarts(): Promise<string[]> {
+  const core = () =>
+    coldStart("scripts/serve.ts", "/functions/v1/finalize-backup");
+  const minimal = () => coldStart("bench/minimal_function.ts", "/");
+  // One untimed round: module and npm caches, page cache.
+  await core();
+  await minimal();
+  const a: number[] = [];
+  const b: number[] = [];
+  for (let i = 0; i < COLD_RUNS; i++) {
+    // Interleaved, alternating which goes first.
+    if (i % 2 === 0) {
+      a.push(await core());
+      b.push(await minimal());
+    } else {
+      b.push(await minimal());
+      a.push(await core());
+    }
+  }
+  const ma = median(a);
+  const mb = median(b);
+  const range = (xs: number[]) =>
+    `${Math.min(...xs).toFixed(0)}–${Math.max(...xs).toFixed(0)} ms`;
+  return [
+    `runs: ${COLD_RUNS} each, interleaved, after one untimed round; spawn → first response (POST, unsigned → 401)`,
+    `scripts/serve.ts (Rust core, wasm)   median ${
+      ms(ma, 0).padStart(7)
+    }   range ${range(a)}`,
+    `bench/minimal_function.ts (plain TS) median ${
+      ms(mb, 0).padStart(7)
+    }   range ${range(b)}`,
+    `ratio serve / minimal                ${(ma / mb).toFixed(2)}×   (+${
+      ms(ma - mb, 0)
+    })`,
+  ];
+}
+
+// --- PostgreSQL --------------------------------------------------------------------
+
+interface Cluster {
+  url: string;
+  dir: string;
+  stop(): Promise<void>;
+}
+
+async function startCluster(): Promise<Cluster> {
+  let parent = Deno.env.get("TMPDIR") ?? "/tmp";
+  try {
+    if (Deno.statSync("/dev/shm").isDirectory) parent = "/dev/shm";
+  } catch { /* no tmpfs */ }
+  const dir = await Deno.makeTempDir({ dir: parent, prefix: "backup-bench-" });
+  // As root the cluster runs as `postgres`, which must be able to enter it.
+  await Deno.chmod(dir, 0o711);
+  const pgDir = `${dir}/pg`;
+  const stop = async () => {
+    try {
+      await run("bash", ["scripts/pg_cluster.sh", "stop", pgDir]);
+    } finally {
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  };
+  try {
+    const port = await run("bash", ["scripts/pg_cluster.sh", "free-port"]);
+    const url = await run("bash", [
+      "scripts/pg_cluster.sh",
+      "start",
+      pgDir,
+      port,
+    ]);
+    return { url, dir, stop };
+  } catch (e) {
+    await stop().catch(() => {});
+    throw e;
+  }
+}
+
+function withDatabase(url: string, db: string): string {
+  const u = new URL(url);
+  u.pathname = "/" + db;
+  return u.toString();
+}
+
+/** A new database on the cluster, migrated. */
+async function migratedDatabase(
+  cluster: Cluster,
+  name: string,
+): Promise<string> {
+  const admin = postgres(cluster.url, { max: 1, onnotice: () => {} });
+  try {
+    await admin.unsafe(`create database ${name}`);
+  } finally {
+    await admin.end({ timeout: 5 });
+  }
+  const url = withDatabase(cluster.url, name);
+  await migrate(url);
+  return url;
+}
+
+// --- 3. finalize-backup throughput -----------------------------------------------------
+
+async function throughput(cluster: Cluster): Promise<string[]> {
+  const dbUrl = await migratedDatabase(cluster, "bench_http");
+  const sql = postgres(dbUrl, { max: 1, onnotice: () => {} });
+  const server = spawnFunction("scripts/serve.ts", { SUPABASE_DB_URL: dbUrl });
+  try {
+    const dispatchId = crypto.randomUUID();
+    const runId = 4242;
+    await sql`
+      insert into backup_history
+        (dispatch_id, trigger_source, workflow_run_id, started_at)
+      values (${dispatchId}::uuid, 'manual', ${runId}, now())`;
+    await server.listening;
+    const url = server.url + "/functions/v1/finalize-backup";
+
+    // Signed up front (each with a new webhook-id), so the clients only send.
+    const total = WARMUP_REQUESTS + REQUESTS;
+    const requests: { body: string; headers: Record<string, string> }[] = [];
+    for (let i = 0; i < total; i++) {
+      const body = JSON.stringify({
+        event: "progress",
+        dispatch_id: dispatchId,
+        workflow_run_id: runId,
+        run_attempt: 1,
+        progress: { phase: "dump", bytes: i * 4096 },
+      });
+      requests.push({
+        body,
+        headers: await webhookHeaders(body, WEBHOOK_SECRET),
+      });
+    }
+
+    const statuses = new Map<string, number>();
+    const latencies: number[] = [];
+    let next = 0;
+    const send = async (i: number, record: boolean) => {
+      const t0 = performance.now();
+      const r = await fetch(url, {
+        method: "POST",
+        headers: requests[i].headers,
+        body: requests[i].body,
+      });
+      const text = await r.text();
+      const t1 = performance.now();
+      if (!record) return;
+      latencies.push(t1 - t0);
+      let key = String(r.status);
+      if (r.status !== 200) {
+        try {
+          key += ` ${JSON.parse(text).error.code}`;
+        } catch { /* not JSON */ }
+      }
+      statuses.set(key, (statuses.get(key) ?? 0) + 1);
+    };
+
+    // Warm-up: the wasm instance, the database pool, the JIT.
+    for (let i = 0; i < WARMUP_REQUESTS; i++) await send(i, false);
+    next = WARMUP_REQUESTS;
+
+    const deadline = performance.now() + MAX_LOAD_MS;
+    const started = performance.now();
+    await Promise.all(
+      Array.from({ length: CLIENTS }, async () => {
+        while (next < total && performance.now() < deadline) {
+          await send(next++, true);
+        }
+      }),
+    );
+    const elapsed = performance.now() - started;
+    const done = latencies.length;
+    const [{ version }] = await sql`
+      select version from backup_history where dispatch_id = ${dispatchId}::uuid`;
+    const ok = statuses.get("200") ?? 0;
+    // What the server said about its errors (log lines carry no secrets).
+    const errors = new Map<string, number>();
+    for (const line of server.output().split("\n")) {
+      if (!line.includes('"level":"error"')) continue;
+      const message = String(JSON.parse(line).message ?? line)
+        .replace(/[0-9a-f]{8}-[0-9a-f-]{27}/g, "<id>");
+      errors.set(message, (errors.get(message) ?? 0) + 1);
+    }
+    const errorLines = [...errors.entries()].map(([m, n]) =>
+      `server log   ${fmtInt(n)}× ${m}`
+    );
+    return [
+      `${
+        fmtInt(done)
+      } signed progress reports (new webhook-id each) from ${CLIENTS} concurrent clients, one running backup, ${WARMUP_REQUESTS} warm-up first`,
+      `throughput   ${fmtInt(done / (elapsed / 1000))} req/s   (${
+        ms(elapsed, 0)
+      } in all)`,
+      `latency      p50 ${ms(percentile(latencies, 50))}   p95 ${
+        ms(percentile(latencies, 95))
+      }   max ${ms(Math.max(...latencies))}`,
+      `answers      ${
+        [...statuses.entries()].sort().map(([k, n]) => `${k}: ${fmtInt(n)}`)
+          .join(", ")
+      }`,
+      `row version  ${version} (${
+        fmtInt(WARMUP_REQUESTS + ok)
+      } reports applied: warm-up + 200s${
+        version === WARMUP_REQUESTS + ok
+          ? ", every one written once"
+          : ", MISMATCH"
+      })`,
+      ...errorLines,
+    ];
+  } finally {
+    await server.stop();
+    await sql.end({ timeout: 5 });
+  }
+}
+
+// --- 4. the sweep's candidate query -----------------------------------------------------
+
+/** Finished history rows [from, to], without the per-row triggers. */
+async function insertHistory(
+  sql: postgres.Sql,
+  from: number,
+  to: number,
+): Promise<void> {
+  await sql.begin(async (tx) => {
+    await tx`set local session_replication_role = replica`;
+    await tx`
+      insert into backup_history
+        (dispatch_id, status, failure_reason, s3_key, outcome_source,
+         trigger_source, created_at, updated_at, started_at, finished_at,
+         workflow_run_id, size_bytes)
+      select gen_random_uuid(),
+             case when g % 10 = 0 then 'failed' else 'success' end,
+             case when g % 10 = 0 then 'step_failed' end,
+             case when g % 10 <> 0 then 'backups/' || g || '.dump' end,
+             'report', 'schedule',
+             now() - g * interval '1 minute', now() - g * interval '1 minute',
+             now() - g * interval '1 minute',
+             now() - g * interval '1 minute' + interval '4 minutes',
+             g, 1048576
+        from generate_series(${from}::int, ${to}::int) g`;
+  });
+  await sql`analyze backup_history`;
+}
+
+interface QueryFigures {
+  rows: number;
+  plan: string[];
+  executionMs: number;
+  roundTripMs: number;
+  scan: string;
+  buffers: number;
+}
+
+async function measureQuery(
+  sql: postgres.Sql,
+  query: string,
+): Promise<QueryFigures> {
+  const [{ rows }] =
+    await sql`select count(*)::int as rows from backup_history`;
+  for (let i = 0; i < 5; i++) await sql.unsafe(query);
+  const plan = (await sql.unsafe(`explain (analyze, buffers) ${query}`)).map(
+    (r) => String(r["QUERY PLAN"]),
+  );
+  const exec: number[] = [];
+  let scan = "";
+  let buffers = 0;
+  for (let i = 0; i < QUERY_RUNS; i++) {
+    const [{ "QUERY PLAN": json }] = await sql.unsafe(
+      `explain (analyze, buffers, format json) ${query}`,
+    );
+    exec.push(json[0]["Execution Time"]);
+    const top = json[0].Plan;
+    const child = top.Plans?.[0];
+    scan = child
+      ? `${top["Node Type"]} ← ${child["Node Type"]} on ${
+        child["Index Name"] ?? top["Relation Name"]
+      }`
+      : `${top["Node Type"]} on ${top["Index Name"] ?? top["Relation Name"]}`;
+    buffers = top["Shared Hit Blocks"] + top["Shared Read Blocks"];
+  }
+  const trips: number[] = [];
+  for (let i = 0; i < QUERY_RUNS; i++) {
+    const t0 = performance.now();
+    const found = await sql.unsafe(query);
+    trips.push(performance.now() - t0);
+    if (found.length !== 1) {
+      throw new Error(`expected one row, got ${found.length}`);
+    }
+  }
+  return {
+    rows,
+    plan,
+    executionMs: median(exec),
+    roundTripMs: median(trips),
+    scan,
+    buffers,
+  };
+}
+
+async function candidateQuery(cluster: Cluster): Promise<string[]> {
+  const dbUrl = await migratedDatabase(cluster, "bench_history");
+  const sql = postgres(dbUrl, { max: 1, onnotice: () => {} });
+  try {
+    // The query the core runs (src/store.rs `running`).
+    const select = await Deno.readTextFile(
+      new URL("../src/sql/select_run.sql", import.meta.url),
+    );
+    const query = select
+      .split("\n")
+      .filter((l) => !l.trim().startsWith("--"))
+      .join("\n")
+      .trim() + "\nwhere h.status = 'in_progress'";
+
+    await sql`
+      insert into backup_history (dispatch_id, trigger_source, workflow_run_id, started_at)
+      values (gen_random_uuid(), 'manual', 1, now())`;
+    await insertHistory(sql, 1, 9);
+    const small = await measureQuery(sql, query);
+
+    const t0 = performance.now();
+    await insertHistory(sql, 10, LARGE_HISTORY - 1);
+    const loadMs = performance.now() - t0;
+    const large = await measureQuery(sql, query);
+
+    const col = (s: string) => s.padEnd(42);
+    const lines = [
+      `query: src/sql/select_run.sql + "where h.status = 'in_progress'" (one in_progress row); ${QUERY_RUNS} runs each`,
+      `${col("history rows")}${fmtInt(small.rows).padStart(12)}${
+        fmtInt(large.rows).padStart(14)
+      }`,
+      `${col("plan")}${small.scan}  |  ${large.scan}`,
+      `${col("shared buffers touched")}${String(small.buffers).padStart(12)}${
+        String(large.buffers).padStart(14)
+      }`,
+      `${col("median execution time (EXPLAIN ANALYZE)")}${
+        ms(small.executionMs, 3).padStart(12)
+      }${ms(large.executionMs, 3).padStart(14)}`,
+      `${col("median round trip (postgres.js)")}${
+        ms(small.roundTripMs, 3).padStart(12)
+      }${ms(large.roundTripMs, 3).padStart(14)}`,
+      `(${
+        fmtInt(LARGE_HISTORY - 10)
+      } rows inserted with generate_series and analyzed in ${ms(loadMs, 0)})`,
+      ...(small.scan.startsWith("Seq Scan")
+        ? [
+          "(at 10 rows the whole table is one page, which the planner rightly reads directly;",
+          " with a history it uses the one-row partial index, so the cost does not grow)",
+        ]
+        : []),
+      "",
+      `EXPLAIN (ANALYZE, BUFFERS), ${fmtInt(small.rows)} rows:`,
+      ...small.plan.map((l) => "  " + l),
+      "",
+      `EXPLAIN (ANALYZE, BUFFERS), ${fmtInt(large.rows)} rows:`,
+      ...large.plan.map((l) => "  " + l),
+    ];
+    return lines;
+  } finally {
+    await sql.end({ timeout: 5 });
+  }
+}
+
+// --- main -----------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const began = performance.now();
+  console.log("deno task bench: the performance budget");
+  for (const l of await machine()) console.log(l);
+  console.log(
+    "figures are medians (unless marked) from one run on a shared machine; expect noise between runs",
+  );
+
+  section("1. size of pkg/ (what a function deploys)");
+  const size = sizes();
+  for (const l of size.lines) console.log(l);
+
+  section("2. cold start");
+  for (const l of await coldStarts()) console.log(l);
+
+  const cluster = await startCluster();
+  const onSignal = () => {
+    cluster.stop().finally(() => Deno.exit(130));
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  try {
+    console.log(
+      `\n(PostgreSQL ${
+        (await run("/usr/lib/postgresql/15/bin/postgres", ["--version"]))
+          .replace(/^postgres \(PostgreSQL\) /, "")
+      }: a throwaway cluster, fsync off, on ${cluster.dir})`,
+    );
+    section("3. finalize-backup throughput (loopback)");
+    for (const l of await throughput(cluster)) console.log(l);
+
+    section("4. the sweep's candidate query");
+    for (const l of await candidateQuery(cluster)) console.log(l);
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSignal);
+    await cluster.stop();
+  }
+  console.log(
+    `\nbench took ${
+      ms((performance.now() - began) / 1000, 1).replace(" ms", " s")
+    }`,
+  );
+  if (size.gzipped > BUDGET_BYTES) Deno.exitCode = 1;
+}
+
+if (import.meta.main) {
+  await main();
+}
