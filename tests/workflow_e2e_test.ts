@@ -1,0 +1,474 @@
+/**
+ * End to end: trigger-backup -> GitHub (scripts/local_github.ts) -> the real
+ * workflow under `act` (host mode) -> pg_dump of a real database -> S3 (moto)
+ * -> signed reports -> finalize-backup -> backup_history, with the functions
+ * served by scripts/serve.ts (tests/support/stack.ts).
+ *
+ * Needs TEST_DATABASE_URL and TEST_S3_ENDPOINT (scripts/test.sh sets both).
+ * Skipped, with the reason printed, only when `act` is not installed.
+ *
+ * What act can and cannot simulate (act 0.2.89, host mode):
+ *  - SIGINT to act = a GitHub cancel: act kills the running step (SIGKILL to
+ *    its process group, so pg_dump dies too, without running traps) and then
+ *    runs the `if: always()` / `if: cancelled()` steps with job.status =
+ *    cancelled. Tested below.
+ *  - SIGKILL to act and its process group = a lost runner: nothing more runs,
+ *    no final report; only the server's reconciliation against GitHub's run
+ *    conclusion can end the row. Tested below (with reconcile-backups).
+ *  - SIGTERM to act stops it WITHOUT running `always()` steps (unlike GitHub).
+ *  - Step `timeout-minutes` is enforced (integer minutes only, so >= 60 s; the
+ *    step is killed, job.status = failure, `always()` steps run): tested only
+ *    with WORKFLOW_E2E_SLOW=1.
+ *  - Job-level `timeout-minutes` is NOT enforced by act, `concurrency:` is not
+ *    honoured across separate act processes, and re-runs (run_attempt > 1)
+ *    can only be imitated by passing GITHUB_RUN_ATTEMPT.
+ */
+
+import assert from "node:assert/strict";
+import { startLocalGitHub } from "../scripts/local_github.ts";
+import type { ActOptions, LocalGitHub } from "../scripts/local_github.ts";
+import { freshDatabase } from "./support/db.ts";
+import type { FreshDatabase } from "./support/db.ts";
+import {
+  ADMIN_ID,
+  startStack,
+  TEST_WEBHOOK_SECRET,
+  trigger,
+  webhookHeaders,
+} from "./support/stack.ts";
+import type { Json, Stack } from "./support/stack.ts";
+import {
+  createBucket,
+  getObject,
+  listKeys,
+  S3_ACCESS_KEY,
+  S3_SECRET_KEY,
+  s3Endpoint,
+  sha256hex,
+  skipWithoutAct,
+  sourceDatabase,
+  waitFor,
+} from "./support/workflow_harness.ts";
+import type { SourceDatabase } from "./support/workflow_harness.ts";
+
+const SKIP = await skipWithoutAct();
+const opts = { sanitizeOps: false, sanitizeResources: false, ignore: SKIP };
+const SLOW = Deno.env.get("WORKFLOW_E2E_SLOW") === "1";
+
+interface E2E {
+  history: FreshDatabase;
+  src: SourceDatabase;
+  bucket: string;
+  act: ActOptions;
+  gh: LocalGitHub;
+  stack: Stack;
+  close(): Promise<void>;
+}
+
+async function startE2E(
+  o: { secrets?: Record<string, string>; vars?: Record<string, string> } = {},
+): Promise<E2E> {
+  const history = await freshDatabase();
+  const src = await sourceDatabase();
+  const bucket = await createBucket();
+  const act: ActOptions = {
+    secrets: {
+      BACKUP_DATABASE_URL: src.url,
+      BACKUP_WEBHOOK_SECRET: TEST_WEBHOOK_SECRET,
+      AWS_ACCESS_KEY_ID: S3_ACCESS_KEY,
+      AWS_SECRET_ACCESS_KEY: S3_SECRET_KEY,
+      ...o.secrets,
+    },
+    vars: {
+      BACKUP_S3_BUCKET: bucket,
+      BACKUP_S3_ENDPOINT_URL: s3Endpoint(),
+      ...o.vars,
+    },
+  };
+  const closers: (() => Promise<unknown>)[] = [
+    () => src.close(),
+    () => history.close(),
+  ];
+  try {
+    await history.sql`insert into backup_admins (user_id) values (${ADMIN_ID})`;
+    const gh = await startLocalGitHub({ act });
+    closers.unshift(() => gh.close());
+    const stack = await startStack({
+      databaseUrl: history.url,
+      githubApiUrl: gh.url,
+    });
+    closers.unshift(() => stack.close());
+    // act reads its options at each run: the URL is known only now.
+    act.vars!.BACKUP_FINALIZE_URL = stack.fn("finalize-backup");
+    return {
+      history,
+      src,
+      bucket,
+      act,
+      gh,
+      stack,
+      async close() {
+        for (const c of closers) await c().catch((e) => console.error(e));
+      },
+    };
+  } catch (e) {
+    for (const c of closers) await c().catch(() => {});
+    throw e;
+  }
+}
+
+/** Presses the button; returns the dispatch id and the workflow run id. */
+async function pressBackup(
+  e: E2E,
+): Promise<{ dispatchId: string; runId: number }> {
+  const r = await trigger(e.stack, { body: JSON.stringify({ reason: "e2e" }) });
+  assert.equal(r.status, 202, JSON.stringify(r.body));
+  const runId = r.body.workflow_run_id;
+  assert.ok(e.gh.actRuns.has(runId), "the dispatch started act");
+  assert.equal(e.gh.actRuns.get(runId)!.dispatchId, r.body.dispatch_id);
+  return { dispatchId: r.body.dispatch_id, runId };
+}
+
+async function row(e: E2E, dispatchId: string): Promise<Json> {
+  const [r] = await e.history.sql`
+    select * from backup_history where dispatch_id = ${dispatchId}`;
+  return r;
+}
+
+function context(e: E2E, runId: number): string {
+  return `\n--- act log ---\n${
+    e.gh.runLog(runId)
+  }\n--- functions ---\n${e.stack.output()}`;
+}
+
+Deno.test(
+  "e2e: trigger -> workflow -> success, the object in S3 has the reported hash",
+  opts,
+  async () => {
+    const t0 = Date.now();
+    const e = await startE2E({ vars: { BACKUP_S3_PREFIX: "prod/nightly" } });
+    try {
+      const { dispatchId, runId } = await pressBackup(e);
+      const res = await e.gh.waitForRun(runId);
+      assert.equal(res.conclusion, "success", context(e, runId));
+      assert.equal(e.gh.runs.get(runId)?.conclusion, "success");
+
+      const r = await row(e, dispatchId);
+      assert.equal(r.status, "success", context(e, runId));
+      assert.equal(r.failure_reason, null);
+      assert.equal(r.outcome_source, "report");
+      assert.equal(Number(r.workflow_run_id), runId);
+      assert.equal(r.run_attempt, 1);
+      assert.equal(r.trigger_source, "manual");
+      assert.match(
+        r.s3_key,
+        new RegExp(`^prod/nightly/\\d{8}T\\d{6}Z_${dispatchId}\\.dump$`),
+      );
+      assert.match(r.sha256, /^[0-9a-f]{64}$/);
+      assert.ok(r.started_at && r.finished_at);
+      assert.deepEqual(r.progress, { phase: "uploaded" });
+
+      const bytes = await getObject(e.bucket, r.s3_key);
+      assert.ok(bytes, "the object exists");
+      assert.equal(bytes.length, Number(r.size_bytes));
+      assert.equal(await sha256hex(bytes), r.sha256);
+      assert.deepEqual(await listKeys(e.bucket), [r.s3_key]);
+
+      const [settings] = await e.history.sql`select * from backup_settings`;
+      assert.equal(settings.last_success_s3_key, r.s3_key);
+
+      // No secret in the workflow's log.
+      for (
+        const s of [TEST_WEBHOOK_SECRET.slice(6), S3_SECRET_KEY, e.src.url]
+      ) {
+        assert.ok(!res.log.includes(s), `secret in the act log: ${s}`);
+      }
+      console.log(
+        `  success run: act ${res.durationMs} ms, whole test ${
+          Date.now() - t0
+        } ms`,
+      );
+    } finally {
+      await e.close();
+    }
+  },
+);
+
+Deno.test(
+  "e2e: pg_dump fails -> failed / step_failed, error_text names the dump step",
+  opts,
+  async () => {
+    const e = await startE2E();
+    const role = `wf_limited_${crypto.randomUUID().slice(0, 8)}`;
+    try {
+      // 1. Credentials the server rejects (the test cluster trusts loopback,
+      //    so a wrong password alone would pass: use a role that does not exist).
+      const bad = new URL(e.src.url);
+      bad.username = "wf_no_such_role";
+      bad.password = "wrong-password";
+      e.act.secrets!.BACKUP_DATABASE_URL = bad.toString();
+      let { dispatchId, runId } = await pressBackup(e);
+      let res = await e.gh.waitForRun(runId);
+      assert.equal(res.conclusion, "failure");
+      let r = await row(e, dispatchId);
+      assert.equal(r.status, "failed", context(e, runId));
+      assert.equal(r.failure_reason, "step_failed");
+      assert.equal(r.outcome_source, "report");
+      assert.match(
+        r.error_text,
+        /^Step "Dump database" failed \(exit code 1\)/,
+      );
+      // Trust auth (scripts/pg_cluster.sh) or password auth: either refusal.
+      assert.match(
+        r.error_text,
+        /role "wf_no_such_role" does not exist|password authentication failed for user "wf_no_such_role"/,
+      );
+      assert.ok(!r.error_text.includes("wrong-password"));
+      assert.ok(!res.log.includes("wrong-password"), "password in the act log");
+      assert.deepEqual(await listKeys(e.bucket), []);
+
+      // 2. pg_dump itself fails: a role that may connect but not read a table.
+      await e.src.sql.unsafe(
+        `create role ${role} login password 'wf-limited-pw'`,
+      );
+      await e.src.sql.unsafe(`grant select on public.items to ${role}`);
+      const limited = new URL(e.src.url);
+      limited.username = role;
+      limited.password = "wf-limited-pw";
+      e.act.secrets!.BACKUP_DATABASE_URL = limited.toString();
+      ({ dispatchId, runId } = await pressBackup(e));
+      res = await e.gh.waitForRun(runId);
+      r = await row(e, dispatchId);
+      assert.equal(r.status, "failed", context(e, runId));
+      assert.equal(r.failure_reason, "step_failed");
+      assert.match(r.error_text, /Dump database/);
+      assert.match(
+        r.error_text,
+        /pg_dump: error: .*permission denied for table secrets_of_admin/,
+      );
+      assert.deepEqual(await listKeys(e.bucket), []);
+    } finally {
+      await e.src.sql.unsafe(
+        `drop owned by ${role}; drop role if exists ${role}`,
+      ).catch(() => {});
+      await e.close();
+    }
+  },
+);
+
+Deno.test(
+  "e2e: upload fails (missing bucket) -> failed with the upload step's error",
+  opts,
+  async () => {
+    const e = await startE2E({
+      vars: { BACKUP_S3_BUCKET: "wf-bucket-that-does-not-exist" },
+    });
+    try {
+      const { dispatchId, runId } = await pressBackup(e);
+      await e.gh.waitForRun(runId);
+      const r = await row(e, dispatchId);
+      assert.equal(r.status, "failed", context(e, runId));
+      assert.equal(r.failure_reason, "step_failed");
+      assert.match(r.error_text, /^Step "Upload to S3" failed \(exit code 1\)/);
+      assert.match(r.error_text, /NoSuchBucket/);
+      assert.deepEqual(r.progress, {
+        phase: "dumped",
+        size_bytes: r.progress.size_bytes,
+      });
+      assert.equal(r.s3_key, null);
+    } finally {
+      await e.close();
+    }
+  },
+);
+
+/**
+ * Blocks pg_dump: a transaction holding ACCESS EXCLUSIVE on public.items
+ * until release() — pg_dump waits for its ACCESS SHARE lock.
+ */
+function holdLock(
+  src: SourceDatabase,
+): { locked: Promise<void>; release: () => void; done: Promise<unknown> } {
+  let release!: () => void;
+  const released = new Promise<void>((r) => release = r);
+  let locked!: () => void;
+  const lockedP = new Promise<void>((r) => locked = r);
+  const done = src.sql.begin(async (tx) => {
+    await tx`lock table public.items in access exclusive mode`;
+    locked();
+    await released;
+  });
+  return { locked: lockedP, release, done };
+}
+
+async function waitForBlockedDump(src: SourceDatabase): Promise<void> {
+  await waitFor("pg_dump waiting for its lock", async () => {
+    const rows = await src.sql`
+      select 1 from pg_stat_activity
+       where datname = ${src.name} and application_name = 'github-backup'
+         and wait_event_type = 'Lock'`;
+    return rows.length > 0;
+  }, 30_000);
+}
+
+/** pg_dump processes (on this machine) dumping the source database. */
+async function dumpProcesses(src: SourceDatabase): Promise<number> {
+  let n = 0;
+  for await (const entry of Deno.readDir("/proc")) {
+    if (!/^\d+$/.test(entry.name)) continue;
+    try {
+      const cmd = await Deno.readTextFile(`/proc/${entry.name}/cmdline`);
+      if (/(^|\/)pg_dump\0/.test(cmd) && cmd.includes(src.name)) n++;
+    } catch { /* gone meanwhile */ }
+  }
+  return n;
+}
+
+Deno.test(
+  "e2e: cancelled mid-dump (SIGINT) -> the final step reports cancelled",
+  opts,
+  async () => {
+    const e = await startE2E();
+    const lock = holdLock(e.src);
+    try {
+      await lock.locked;
+      const { dispatchId, runId } = await pressBackup(e);
+      await waitForBlockedDump(e.src);
+      assert.equal((await row(e, dispatchId)).status, "in_progress");
+
+      await e.gh.cancel(runId, "SIGINT");
+      const res = await e.gh.waitForRun(runId);
+      assert.equal(res.conclusion, "cancelled");
+      assert.equal(e.gh.runs.get(runId)?.conclusion, "cancelled");
+      assert.match(res.log, /Report outcome/);
+
+      const r = await row(e, dispatchId);
+      assert.equal(r.status, "failed", context(e, runId));
+      assert.equal(r.failure_reason, "cancelled");
+      assert.equal(r.outcome_source, "report");
+      assert.match(r.error_text, /cancelled.*"Dump database"/s);
+      // act killed the step's whole process group: no pg_dump left behind.
+      // (Its server backend stays until the lock is released: PostgreSQL does
+      // not notice a dead client while the backend waits for a lock.)
+      await waitFor(
+        "pg_dump to exit",
+        async () => (await dumpProcesses(e.src)) === 0,
+        10_000,
+      );
+      assert.deepEqual(await listKeys(e.bucket), []);
+    } finally {
+      lock.release();
+      await lock.done.catch(() => {});
+      await e.close();
+    }
+  },
+);
+
+Deno.test(
+  "e2e: runner lost mid-dump (SIGKILL) -> no report; reconciliation ends the row from GitHub",
+  opts,
+  async () => {
+    const e = await startE2E();
+    const lock = holdLock(e.src);
+    try {
+      await lock.locked;
+      const { dispatchId, runId } = await pressBackup(e);
+      await waitForBlockedDump(e.src);
+
+      await e.gh.cancel(runId, "SIGKILL", "cancelled");
+      const res = await e.gh.waitForRun(runId);
+      assert.equal(res.signal, "SIGKILL");
+      assert.doesNotMatch(
+        res.log,
+        /Run Main Report outcome/,
+        "nothing runs after SIGKILL",
+      );
+      await waitFor(
+        "pg_dump to exit",
+        async () => (await dumpProcesses(e.src)) === 0,
+        10_000,
+      );
+
+      // The workflow could not report: the row is still in progress...
+      assert.equal((await row(e, dispatchId)).status, "in_progress");
+      assert.deepEqual(e.gh.runs.get(runId)?.status, "completed");
+
+      // ...until the sweep asks GitHub (no grace period for the report here).
+      await e.history.sql`update backup_settings set report_grace_seconds = 0`;
+      const body = "{}";
+      const sweep = await fetch(e.stack.fn("reconcile-backups"), {
+        method: "POST",
+        headers: await webhookHeaders(body),
+        body,
+      });
+      assert.equal(sweep.status, 200, await sweep.clone().text());
+      await sweep.body?.cancel();
+      const r = await row(e, dispatchId);
+      assert.equal(r.status, "failed", context(e, runId));
+      assert.equal(r.failure_reason, "cancelled");
+      assert.equal(r.outcome_source, "github");
+    } finally {
+      lock.release();
+      await lock.done.catch(() => {});
+      await e.close();
+    }
+  },
+);
+
+Deno.test(
+  "e2e: a scheduled run registers, backs up and reports success (trigger_source=schedule)",
+  opts,
+  async () => {
+    const e = await startE2E();
+    try {
+      const runId = await e.gh.startScheduledRun();
+      const res = await e.gh.waitForRun(runId);
+      assert.equal(res.conclusion, "success", context(e, runId));
+      const [r] = await e.history.sql`
+      select * from backup_history where workflow_run_id = ${runId}`;
+      assert.ok(r, "a row was registered for the scheduled run");
+      assert.equal(r.trigger_source, "schedule");
+      assert.equal(r.triggered_by, null);
+      assert.equal(r.status, "success");
+      assert.equal(r.outcome_source, "report");
+      assert.match(
+        r.s3_key,
+        new RegExp(`^backups/\\d{8}T\\d{6}Z_${r.dispatch_id}\\.dump$`),
+      );
+      const bytes = await getObject(e.bucket, r.s3_key);
+      assert.ok(bytes);
+      assert.equal(await sha256hex(bytes), r.sha256);
+      assert.equal(bytes.length, Number(r.size_bytes));
+    } finally {
+      await e.close();
+    }
+  },
+);
+
+Deno.test({
+  name:
+    "e2e: the dump step's timeout-minutes -> failed, 'timed out' (WORKFLOW_E2E_SLOW=1, ~65 s)",
+  ...opts,
+  ignore: SKIP || !SLOW,
+  async fn() {
+    const e = await startE2E({ vars: { BACKUP_DUMP_TIMEOUT_MINUTES: "1" } });
+    const lock = holdLock(e.src);
+    try {
+      await lock.locked;
+      const { dispatchId, runId } = await pressBackup(e);
+      const res = await e.gh.waitForRun(runId, 150_000);
+      assert.equal(res.conclusion, "failure");
+      const r = await row(e, dispatchId);
+      assert.equal(r.status, "failed", context(e, runId));
+      assert.equal(r.failure_reason, "step_failed");
+      assert.match(
+        r.error_text,
+        /Step "Dump database" timed out after 1 minutes/,
+      );
+    } finally {
+      lock.release();
+      await lock.done.catch(() => {});
+      await e.close();
+    }
+  },
+});
