@@ -1,4 +1,7 @@
-//! Copies `src/sql/*.sql` into `OUT_DIR` without their `--` comment lines.
+//! Copies `src/sql/*.sql` into `OUT_DIR` without their `--` comment lines,
+//! and derives `run_columns.sql`: the select list of `select_run.sql`
+//! without its `from`, so that the statements that write a run can return
+//! it in the same shape (`... returning *) select <run_columns> from h`).
 //!
 //! The comments are for people reading the SQL; inside the WebAssembly
 //! module they would only be bytes to download (about 1 KB gzipped).
@@ -19,6 +22,18 @@ fn main() {
             let name = path.file_name().expect("a file name");
             fs::write(Path::new(&out).join(name), stripped.join("\n") + "\n")
                 .expect("writable OUT_DIR");
+            if name == "select_run.sql" {
+                let columns: Vec<&str> = stripped
+                    .iter()
+                    .copied()
+                    .filter(|l| !l.trim_start().starts_with("from "))
+                    .collect();
+                fs::write(
+                    Path::new(&out).join("run_columns.sql"),
+                    columns.join("\n") + "\n",
+                )
+                .expect("writable OUT_DIR");
+            }
         }
     }
 }

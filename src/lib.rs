@@ -62,12 +62,12 @@ mod boundary {
     use crate::wasm::JsHost;
     use wasm_bindgen::prelude::*;
 
-    /// Serves one request for the function `name`.
-    ///
-    /// `headers` is JSON, `[[name, value], ...]`; `body` is at most
-    /// `maxBodyBytes() + 1` bytes (the host stops reading there).
-    /// Resolves to `{status, headers: [[name, value]], body}`. Never rejects
-    /// for a request problem: errors are already responses.
+    // Serves one request for the function `name`. `headers` is JSON,
+    // `[[name, value], ...]`; `body` is at most `maxBodyBytes() + 1` bytes
+    // (the host stops reading there). Resolves to `{status, headers:
+    // [[name, value]], body}`; never rejects for a request problem: errors
+    // are already responses. (Plain comments: doc comments would be copied
+    // into the generated JS.)
     #[wasm_bindgen]
     pub async fn handle(
         name: String,

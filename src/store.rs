@@ -166,6 +166,8 @@ fn mutable_params(run: &Run) -> Vec<Option<String>> {
 const INSERT: &str = include_str!(concat!(env!("OUT_DIR"), "/insert_run.sql"));
 const UPDATE: &str = include_str!(concat!(env!("OUT_DIR"), "/update_run.sql"));
 const SELECT: &str = include_str!(concat!(env!("OUT_DIR"), "/select_run.sql"));
+/// select_run.sql's select list, for the rows a write returns (CTE `h`).
+const RUN_COLUMNS: &str = include_str!(concat!(env!("OUT_DIR"), "/run_columns.sql"));
 
 impl<D: Db> Store for PgStore<'_, D> {
     async fn is_admin(&self, user: Uuid) -> Result<bool, DbError> {
@@ -189,7 +191,7 @@ impl<D: Db> Store for PgStore<'_, D> {
             run.reason.clone(),
             text(run.created_at),
         ]);
-        self.one(INSERT, &params)
+        self.one(&format!("{INSERT}{RUN_COLUMNS} from h"), &params)
             .await?
             .ok_or_else(|| DbError::Other("insert returned no row".into()))
     }
@@ -227,7 +229,8 @@ impl<D: Db> Store for PgStore<'_, D> {
         params.push(webhook_id.map(str::to_string));
         params.push(text(prev.id));
         params.push(text(prev.version));
-        self.one(UPDATE, &params).await
+        self.one(&format!("{UPDATE}{RUN_COLUMNS} from h"), &params)
+            .await
     }
 
     async fn delivery(&self, webhook_id: &str) -> Result<Option<DispatchId>, DbError> {

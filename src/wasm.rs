@@ -63,10 +63,10 @@ thread_local! {
     static ON_PANIC: RefCell<Option<js_sys::Function>> = const { RefCell::new(None) };
 }
 
-/// Installs the panic hook. `on_panic(message)` is called before the
-/// instance traps, so the host can fail in-flight requests with a 500 and
-/// re-instantiate the module instead of waiting on a promise that will
-/// never settle.
+// Installs the panic hook. `on_panic(message)` is called before the
+// instance traps, so the host can fail in-flight requests with a 500 and
+// re-instantiate the module instead of waiting on a promise that will
+// never settle.
 #[wasm_bindgen(js_name = installPanicHook)]
 pub fn install_panic_hook(on_panic: js_sys::Function) {
     ON_PANIC.with(|cb| *cb.borrow_mut() = Some(on_panic));

@@ -9,6 +9,8 @@ import { Buffer } from "node:buffer";
 import { freshDatabase, type Sql } from "./support/db.ts";
 import {
   ADMIN_ID,
+  type Answer,
+  fetchChecked,
   freePort,
   type Json,
   type Stack,
@@ -34,13 +36,6 @@ interface Ctx {
   dbUrl: string;
 }
 
-interface Answer {
-  status: number;
-  headers: Headers;
-  text: string;
-  body: Json;
-}
-
 type SignOpts = { id?: string; timestamp?: number; secret?: string };
 
 function secrets(ctx: Ctx): string[] {
@@ -56,25 +51,8 @@ function secrets(ctx: Ctx): string[] {
 }
 
 /** fetch, read the body, and check that it leaks no secret. */
-async function call(
-  ctx: Ctx,
-  url: string,
-  init: RequestInit = {},
-): Promise<Answer> {
-  const r = await fetch(url, init);
-  const text = await r.text();
-  for (const s of secrets(ctx)) {
-    assert.ok(!text.includes(s), `the response leaks a secret: ${text}`);
-  }
-  let body: Json = null;
-  if (text) {
-    try {
-      body = JSON.parse(text);
-    } catch {
-      body = text;
-    }
-  }
-  return { status: r.status, headers: r.headers, text, body };
+function call(ctx: Ctx, url: string, init: RequestInit = {}): Promise<Answer> {
+  return fetchChecked(url, init, secrets(ctx));
 }
 
 /** POSTs a raw body to finalize-backup with exactly these headers. */

@@ -13,6 +13,8 @@ import assert from "node:assert/strict";
 import { freshDatabase, type Sql } from "./support/db.ts";
 import {
   ADMIN_ID,
+  type Answer,
+  fetchChecked,
   type Json,
   report,
   type Stack,
@@ -42,13 +44,6 @@ interface Ctx {
   dbUrl: string;
 }
 
-interface Answer {
-  status: number;
-  headers: Headers;
-  text: string;
-  body: Json;
-}
-
 /** Every value that must never appear in a response or in the server log. */
 function secrets(ctx: Ctx): string[] {
   return [
@@ -62,25 +57,8 @@ function secrets(ctx: Ctx): string[] {
 }
 
 /** fetch, read the body, and check that it leaks no secret. */
-async function call(
-  ctx: Ctx,
-  url: string,
-  init: RequestInit = {},
-): Promise<Answer> {
-  const r = await fetch(url, init);
-  const text = await r.text();
-  for (const s of secrets(ctx)) {
-    assert.ok(!text.includes(s), `the response leaks a secret: ${text}`);
-  }
-  let body: Json = null;
-  if (text) {
-    try {
-      body = JSON.parse(text);
-    } catch {
-      body = text;
-    }
-  }
-  return { status: r.status, headers: r.headers, text, body };
+function call(ctx: Ctx, url: string, init: RequestInit = {}): Promise<Answer> {
+  return fetchChecked(url, init, secrets(ctx));
 }
 
 /** POST /reconcile-backups with the service role key (or these headers). */

@@ -28,27 +28,4 @@ with h as (
   select $14::text, h.dispatch_id from h where $14::text is not null
   on conflict do nothing
 )
-select jsonb_build_object(
-  'id', h.id,
-  'dispatch_id', h.dispatch_id,
-  'status', h.status,
-  'failure_reason', h.failure_reason,
-  'outcome_source', h.outcome_source,
-  'trigger_source', h.trigger_source,
-  'triggered_by', h.triggered_by,
-  'reason', h.reason,
-  'workflow_run_id', h.workflow_run_id,
-  'run_attempt', h.run_attempt,
-  'run_url', h.run_url,
-  'created_at', (extract(epoch from h.created_at) * 1000)::int8,
-  'started_at', (extract(epoch from h.started_at) * 1000)::int8,
-  'finished_at', (extract(epoch from h.finished_at) * 1000)::int8,
-  'updated_at', (extract(epoch from h.updated_at) * 1000)::int8,
-  's3_key', h.s3_key,
-  'size_bytes', h.size_bytes,
-  'sha256', h.sha256,
-  'error_text', h.error_text,
-  'progress', h.progress,
-  'version', h.version
-) as run
-from h
+-- followed by the select list of select_run.sql, `from h` (store.rs).

@@ -163,3 +163,38 @@ export async function trigger(
   });
   return { status: r.status, body: await r.json() };
 }
+
+/** An HTTP answer, read whole. */
+export interface Answer {
+  status: number;
+  headers: Headers;
+  text: string;
+  body: Json;
+}
+
+/**
+ * fetch, read the body (JSON when it parses), and assert that none of
+ * `secrets` appears in it: no response may ever carry a secret.
+ */
+export async function fetchChecked(
+  url: string,
+  init: RequestInit,
+  secrets: string[],
+): Promise<Answer> {
+  const r = await fetch(url, init);
+  const text = await r.text();
+  for (const s of secrets) {
+    if (text.includes(s)) {
+      throw new Error(`the response leaks a secret: ${text}`);
+    }
+  }
+  let body: Json = null;
+  if (text) {
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = text;
+    }
+  }
+  return { status: r.status, headers: r.headers, text, body };
+}
