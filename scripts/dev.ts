@@ -108,12 +108,39 @@ async function staticFile(pathname: string): Promise<Response | undefined> {
   }
 }
 
+/**
+ * .local/dev/pg, unless we are root and the `postgres` user, which the
+ * cluster runs as, cannot reach it (a clone under /root, say): then a
+ * directory under /var/tmp named after this checkout.
+ */
+async function defaultDataDir(): Promise<string> {
+  const inRepo = `${ROOT}/.local/dev/pg`;
+  if (Deno.uid() !== 0) return inRepo;
+  const reachable = await new Deno.Command("runuser", {
+    args: ["-u", "postgres", "--", "test", "-x", ROOT],
+    stdout: "null",
+    stderr: "null",
+  }).output().then((o) => o.success, () => false);
+  if (reachable) return inRepo;
+  const digest = new Uint8Array(
+    await crypto.subtle.digest("SHA-256", new TextEncoder().encode(ROOT)),
+  );
+  const tag = Array.from(
+    digest.slice(0, 4),
+    (b) => b.toString(16).padStart(2, "0"),
+  ).join("");
+  const dir = `/var/tmp/backup-control-plane-dev-${tag}`;
+  await Deno.mkdir(dir, { recursive: true, mode: 0o711 });
+  await Deno.chmod(dir, 0o711);
+  return `${dir}/pg`;
+}
+
 /** Starts the stack; see the file header. */
 export async function startDev(opts: DevOptions = {}): Promise<Dev> {
   const port = opts.port ?? Number(Deno.env.get("PORT") ?? 54321);
   const dbPort = opts.dbPort ?? 54322;
   const s3Port = opts.s3Port ?? 54330;
-  const dataDir = opts.dataDir ?? `${ROOT}/.local/dev/pg`;
+  const dataDir = opts.dataDir ?? await defaultDataDir();
   const banner = opts.banner ?? true;
   const say = (s: string) => banner && console.log(s);
   const cleanups: (() => Promise<unknown>)[] = [];
