@@ -463,7 +463,17 @@ Deno.test(
         tx`select public.is_backup_admin(${ADMIN}::uuid) as admin,
                   public.is_backup_admin(auth.uid()) as me`,
     );
-    assert.deepEqual({ ...asUser[0] }, { admin: true, me: false });
+    // A client learns only about itself: no probing other users' ids.
+    assert.deepEqual({ ...asUser[0] }, { admin: false, me: false });
+    const asAdmin = await asClient(
+      sql,
+      "authenticated",
+      { sub: ADMIN, role: "authenticated" },
+      (tx) =>
+        tx`select public.is_backup_admin(${ADMIN}::uuid) as admin,
+                  public.is_backup_admin(auth.uid()) as me`,
+    );
+    assert.deepEqual({ ...asAdmin[0] }, { admin: true, me: true });
     await asClient(
       sql,
       "anon",
