@@ -19,6 +19,7 @@ import { gzipSync } from "node:zlib";
 import { fileURLToPath } from "node:url";
 import { migrate } from "../scripts/db_migrate.ts";
 import { webhookHeaders } from "../scripts/signing.ts";
+import { freePort, run } from "../scripts/process.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const BUDGET_BYTES = 100_000;
@@ -56,31 +57,6 @@ const ms = (n: number, digits = 1) => `${n.toFixed(digits)} ms`;
 
 function section(title: string): void {
   console.log(`\n== ${title}`);
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = l.addr as Deno.NetAddr;
-  l.close();
-  return port;
-}
-
-async function run(cmd: string, args: string[]): Promise<string> {
-  const out = await new Deno.Command(cmd, {
-    args,
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(out.stdout).trim();
-  if (!out.success) {
-    throw new Error(
-      `${cmd} ${args.join(" ")} failed:\n${
-        new TextDecoder().decode(out.stderr)
-      }`,
-    );
-  }
-  return text;
 }
 
 // --- the machine --------------------------------------------------------------

@@ -15,6 +15,7 @@
 import { route } from "./serve.ts";
 import { migrate } from "./db_migrate.ts";
 import { userToken } from "./signing.ts";
+import { run } from "./process.ts";
 import {
   actAvailable,
   type LocalGitHub,
@@ -56,26 +57,6 @@ export interface Dev {
   /** True when dispatches run the workflow with act. */
   realWorkflow: boolean;
   close(): Promise<void>;
-}
-
-async function sh(
-  args: string[],
-  env: Record<string, string> = {},
-): Promise<string> {
-  const out = await new Deno.Command(args[0], {
-    args: args.slice(1),
-    cwd: ROOT,
-    env,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(out.stdout).trim();
-  if (!out.success) {
-    throw new Error(
-      `${args.join(" ")} failed:\n${new TextDecoder().decode(out.stderr)}`,
-    );
-  }
-  return text;
 }
 
 const TYPES: Record<string, string> = {
@@ -151,14 +132,15 @@ export async function startDev(opts: DevOptions = {}): Promise<Dev> {
   try {
     // PostgreSQL, migrated, with the local admin.
     await Deno.mkdir(dataDir.replace(/\/[^/]+$/, ""), { recursive: true });
-    const databaseUrl = await sh([
-      "bash",
+    const databaseUrl = await run("bash", [
       "scripts/pg_cluster.sh",
       "start",
       dataDir,
       String(dbPort),
     ]);
-    cleanups.push(() => sh(["bash", "scripts/pg_cluster.sh", "stop", dataDir]));
+    cleanups.push(() =>
+      run("bash", ["scripts/pg_cluster.sh", "stop", dataDir])
+    );
     await migrate(databaseUrl, { log: () => {} });
     const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
     await sql`insert into public.backup_admins (user_id) values (${DEV_ADMIN_ID}) on conflict do nothing`;
@@ -181,15 +163,17 @@ export async function startDev(opts: DevOptions = {}): Promise<Dev> {
     };
     let s3 = false;
     try {
-      await sh(
-        ["bash", "scripts/s3_server.sh", "start", String(s3Port)],
+      await run(
+        "bash",
+        ["scripts/s3_server.sh", "start", String(s3Port)],
         s3Env,
       );
       cleanups.push(() =>
-        sh(["bash", "scripts/s3_server.sh", "stop", String(s3Port)], s3Env)
+        run("bash", ["scripts/s3_server.sh", "stop", String(s3Port)], s3Env)
       );
-      await sh(
-        ["aws", "--endpoint-url", s3Url, "s3", "mb", "s3://backups"],
+      await run(
+        "aws",
+        ["--endpoint-url", s3Url, "s3", "mb", "s3://backups"],
         s3Env,
       ).catch(() => "");
       s3 = true;

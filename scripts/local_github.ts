@@ -88,9 +88,6 @@ export interface LocalGitHub {
   runs: Map<number, Record<string, unknown>>;
   requests: { method: string; path: string }[];
   onDispatch: (call: DispatchCall) => Response | Promise<Response>;
-  onGetRun?: (id: number) => Response | Promise<Response> | undefined;
-  /** The default dispatch behaviour, for an onDispatch that only wraps it. */
-  defaultDispatch: (call: DispatchCall) => Promise<Response>;
   /** act runs by run id (only with `act` options). */
   actRuns: Map<number, ActRun>;
   /** Resolves when the run's act process has exited. */
@@ -471,8 +468,6 @@ export async function startLocalGitHub(
     runs,
     requests,
     onDispatch: (call) => defaultDispatch(call),
-    onGetRun: undefined,
-    defaultDispatch,
     actRuns,
     async waitForRun(runId, timeoutMs = 240_000) {
       const run = actRuns.get(runId);
@@ -562,8 +557,6 @@ export async function startLocalGitHub(
     m = path.match(RUN_RE);
     if (m && req.method === "GET") {
       const id = Number(m[3]);
-      const custom = await gh.onGetRun?.(id);
-      if (custom) return custom;
       const run = runs.get(id);
       return run ? json(200, run) : notFound();
     }

@@ -6,7 +6,8 @@
 
 import { Buffer } from "node:buffer";
 
-function b64url(bytes: Uint8Array | string): string {
+/** base64url without padding, as JWTs use it. */
+export function b64url(bytes: Uint8Array | string): string {
   return Buffer.from(bytes).toString("base64url");
 }
 
@@ -42,6 +43,19 @@ export async function userToken(
   return `${input}.${b64url(sig)}`;
 }
 
+/** The Standard Webhooks v1 signature (base64) of a delivery, keyed with
+ * the base64 part of a `whsec_<base64>` secret. */
+export async function webhookSignature(
+  secret: string,
+  id: string,
+  timestamp: number | string,
+  body: string,
+): Promise<string> {
+  const key = Buffer.from(secret.replace(/^whsec_/, ""), "base64");
+  const sig = await hmac(new Uint8Array(key), `${id}.${timestamp}.${body}`);
+  return Buffer.from(sig).toString("base64");
+}
+
 /** Standard Webhooks headers for `body`. */
 export async function webhookHeaders(
   body: string,
@@ -50,12 +64,11 @@ export async function webhookHeaders(
 ): Promise<Record<string, string>> {
   const id = opts.id ?? `msg_${crypto.randomUUID()}`;
   const timestamp = opts.timestamp ?? Math.floor(Date.now() / 1000);
-  const key = Buffer.from(secret.replace(/^whsec_/, ""), "base64");
-  const sig = await hmac(new Uint8Array(key), `${id}.${timestamp}.${body}`);
+  const sig = await webhookSignature(secret, id, timestamp, body);
   return {
     "content-type": "application/json",
     "webhook-id": id,
     "webhook-timestamp": String(timestamp),
-    "webhook-signature": `v1,${Buffer.from(sig).toString("base64")}`,
+    "webhook-signature": `v1,${sig}`,
   };
 }

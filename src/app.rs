@@ -1,5 +1,6 @@
-//! The router: which function serves a request, and the one place where an
-//! [`Error`] becomes a response and its cause is logged.
+//! The router: which function serves a request, the methods and CORS rules
+//! every function shares, and the one place where an [`Error`] becomes a
+//! response and its cause is logged.
 
 use crate::config;
 use crate::error::Error;
@@ -8,23 +9,63 @@ use crate::ports::{Host, Level};
 use crate::store::Store;
 use crate::{finalize, status, sweep, trigger};
 
-/// The functions this core serves, by their Supabase name.
-pub const FUNCTIONS: [&str; 4] = [
-    "trigger-backup",
-    "finalize-backup",
-    "backup-status",
-    "reconcile-backups",
-];
+/// The functions, by their Supabase name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Function {
+    Trigger,
+    Finalize,
+    Status,
+    Sweep,
+}
 
-/// Serves one request for the function `name`. Never fails: every error is
-/// already a response here.
+impl Function {
+    fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "trigger-backup" => Some(Function::Trigger),
+            "finalize-backup" => Some(Function::Finalize),
+            "backup-status" => Some(Function::Status),
+            "reconcile-backups" => Some(Function::Sweep),
+            _ => None,
+        }
+    }
+
+    /// The one method it serves, and the `Allow` header of a 405.
+    fn method(self) -> (&'static str, &'static str) {
+        match self {
+            Function::Trigger => ("POST", "POST, OPTIONS"),
+            Function::Status => ("GET", "GET, OPTIONS"),
+            Function::Finalize | Function::Sweep => ("POST", "POST"),
+        }
+    }
+
+    /// Called from browsers: answers CORS preflights and carries CORS headers.
+    fn browser_facing(self) -> bool {
+        matches!(self, Function::Trigger | Function::Status)
+    }
+}
+
+/// Serves one request for the function `name` (its Supabase name; unknown
+/// names are a 404). Never fails: every error is already a response here.
 pub async fn handle(host: &impl Host, store: &impl Store, name: &str, req: &Request) -> Response {
-    let (result, browser_facing) = match name {
-        "trigger-backup" => (trigger::handle(host, store, req).await, true),
-        "finalize-backup" => (finalize::handle(host, store, req).await, false),
-        "backup-status" => (status::handle(host, store, req).await, true),
-        "reconcile-backups" => (sweep::handle(host, store, req).await, false),
-        _ => (Err(Error::NotFound), false),
+    let function = Function::from_name(name);
+    let browser_facing = function.is_some_and(Function::browser_facing);
+    let result = match function {
+        None => Err(Error::NotFound),
+        Some(f) => {
+            let (method, allow) = f.method();
+            if browser_facing && req.method == "OPTIONS" {
+                config::cors(host).preflight(req, allow)
+            } else if req.method != method {
+                Err(Error::MethodNotAllowed { allow })
+            } else {
+                match f {
+                    Function::Trigger => trigger::handle(host, store, req).await,
+                    Function::Finalize => finalize::handle(host, store, req).await,
+                    Function::Status => status::handle(host, store, req).await,
+                    Function::Sweep => sweep::handle(host, store, req).await,
+                }
+            }
+        }
     };
     let response = match result {
         Ok(response) => response,

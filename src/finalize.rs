@@ -12,7 +12,7 @@ use crate::http::{Request, Response};
 use crate::ports::{DbError, Host, Level};
 use crate::report::{Event, Report};
 use crate::run::{self, Outcome, Run, TriggerSource};
-use crate::store::{Store, ONE_IN_PROGRESS};
+use crate::store::{in_progress_error, Store, ONE_IN_PROGRESS};
 use serde_json::json;
 
 /// How often a report is re-applied after losing a race with another writer.
@@ -20,7 +20,8 @@ use serde_json::json;
 /// a short random pause spreads the contenders out.
 const MAX_RACES: u32 = 40;
 
-/// Serves the endpoint.
+/// Serves the endpoint; `app` has already checked the method and answered
+/// CORS preflights.
 ///
 /// # Errors
 /// Every documented 4xx/5xx of the endpoint, as an [`Error`].
@@ -29,18 +30,8 @@ pub async fn handle(
     store: &impl Store,
     req: &Request,
 ) -> Result<Response, Error> {
-    if req.method != "POST" {
-        return Err(Error::MethodNotAllowed { allow: "POST" });
-    }
     req.check_size()?;
-    let secret = config::webhook_secret(host)?;
-    secret.verify(
-        req.header("webhook-id"),
-        req.header("webhook-timestamp"),
-        req.header("webhook-signature"),
-        &req.body,
-        host.now_ms() / 1000,
-    )?;
+    config::webhook_secret(host)?.verify_request(req, host.now_ms() / 1000)?;
     req.require_json()?;
     let report = Report::parse(&req.body)?;
     // verify() refused a missing id, so this is present.
@@ -103,10 +94,7 @@ async fn apply(
                 Ok(None) => continue,
                 // Reopening a failed run while another backup runs.
                 Err(DbError::UniqueViolation(c)) if c == ONE_IN_PROGRESS => {
-                    let running = store.running().await?;
-                    return Err(Error::BackupInProgress {
-                        dispatch_id: running.map(|r| r.dispatch_id.to_string()),
-                    });
+                    return Err(in_progress_error(store).await)
                 }
                 Err(e) => return Err(e.into()),
             },
@@ -119,8 +107,10 @@ async fn apply(
 
 /// A scheduled run's `started` report without a dispatch id: issue one.
 ///
-/// A re-run of a scheduled run (same `workflow_run_id`, later attempt)
-/// continues its existing row instead of registering a second one.
+/// A re-run of a scheduled run (same `workflow_run_id`, later attempt), or a
+/// second delivery of its registration, continues the existing row instead
+/// of registering another. The lookup runs again after losing the insert to
+/// a concurrent delivery for the same run.
 async fn register(
     host: &impl Host,
     store: &impl Store,
@@ -128,48 +118,39 @@ async fn register(
     webhook_id: &str,
 ) -> Result<Response, Error> {
     debug_assert_eq!(report.event, Event::Started);
-    if let Some(existing) = store.by_workflow_run(report.workflow_run_id).await? {
-        if existing.trigger_source == TriggerSource::Schedule {
+    let mut lost_race = false;
+    loop {
+        if let Some(existing) = store.by_workflow_run(report.workflow_run_id).await? {
+            if existing.trigger_source != TriggerSource::Schedule {
+                return Err(Error::IllegalTransition(format!(
+                    "workflow run {} was dispatched with a dispatch_id; report it",
+                    report.workflow_run_id
+                )));
+            }
             return apply(host, store, existing.dispatch_id, report, webhook_id).await;
         }
-        return Err(Error::IllegalTransition(format!(
-            "workflow run {} was dispatched with a dispatch_id; report it",
-            report.workflow_run_id
-        )));
-    }
-    let now = host.now_ms();
-    let id = DispatchId::issue(now as u64, host.random());
-    match store
-        .insert(&Run::scheduled(id, report, now), Some(webhook_id))
-        .await
-    {
-        Ok(run) => {
-            host.log(
-                Level::Info,
-                &format!(
-                    "backup {id}: scheduled run {} registered",
-                    report.workflow_run_id
-                ),
-            );
-            Ok(answer(201, &run, true))
+        if lost_race {
+            // Another backup runs; this scheduled run cannot start now.
+            return Err(in_progress_error(store).await);
         }
-        Err(DbError::UniqueViolation(c)) if c == ONE_IN_PROGRESS => {
-            // A concurrent duplicate of this same delivery won the insert.
-            if let Some(id) = store.delivery(webhook_id).await? {
-                let run = store.get(id).await?.ok_or(Error::UnknownDispatchId)?;
-                return Ok(answer(200, &run, false));
+        let now = host.now_ms();
+        let id = DispatchId::issue(now as u64, host.random());
+        match store
+            .insert(&Run::scheduled(id, report, now), Some(webhook_id))
+            .await
+        {
+            Ok(run) => {
+                host.log(
+                    Level::Info,
+                    &format!(
+                        "backup {id}: scheduled run {} registered",
+                        report.workflow_run_id
+                    ),
+                );
+                return Ok(answer(201, &run, true));
             }
-            // Or another delivery (another webhook-id) for the same run did.
-            if let Some(existing) = store.by_workflow_run(report.workflow_run_id).await? {
-                if existing.trigger_source == TriggerSource::Schedule {
-                    return apply(host, store, existing.dispatch_id, report, webhook_id).await;
-                }
-            }
-            let running = store.running().await?;
-            Err(Error::BackupInProgress {
-                dispatch_id: running.map(|r| r.dispatch_id.to_string()),
-            })
+            Err(DbError::UniqueViolation(c)) if c == ONE_IN_PROGRESS => lost_race = true,
+            Err(e) => return Err(e.into()),
         }
-        Err(e) => Err(e.into()),
     }
 }

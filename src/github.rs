@@ -166,11 +166,7 @@ pub fn read_dispatch_response(response: &OutboundResponse) -> DispatchAnswer {
 /// A failed answer: retry for 5xx, 429 and a rate-limited 403, else refuse.
 fn classify_failure(response: &OutboundResponse) -> DispatchAnswer {
     let detail = describe(response);
-    let rate_limited = response.status == 429
-        || (response.status == 403
-            && (response.header("x-ratelimit-remaining") == Some("0")
-                || response.header("retry-after").is_some()));
-    if response.status >= 500 || rate_limited {
+    if response.status >= 500 || is_rate_limited(response) {
         DispatchAnswer::Retry {
             wait_ms: retry_wait_ms(response),
             detail,
@@ -178,6 +174,18 @@ fn classify_failure(response: &OutboundResponse) -> DispatchAnswer {
     } else {
         DispatchAnswer::Refused { detail }
     }
+}
+
+/// A 429, or a 403 that is GitHub's (primary or secondary) rate limit rather
+/// than a permission problem.
+fn is_rate_limited(response: &OutboundResponse) -> bool {
+    response.status == 429
+        || (response.status == 403
+            && (quota_spent(response) || response.header("retry-after").is_some()))
+}
+
+fn quota_spent(response: &OutboundResponse) -> bool {
+    response.header("x-ratelimit-remaining") == Some("0")
 }
 
 /// How long GitHub asks us to wait, from `Retry-After` (seconds) or, when the
@@ -194,10 +202,7 @@ pub fn retry_wait_ms(response: &OutboundResponse) -> Option<u32> {
 /// `Retry-After`, else `x-ratelimit-reset` when the quota is spent, else a
 /// minute for a bare 429. `None` when the answer is not a rate limit.
 pub fn rate_limited_until(response: &OutboundResponse, now_ms: i64) -> Option<i64> {
-    let spent = response.header("x-ratelimit-remaining") == Some("0");
-    if !(response.status == 429
-        || (response.status == 403 && (spent || response.header("retry-after").is_some())))
-    {
+    if !is_rate_limited(response) {
         return None;
     }
     if let Some(wait) = retry_wait_ms(response) {
@@ -207,7 +212,7 @@ pub fn rate_limited_until(response: &OutboundResponse, now_ms: i64) -> Option<i6
         .header("x-ratelimit-reset")
         .and_then(|v| v.trim().parse::<i64>().ok())
         .map(|s| s * 1000)
-        .filter(|_| spent);
+        .filter(|_| quota_spent(response));
     Some(reset.filter(|r| *r > now_ms).unwrap_or(now_ms + 60_000))
 }
 

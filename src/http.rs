@@ -155,13 +155,18 @@ pub struct Response {
 impl Response {
     /// A JSON response.
     pub fn json(status: u16, body: &serde_json::Value) -> Self {
+        Response::json_text(status, body.to_string())
+    }
+
+    /// A JSON response from an already serialized body.
+    pub fn json_text(status: u16, body: String) -> Self {
         Response {
             status,
             headers: vec![
                 ("content-type".into(), "application/json".into()),
                 ("cache-control".into(), "no-store".into()),
             ],
-            body: body.to_string(),
+            body,
         }
     }
 

@@ -54,20 +54,8 @@ pub enum GitHubFact {
     Run(WorkflowRun),
 }
 
-fn fail(
-    run: &Run,
-    reason: FailureReason,
-    source: OutcomeSource,
-    text: String,
-    now: i64,
-) -> Outcome {
-    let mut next = run.clone();
-    next.status = Status::Failed;
-    next.failure_reason = Some(reason);
-    next.outcome_source = Some(source);
-    next.finished_at = Some(now);
-    next.error_text = Some(text);
-    Outcome::Changed(Box::new(next))
+fn fail(run: &Run, reason: FailureReason, source: OutcomeSource, text: &str, now: i64) -> Outcome {
+    Outcome::Changed(Box::new(run.clone().failed_by(reason, source, text, now)))
 }
 
 /// Decides whether a run must end now. Pure; see the module table.
@@ -97,7 +85,7 @@ pub fn decide(run: &Run, deadlines: &Deadlines, github: &GitHubFact, now: i64) -
                     run,
                     FailureReason::Lost,
                     OutcomeSource::Deadline,
-                    format!(
+                    &format!(
                         "start deadline passed: no started report within {} s of the dispatch at {} (deadline {})",
                         deadlines.start_ms / 1000,
                         iso8601(run.created_at),
@@ -115,7 +103,7 @@ pub fn decide(run: &Run, deadlines: &Deadlines, github: &GitHubFact, now: i64) -
                     run,
                     FailureReason::TimedOut,
                     OutcomeSource::Deadline,
-                    format!(
+                    &format!(
                         "max runtime passed: no final report within {} s of the start at {} (deadline {})",
                         deadlines.max_runtime_ms / 1000,
                         iso8601(since),
@@ -147,14 +135,17 @@ fn from_conclusion(run: &Run, w: &WorkflowRun, completed: i64, d: &Deadlines, no
     if conclusion == "success" {
         text.push_str(": the workflow succeeded but never reported its object, so the backup cannot be verified");
     }
-    let outcome = fail(run, reason, OutcomeSource::Github, text, now);
-    match outcome {
-        Outcome::Changed(mut next) => {
-            next.run_attempt = next.run_attempt.max(w.run_attempt);
-            Outcome::Changed(next)
-        }
-        unchanged => unchanged,
-    }
+    // GitHub's verdict is about its latest attempt.
+    let latest = Run {
+        run_attempt: run.run_attempt.max(w.run_attempt),
+        ..run.clone()
+    };
+    Outcome::Changed(Box::new(latest.failed_by(
+        reason,
+        OutcomeSource::Github,
+        &text,
+        now,
+    )))
 }
 
 #[cfg(test)]

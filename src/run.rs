@@ -167,6 +167,22 @@ impl Run {
         self.finished_at = Some(now);
     }
 
+    /// A failure the server inferred (`source` is not `Report`): a refused
+    /// dispatch, a passed deadline, GitHub's conclusion. The workflow's own
+    /// later report may still correct it (see [`apply_report`]).
+    pub fn failed_by(
+        mut self,
+        reason: FailureReason,
+        source: OutcomeSource,
+        error_text: &str,
+        now: i64,
+    ) -> Run {
+        debug_assert!(source.is_inferred());
+        self.error_text = Some(crate::report::truncate_error_text(error_text));
+        self.finish(Status::Failed, Some(reason), source, now);
+        self
+    }
+
     /// Clears the outcome of a failed run so that it can run again.
     fn reopen(&mut self) {
         self.status = Status::InProgress;
@@ -346,15 +362,12 @@ pub fn dispatch_failed(run: &Run, error_text: &str, now: i64) -> Outcome {
     if run.is_terminal() || run.started_at.is_some() {
         return Outcome::Unchanged;
     }
-    let mut next = run.clone();
-    next.error_text = Some(crate::report::truncate_error_text(error_text));
-    next.finish(
-        Status::Failed,
-        Some(FailureReason::DispatchFailed),
+    Outcome::Changed(Box::new(run.clone().failed_by(
+        FailureReason::DispatchFailed,
         OutcomeSource::Dispatch,
+        error_text,
         now,
-    );
-    Outcome::Changed(Box::new(next))
+    )))
 }
 
 /// The wire name of a failure reason (`-` when there is none).

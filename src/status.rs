@@ -11,7 +11,6 @@
 //! Every answer carries an `ETag`; a matching `If-None-Match` gets 304.
 
 use crate::auth;
-use crate::config;
 use crate::dispatch_id::DispatchId;
 use crate::error::Error;
 use crate::http::{Request, Response};
@@ -106,7 +105,8 @@ fn parse_cursor(s: &str) -> Option<Cursor> {
     Some((ms.parse().ok()?, id.parse().ok()?))
 }
 
-/// Serves the endpoint.
+/// Serves the endpoint; `app` has already checked the method and answered
+/// CORS preflights.
 ///
 /// # Errors
 /// Every documented 4xx/5xx of the endpoint, as an [`Error`].
@@ -115,14 +115,6 @@ pub async fn handle(
     store: &impl Store,
     req: &Request,
 ) -> Result<Response, Error> {
-    if req.method == "OPTIONS" {
-        return config::cors(host).preflight(req, "GET, OPTIONS");
-    }
-    if req.method != "GET" {
-        return Err(Error::MethodNotAllowed {
-            allow: "GET, OPTIONS",
-        });
-    }
     auth::admin(host, store, req).await?;
     let seen = req.header("if-none-match").map(str::to_string);
     match parse_query(req)? {
@@ -135,11 +127,11 @@ pub async fn handle(
             } else {
                 None
             };
-            let body = json!({
+            let body = Tagged::new(&json!({
                 "runs": page.iter().map(|(r, _)| view(r)).collect::<Vec<_>>(),
                 "next_cursor": next,
-            });
-            Ok(answer(&body, seen.as_deref()))
+            }));
+            Ok(body.answer(seen.as_deref()))
         }
         Query::One { id, wait_ms } => {
             let deadline = host.now_ms() + i64::from(wait_ms);
@@ -152,12 +144,10 @@ pub async fn handle(
                     0
                 };
                 let run = store.get(id).await?.ok_or(Error::UnknownDispatchId)?;
-                let body = json!({ "run": view(&run) });
-                let tag = etag(&body);
+                let body = Tagged::new(&json!({ "run": view(&run) }));
                 let remaining = deadline - host.now_ms();
-                let unchanged = seen.as_deref() == Some(tag.as_str());
-                if !unchanged || remaining <= 0 || wait_ms == 0 {
-                    return Ok(answer(&body, seen.as_deref()));
+                if !body.seen_by(seen.as_deref()) || remaining <= 0 || wait_ms == 0 {
+                    return Ok(body.answer(seen.as_deref()));
                 }
                 host.wait_for_change(id, seq, remaining as u32).await;
             }
@@ -165,31 +155,45 @@ pub async fn handle(
     }
 }
 
-fn etag(body: &Value) -> String {
-    let digest = Sha256::digest(body.to_string().as_bytes());
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut tag = String::with_capacity(26);
-    tag.push('"');
-    for b in &digest[..12] {
-        tag.push(char::from(HEX[usize::from(b >> 4)]));
-        tag.push(char::from(HEX[usize::from(b & 15)]));
-    }
-    tag.push('"');
-    tag
+/// A JSON body, serialized once, with its strong ETag (the first 96 bits
+/// of its SHA-256).
+struct Tagged {
+    text: String,
+    tag: String,
 }
 
-fn answer(body: &Value, seen: Option<&str>) -> Response {
-    let tag = etag(body);
-    let matches = seen.is_some_and(|s| {
-        s.split(',')
-            .any(|t| t.trim().trim_start_matches("W/") == tag)
-    });
-    let response = if matches {
-        Response::empty(304).with_header("cache-control", "no-cache")
-    } else {
-        Response::json(200, body)
-    };
-    response.with_header("etag", tag)
+impl Tagged {
+    fn new(body: &Value) -> Self {
+        let text = body.to_string();
+        let digest = Sha256::digest(text.as_bytes());
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut tag = String::with_capacity(26);
+        tag.push('"');
+        for b in &digest[..12] {
+            tag.push(char::from(HEX[usize::from(b >> 4)]));
+            tag.push(char::from(HEX[usize::from(b & 15)]));
+        }
+        tag.push('"');
+        Tagged { text, tag }
+    }
+
+    /// Whether `If-None-Match` (a list, weak or strong) names this body.
+    fn seen_by(&self, if_none_match: Option<&str>) -> bool {
+        if_none_match.is_some_and(|s| {
+            s.split(',')
+                .any(|t| t.trim().trim_start_matches("W/") == self.tag)
+        })
+    }
+
+    /// 304 when the client has this body, else 200 with it; both tagged.
+    fn answer(self, if_none_match: Option<&str>) -> Response {
+        let response = if self.seen_by(if_none_match) {
+            Response::empty(304).with_header("cache-control", "no-cache")
+        } else {
+            Response::json_text(200, self.text)
+        };
+        response.with_header("etag", self.tag)
+    }
 }
 
 /// A run as the frontend shows it: everything useful in the row, times in
@@ -300,11 +304,13 @@ mod tests {
 
     #[test]
     fn a_matching_if_none_match_gets_304() {
-        let body = json!({"run": 1});
-        let tag = etag(&body);
-        assert_eq!(answer(&body, Some(&tag)).status, 304);
-        assert_eq!(answer(&body, Some(&format!("W/{tag}"))).status, 304);
-        assert_eq!(answer(&body, Some("\"other\"")).status, 200);
-        assert_eq!(answer(&body, None).header("etag"), Some(tag.as_str()));
+        let body = || Tagged::new(&json!({"run": 1}));
+        let tag = body().tag;
+        assert_eq!(body().answer(Some(&tag)).status, 304);
+        assert_eq!(body().answer(Some(&format!("W/{tag}"))).status, 304);
+        assert_eq!(body().answer(Some(&format!("\"x\", {tag}"))).status, 304);
+        assert_eq!(body().answer(Some("\"other\"")).status, 200);
+        assert_eq!(body().answer(None).header("etag"), Some(tag.as_str()));
+        assert_eq!(body().answer(None).body, r#"{"run":1}"#);
     }
 }

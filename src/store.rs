@@ -10,6 +10,7 @@
 //! The SQL itself lives in `sql/` next to this file so it can be read as SQL.
 
 use crate::dispatch_id::DispatchId;
+use crate::error::Error;
 use crate::ports::{Db, DbError};
 use crate::reconcile::Deadlines;
 use crate::run::{FailureReason, OutcomeSource, Run, Status, TriggerSource};
@@ -59,6 +60,16 @@ pub trait Store {
     async fn set_github_backoff(&self, until_ms: i64) -> Result<(), DbError>;
 }
 
+/// The 409 for a second backup, naming the one that runs (if it still does).
+pub async fn in_progress_error(store: &impl Store) -> Error {
+    match store.running().await {
+        Ok(running) => Error::BackupInProgress {
+            dispatch_id: running.map(|r| r.dispatch_id.to_string()),
+        },
+        Err(e) => e.into(),
+    }
+}
+
 /// What the sweep reads from `backup_settings`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Settings {
@@ -78,20 +89,40 @@ impl<'a, D: Db> PgStore<'a, D> {
         PgStore { db }
     }
 
-    async fn runs(&self, sql: &str, params: &[Option<String>]) -> Result<Vec<Run>, DbError> {
+    /// Runs a statement returning `select_run.sql`'s `run` column: each
+    /// run with its position in the history.
+    async fn runs(
+        &self,
+        sql: &str,
+        params: &[Option<String>],
+    ) -> Result<Vec<(Run, Cursor)>, DbError> {
         let rows = self.db.query(sql, params).await?;
         let rows = rows
             .as_array()
             .ok_or_else(|| DbError::Other("query did not return rows".into()))?;
         rows.iter()
             .map(|row| {
-                decode_run(&row["run"]).ok_or_else(|| DbError::Other("unreadable run row".into()))
+                let us = row["run"]["created_us"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok());
+                match (decode_run(&row["run"]), us) {
+                    (Some(run), Some(us)) => {
+                        let cursor = (us, run.id);
+                        Ok((run, cursor))
+                    }
+                    _ => Err(DbError::Other("unreadable run row".into())),
+                }
             })
             .collect()
     }
 
     async fn one(&self, sql: &str, params: &[Option<String>]) -> Result<Option<Run>, DbError> {
-        Ok(self.runs(sql, params).await?.into_iter().next())
+        Ok(self
+            .runs(sql, params)
+            .await?
+            .into_iter()
+            .next()
+            .map(|(run, _)| run))
     }
 }
 
@@ -263,7 +294,7 @@ impl<D: Db> Store for PgStore<'_, D> {
             .query(
                 "select start_deadline_seconds as start, max_runtime_seconds as max, \
                  report_grace_seconds as grace, \
-                 coalesce((extract(epoch from github_backoff_until) * 1000)::int8, 0)::text as backoff \
+                 coalesce(floor(extract(epoch from github_backoff_until) * 1000)::int8, 0)::text as backoff \
                  from public.backup_settings where id",
                 &[],
             )
@@ -307,30 +338,11 @@ impl<D: Db> Store for PgStore<'_, D> {
              order by h.created_at desc, h.id desc limit $1::int4"
         );
         let (us, id) = before.unzip();
-        let rows = self
-            .db
-            .query(
-                &sql,
-                &[
-                    text(limit),
-                    us.map(|u| u.to_string()),
-                    id.map(|i| i.to_string()),
-                ],
-            )
-            .await?;
-        rows.as_array()
-            .ok_or_else(|| DbError::Other("query did not return rows".into()))?
-            .iter()
-            .map(|row| {
-                let run = decode_run(&row["run"]);
-                let us = row["run"]["created_us"]
-                    .as_str()
-                    .and_then(|s| s.parse().ok());
-                match (run, us) {
-                    (Some(run), Some(us)) => Ok((run.clone(), (us, run.id))),
-                    _ => Err(DbError::Other("unreadable run row".into())),
-                }
-            })
-            .collect()
+        let params = [
+            text(limit),
+            us.map(|u| u.to_string()),
+            id.map(|i| i.to_string()),
+        ];
+        self.runs(&sql, &params).await
     }
 }

@@ -37,19 +37,17 @@ pub struct Swept {
     pub github: &'static str,
 }
 
-/// Serves the endpoint.
+/// Serves the endpoint; `app` has already checked the method and answered
+/// CORS preflights.
 ///
 /// # Errors
 /// 401 unless the caller has the service role key or a valid webhook
-/// signature; 405; 500 when neither credential is configured; 503.
+/// signature; 500 when neither credential is configured; 503.
 pub async fn handle(
     host: &impl Host,
     store: &impl Store,
     req: &Request,
 ) -> Result<Response, Error> {
-    if req.method != "POST" {
-        return Err(Error::MethodNotAllowed { allow: "POST" });
-    }
     req.check_size()?;
     authorize(host, req)?;
     let swept = sweep(host, store, GITHUB_TIMEOUT_MS).await?;
@@ -71,13 +69,7 @@ pub async fn handle(
 /// made with `BACKUP_WEBHOOK_SECRET` (what the workflow's secret can sign).
 fn authorize(host: &impl Host, req: &Request) -> Result<(), Error> {
     if req.header("webhook-signature").is_some() {
-        return config::webhook_secret(host)?.verify(
-            req.header("webhook-id"),
-            req.header("webhook-timestamp"),
-            req.header("webhook-signature"),
-            &req.body,
-            host.now_ms() / 1000,
-        );
+        return config::webhook_secret(host)?.verify_request(req, host.now_ms() / 1000);
     }
     let token = req.bearer_token()?;
     let key = host

@@ -782,4 +782,50 @@ mod flows {
         sorted.sort_by(|a, b| b.as_str().cmp(&a.as_str()));
         assert_eq!(all, sorted, "newest first");
     }
+
+    fn status_get(
+        host: &FakeHost,
+        store: &MemStore,
+        query: &str,
+        if_none_match: Option<&str>,
+    ) -> Response {
+        let mut headers = vec![(
+            "authorization".into(),
+            format!("Bearer {}", token(host, ADMIN)),
+        )];
+        if let Some(tag) = if_none_match {
+            headers.push(("if-none-match".into(), tag.to_string()));
+        }
+        let req = Request::new(
+            "GET",
+            &format!("http://x/functions/v1/backup-status?{query}"),
+            headers,
+            vec![],
+        );
+        block_on(app::handle(host, store, "backup-status", &req))
+    }
+
+    #[test]
+    fn a_long_poll_waits_for_a_weak_etag_as_for_a_strong_one() {
+        let (host, store) = (host(), store());
+        let id = dispatched(&host, &store);
+        let first = status_get(&host, &store, &format!("dispatch_id={id}"), None);
+        assert_eq!(first.status, 200);
+        let tag = first.header("etag").unwrap().to_string();
+        for seen in [tag.clone(), format!("W/{tag}")] {
+            let before = host.now.get();
+            let r = status_get(
+                &host,
+                &store,
+                &format!("dispatch_id={id}&wait=5"),
+                Some(&seen),
+            );
+            assert_eq!(r.status, 304, "{seen}");
+            assert_eq!(r.header("etag"), Some(tag.as_str()));
+            assert!(
+                host.now.get() - before >= 5_000,
+                "{seen}: it waited for the full 5 s"
+            );
+        }
+    }
 }

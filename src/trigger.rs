@@ -14,14 +14,15 @@ use crate::github::{self, DispatchAnswer};
 use crate::http::{Request, Response};
 use crate::ports::{DbError, Host, Level};
 use crate::run::{self, Outcome, Run};
-use crate::store::{Store, ONE_IN_PROGRESS};
+use crate::store::{in_progress_error, Store, ONE_IN_PROGRESS};
 use crate::sweep;
 use serde_json::{json, Value};
 
 /// Longest accepted `reason`.
 pub const MAX_REASON_CHARS: usize = 500;
 
-/// Serves the endpoint.
+/// Serves the endpoint; `app` has already checked the method and answered
+/// CORS preflights.
 ///
 /// # Errors
 /// Every documented 4xx/5xx of the endpoint, as an [`Error`].
@@ -30,14 +31,6 @@ pub async fn handle(
     store: &impl Store,
     req: &Request,
 ) -> Result<Response, Error> {
-    if req.method == "OPTIONS" {
-        return config::cors(host).preflight(req, "POST, OPTIONS");
-    }
-    if req.method != "POST" {
-        return Err(Error::MethodNotAllowed {
-            allow: "POST, OPTIONS",
-        });
-    }
     req.check_size()?;
     let user = auth::admin(host, store, req).await?;
     let reason = parse_body(&req.body)?;
@@ -46,36 +39,33 @@ pub async fn handle(
     let now = host.now_ms();
     let id = DispatchId::issue(now as u64, host.random());
     let fresh = Run::manual(id, user.id, reason, now);
-    let mut swept = false;
-    let mut attempts = 0;
-    let run = loop {
-        attempts += 1;
-        match store.insert(&fresh, None).await {
-            Ok(run) => break run,
-            Err(DbError::UniqueViolation(c)) if c == ONE_IN_PROGRESS => {
-                // Before refusing, end the running backup if it is stuck: a
-                // passed deadline or GitHub's record must not wait for cron.
-                if !swept {
-                    swept = true;
-                    let quick = sweep::sweep(host, store, sweep::QUICK_GITHUB_TIMEOUT_MS).await?;
-                    if !quick.changed.is_empty() {
-                        continue;
+    let run = 'insert: {
+        for attempt in 0..5 {
+            match store.insert(&fresh, None).await {
+                Ok(run) => break 'insert run,
+                Err(DbError::UniqueViolation(c)) if c == ONE_IN_PROGRESS => {
+                    // Before refusing, end the running backup if it is stuck:
+                    // a passed deadline or GitHub's record must not wait for
+                    // cron.
+                    if attempt == 0 {
+                        let quick =
+                            sweep::sweep(host, store, sweep::QUICK_GITHUB_TIMEOUT_MS).await?;
+                        if !quick.changed.is_empty() {
+                            continue;
+                        }
                     }
-                }
-                match store.running().await? {
-                    Some(running) => {
+                    // Otherwise refuse, unless it ended between our insert
+                    // and this read (another request's sweep, or its report).
+                    if let Some(running) = store.running().await? {
                         return Err(Error::BackupInProgress {
                             dispatch_id: Some(running.dispatch_id.to_string()),
-                        })
+                        });
                     }
-                    // It ended between our insert and this read (another
-                    // request's sweep, or its report): try again.
-                    None if attempts < 5 => continue,
-                    None => return Err(Error::BackupInProgress { dispatch_id: None }),
                 }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => return Err(e.into()),
         }
+        return Err(in_progress_error(store).await);
     };
     host.log(Level::Info, &format!("backup {id}: inserted, dispatching"));
 

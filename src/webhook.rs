@@ -7,6 +7,7 @@
 //! `whsec_<base64>`. Comparison is constant-time (`Mac::verify_slice`).
 
 use crate::error::Error;
+use crate::http::Request;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -74,6 +75,21 @@ impl WebhookSecret {
             .finalize()
             .into_bytes();
         format!("v1,{}", STANDARD.encode(tag))
+    }
+
+    /// Verifies a request's `webhook-id`, `webhook-timestamp` and
+    /// `webhook-signature` headers against its raw body.
+    ///
+    /// # Errors
+    /// As [`WebhookSecret::verify`].
+    pub fn verify_request(&self, req: &Request, now_secs: i64) -> Result<(), Error> {
+        self.verify(
+            req.header("webhook-id"),
+            req.header("webhook-timestamp"),
+            req.header("webhook-signature"),
+            &req.body,
+            now_secs,
+        )
     }
 
     /// Verifies a delivery.

@@ -6,22 +6,19 @@
 // shared; each step starts from an empty history.
 
 import assert from "node:assert/strict";
-import { freshDatabase, type Sql } from "./support/db.ts";
+import { assertError, serverSuite } from "./support/suite.ts";
+import type { Sql } from "./support/db.ts";
 import {
   ADMIN_ID,
+  fetchChecked,
   type Json,
   NON_ADMIN_ID,
   report,
   type Stack,
-  startStack,
   trigger,
   userToken,
 } from "./support/stack.ts";
-import {
-  runDetails,
-  type ScriptedGitHub,
-  startScriptedGitHub,
-} from "./support/github_script.ts";
+import { runDetails, type ScriptedGitHub } from "./support/github_script.ts";
 
 const ORIGIN = "http://localhost:3000";
 const SHA = "0123456789abcdef".repeat(4);
@@ -88,18 +85,12 @@ async function status(
   }
   const url = ctx.stack.fn("backup-status") + (query ? `?${query}` : "");
   const t0 = performance.now();
-  const r = await fetch(url, { method: opts.method ?? "GET", headers });
-  const text = await r.text();
+  const answer = await fetchChecked(url, {
+    method: opts.method ?? "GET",
+    headers,
+  }, []);
   const at = performance.now();
-  let body: Json = null;
-  if (text) {
-    try {
-      body = JSON.parse(text);
-    } catch {
-      body = text;
-    }
-  }
-  return { status: r.status, headers: r.headers, text, body, ms: at - t0, at };
+  return { ...answer, ms: at - t0, at };
 }
 
 /** GET one run; asserts 200 and returns the answer. */
@@ -112,15 +103,6 @@ async function getRun(
   const a = await status(ctx, `dispatch_id=${id}${extra}`, { headers });
   assert.equal(a.status, 200, a.text);
   return a;
-}
-
-/** Asserts an error answer: status and `{error: {code, message}}`. */
-function assertError(a: Answer, status: number, code: string): string {
-  assert.equal(a.status, status, a.text);
-  assert.equal(typeof a.body?.error?.message, "string", a.text);
-  assert.ok(a.body.error.message.length > 0, a.text);
-  assert.deepEqual(a.body, { error: { code, message: a.body.error.message } });
-  return a.body.error.message;
 }
 
 /** Presses the button (trigger-backup) with GitHub answering run details. */
@@ -177,11 +159,25 @@ async function insertRun(
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-type Behaviour = [name: string, fn: (ctx: Ctx) => Promise<void>];
-const behaviours: Behaviour[] = [];
-function behaviour(name: string, fn: (ctx: Ctx) => Promise<void>): void {
-  behaviours.push([name, fn]);
-}
+const suite = serverSuite<Ctx>("backup-status over HTTP against PostgreSQL", {
+  env: { ALLOWED_ORIGINS: ORIGIN },
+  context: async ({ stack, gh, sql }) => ({
+    stack,
+    gh,
+    sql,
+    token: await userToken(ADMIN_ID),
+  }),
+  after: () => {
+    if (wakeUps.length) {
+      console.log(
+        `long-poll wake-ups: ${
+          wakeUps.map((ms) => ms.toFixed(1)).join(", ")
+        } ms`,
+      );
+    }
+  },
+});
+const behaviour = suite.behaviour;
 
 // --- authentication, CORS, methods ------------------------------------------
 
@@ -806,43 +802,7 @@ behaviour(
 
 // --- the runner ------------------------------------------------------------------
 
-Deno.test("backup-status over HTTP against PostgreSQL", async (t) => {
-  const db = await freshDatabase();
-  const gh = startScriptedGitHub();
-  let stack: Stack | undefined;
-  try {
-    stack = await startStack({
-      databaseUrl: db.url,
-      githubApiUrl: gh.url,
-      env: { ALLOWED_ORIGINS: ORIGIN },
-    });
-    await db.sql`insert into backup_admins (user_id) values (${ADMIN_ID})`;
-    const ctx: Ctx = {
-      stack,
-      gh,
-      sql: db.sql,
-      token: await userToken(ADMIN_ID),
-    };
-    for (const [name, fn] of behaviours) {
-      await t.step(name, async () => {
-        await db.sql`truncate backup_history, backup_report_deliveries`;
-        gh.reset();
-        await fn(ctx);
-      });
-    }
-    if (wakeUps.length) {
-      console.log(
-        `long-poll wake-ups: ${
-          wakeUps.map((ms) => ms.toFixed(1)).join(", ")
-        } ms`,
-      );
-    }
-  } finally {
-    await stack?.close();
-    await gh.close();
-    await db.close();
-  }
-});
+suite.register();
 
 // --- the client module (web/backup_client.js) against a scripted fetch -----------
 

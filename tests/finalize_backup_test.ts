@@ -5,28 +5,26 @@
 // GitHub stand-in are shared; each step starts from empty tables.
 
 import assert from "node:assert/strict";
+import {
+  assertError,
+  call as callChecked,
+  serverSuite,
+  stackSecrets,
+} from "./support/suite.ts";
 import { Buffer } from "node:buffer";
-import { freshDatabase, type Sql } from "./support/db.ts";
+import type { Sql } from "./support/db.ts";
 import {
   ADMIN_ID,
   type Answer,
-  fetchChecked,
   freePort,
   type Json,
   type Stack,
   startStack,
-  TEST_JWT_SECRET,
-  TEST_WEBHOOK_SECRET,
   userToken,
   webhookHeaders,
 } from "./support/stack.ts";
-import {
-  runDetails,
-  type ScriptedGitHub,
-  startScriptedGitHub,
-} from "./support/github_script.ts";
+import { runDetails, type ScriptedGitHub } from "./support/github_script.ts";
 
-const GITHUB_TOKEN = "ghp_test_token_never_logged";
 const SHA = "0123456789abcdef".repeat(4);
 
 interface Ctx {
@@ -38,22 +36,12 @@ interface Ctx {
 
 type SignOpts = { id?: string; timestamp?: number; secret?: string };
 
-function secrets(ctx: Ctx): string[] {
-  const dbName = new URL(ctx.dbUrl).pathname.slice(1);
-  return [
-    GITHUB_TOKEN,
-    TEST_JWT_SECRET,
-    TEST_WEBHOOK_SECRET,
-    TEST_WEBHOOK_SECRET.slice("whsec_".length),
-    ctx.dbUrl,
-    dbName,
-  ];
-}
+/** Every value that must never appear in a response or the log. */
+const secrets = (ctx: Ctx) => stackSecrets(ctx);
 
 /** fetch, read the body, and check that it leaks no secret. */
-function call(ctx: Ctx, url: string, init: RequestInit = {}): Promise<Answer> {
-  return fetchChecked(url, init, secrets(ctx));
-}
+const call = (ctx: Ctx, url: string, init: RequestInit = {}) =>
+  callChecked(ctx, url, init);
 
 /** POSTs a raw body to finalize-backup with exactly these headers. */
 function postRaw(
@@ -76,22 +64,6 @@ async function send(
 ): Promise<Answer> {
   const body = typeof payload === "string" ? payload : JSON.stringify(payload);
   return postRaw(ctx, body, await webhookHeaders(body, opts));
-}
-
-function assertError(
-  a: Answer,
-  status: number,
-  code: string,
-  extra: Record<string, unknown> = {},
-): string {
-  assert.equal(a.status, status, a.text);
-  assert.equal(typeof a.body?.error?.message, "string", a.text);
-  assert.ok(a.body.error.message.length > 0);
-  assert.deepEqual(a.body, {
-    error: { code, message: a.body.error.message },
-    ...extra,
-  });
-  return a.body.error.message;
 }
 
 /** The backup_history rows, oldest first, everything included. */
@@ -206,11 +178,11 @@ function changed(id: string, status: string, isChanged = true): Json {
   return { dispatch_id: id, status, changed: isChanged };
 }
 
-type Behaviour = [name: string, fn: (ctx: Ctx) => Promise<void>];
-const behaviours: Behaviour[] = [];
-function behaviour(name: string, fn: (ctx: Ctx) => Promise<void>): void {
-  behaviours.push([name, fn]);
-}
+const suite = serverSuite<Ctx>("finalize-backup over HTTP against PostgreSQL", {
+  context: (base) => base,
+  logSecrets: { endpoint: "finalize-backup", values: secrets },
+});
+const behaviour = suite.behaviour;
 
 // --- the happy path ------------------------------------------------------------
 
@@ -1024,37 +996,4 @@ behaviour(
 
 // --- the runner ------------------------------------------------------------------------
 
-Deno.test("finalize-backup over HTTP against PostgreSQL", async (t) => {
-  const db = await freshDatabase();
-  const gh = startScriptedGitHub();
-  let stack: Stack | undefined;
-  try {
-    stack = await startStack({ databaseUrl: db.url, githubApiUrl: gh.url });
-    await db.sql`insert into backup_admins (user_id) values (${ADMIN_ID})`;
-    const ctx: Ctx = { stack, gh, sql: db.sql, dbUrl: db.url };
-    for (const [name, fn] of behaviours) {
-      await t.step(name, async () => {
-        await db.sql`truncate backup_history, backup_report_deliveries`;
-        await db.sql`
-          update backup_settings
-             set last_success_at = null, last_success_dispatch_id = null,
-                 last_success_s3_key = null`;
-        gh.reset();
-        await fn(ctx);
-      });
-    }
-    await t.step(
-      "finalize-backup never writes a secret to the server log",
-      () => {
-        const log = ctx.stack.output();
-        for (const s of secrets(ctx)) {
-          assert.ok(!log.includes(s), `the log holds a secret: ${s}`);
-        }
-      },
-    );
-  } finally {
-    await stack?.close();
-    await gh.close();
-    await db.close();
-  }
-});
+suite.register();

@@ -3,6 +3,7 @@
 // POST /functions/v1/__panic, which panics inside the core on purpose.
 
 import assert from "node:assert/strict";
+import { serverSuite } from "./support/suite.ts";
 import { freshDatabase, type Sql } from "./support/db.ts";
 import {
   ADMIN_ID,
@@ -12,11 +13,7 @@ import {
   startStack,
   userToken,
 } from "./support/stack.ts";
-import {
-  runDetails,
-  type ScriptedGitHub,
-  startScriptedGitHub,
-} from "./support/github_script.ts";
+import { runDetails, type ScriptedGitHub } from "./support/github_script.ts";
 
 interface Ctx {
   stack: Stack;
@@ -73,11 +70,11 @@ function within<T>(p: Promise<T>, ms: number): Promise<T | "timeout"> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-type Behaviour = [name: string, fn: (ctx: Ctx) => Promise<void>];
-const behaviours: Behaviour[] = [];
-function behaviour(name: string, fn: (ctx: Ctx) => Promise<void>): void {
-  behaviours.push([name, fn]);
-}
+const suite = serverSuite<Ctx>("panic recovery of the served core", {
+  env: { BACKUP_ENABLE_TEST_PANIC: "1" },
+  context: (base) => base,
+});
+const behaviour = suite.behaviour;
 
 behaviour(
   "a panic in the core is answered 500 internal and the next requests are served correctly, three times over",
@@ -193,31 +190,7 @@ behaviour(
   },
 );
 
-Deno.test("panic recovery of the served core", async (t) => {
-  const db = await freshDatabase();
-  const gh = startScriptedGitHub();
-  let stack: Stack | undefined;
-  try {
-    stack = await startStack({
-      databaseUrl: db.url,
-      githubApiUrl: gh.url,
-      env: { BACKUP_ENABLE_TEST_PANIC: "1" },
-    });
-    await db.sql`insert into backup_admins (user_id) values (${ADMIN_ID})`;
-    const ctx: Ctx = { stack, gh, sql: db.sql, dbUrl: db.url };
-    for (const [name, fn] of behaviours) {
-      await t.step(name, async () => {
-        await db.sql`truncate backup_history, backup_report_deliveries`;
-        gh.reset();
-        await fn(ctx);
-      });
-    }
-  } finally {
-    await stack?.close();
-    await gh.close();
-    await db.close();
-  }
-});
+suite.register();
 
 Deno.test("__panic is 404 without BACKUP_ENABLE_TEST_PANIC", async () => {
   const db = await freshDatabase();

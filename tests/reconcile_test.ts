@@ -10,17 +10,22 @@
 // settings and an empty GitHub script.
 
 import assert from "node:assert/strict";
-import { freshDatabase, type Sql } from "./support/db.ts";
+import {
+  assertError,
+  call as callChecked,
+  serverSuite,
+  stackSecrets,
+} from "./support/suite.ts";
+import type { Sql } from "./support/db.ts";
 import {
   ADMIN_ID,
   type Answer,
-  fetchChecked,
   type Json,
   report,
   type Stack,
   startStack,
+  TEST_GITHUB_TOKEN,
   TEST_JWT_SECRET,
-  TEST_WEBHOOK_SECRET,
   trigger,
   webhookHeaders,
 } from "./support/stack.ts";
@@ -28,11 +33,9 @@ import {
   runDetails,
   type Scripted,
   type ScriptedGitHub,
-  startScriptedGitHub,
 } from "./support/github_script.ts";
 
 const SERVICE_KEY = "service-role-key-for-the-reconcile-tests-0123456789";
-const GITHUB_TOKEN = "ghp_test_token_never_logged";
 const SHA = "0123456789abcdef".repeat(4);
 const MIN = 60;
 const HOUR = 3600;
@@ -45,21 +48,12 @@ interface Ctx {
 }
 
 /** Every value that must never appear in a response or in the server log. */
-function secrets(ctx: Ctx): string[] {
-  return [
-    SERVICE_KEY,
-    GITHUB_TOKEN,
-    TEST_JWT_SECRET,
-    TEST_WEBHOOK_SECRET,
-    TEST_WEBHOOK_SECRET.slice("whsec_".length),
-    ctx.dbUrl,
-  ];
-}
+/** Every value that must never appear in a response or the log. */
+const secrets = (ctx: Ctx) => stackSecrets(ctx, SERVICE_KEY);
 
 /** fetch, read the body, and check that it leaks no secret. */
-function call(ctx: Ctx, url: string, init: RequestInit = {}): Promise<Answer> {
-  return fetchChecked(url, init, secrets(ctx));
-}
+const call = (ctx: Ctx, url: string, init: RequestInit = {}) =>
+  callChecked(ctx, url, init, SERVICE_KEY);
 
 /** POST /reconcile-backups with the service role key (or these headers). */
 function sweep(
@@ -86,14 +80,6 @@ async function timedSweep(
   const after = Date.now();
   assert.equal(a.status, 200, a.text);
   return { a, before, after };
-}
-
-function assertError(a: Answer, status: number, code: string): string {
-  assert.equal(a.status, status, a.text);
-  assert.equal(typeof a.body?.error?.message, "string", a.text);
-  assert.ok(a.body.error.message.length > 0);
-  assert.deepEqual(a.body, { error: { code, message: a.body.error.message } });
-  return a.body.error.message;
 }
 
 /** The answer of a sweep that changed nothing. */
@@ -269,7 +255,7 @@ function assertRunRequests(gh: ScriptedGitHub, ids: number[]): void {
     ids.map((id) => `GET ${runPath(id)}`),
   );
   for (const r of gh.requests) {
-    assert.equal(r.headers["authorization"], `Bearer ${GITHUB_TOKEN}`);
+    assert.equal(r.headers["authorization"], `Bearer ${TEST_GITHUB_TOKEN}`);
   }
 }
 
@@ -297,11 +283,15 @@ const githubText = (
     ? ": the workflow succeeded but never reported its object, so the backup cannot be verified"
     : "");
 
-type Behaviour = [name: string, fn: (ctx: Ctx) => Promise<void>];
-const behaviours: Behaviour[] = [];
-function behaviour(name: string, fn: (ctx: Ctx) => Promise<void>): void {
-  behaviours.push([name, fn]);
-}
+const suite = serverSuite<Ctx>(
+  "reconcile-backups over HTTP against PostgreSQL",
+  {
+    env: { SUPABASE_SERVICE_ROLE_KEY: SERVICE_KEY },
+    context: (base) => base,
+    logSecrets: { endpoint: "reconcile-backups", values: secrets },
+  },
+);
+const behaviour = suite.behaviour;
 
 // --- the start deadline -----------------------------------------------------------
 
@@ -1497,40 +1487,4 @@ behaviour(
 
 // --- the runner ----------------------------------------------------------------
 
-Deno.test("reconcile-backups over HTTP against PostgreSQL", async (t) => {
-  const db = await freshDatabase();
-  const gh = startScriptedGitHub();
-  let stack: Stack | undefined;
-  try {
-    stack = await startStack({
-      databaseUrl: db.url,
-      githubApiUrl: gh.url,
-      env: { SUPABASE_SERVICE_ROLE_KEY: SERVICE_KEY },
-    });
-    await db.sql`insert into backup_admins (user_id) values (${ADMIN_ID})`;
-    const ctx: Ctx = { stack, gh, sql: db.sql, dbUrl: db.url };
-    for (const [name, fn] of behaviours) {
-      await t.step(name, async () => {
-        await db.sql`truncate backup_history, backup_report_deliveries`;
-        await db.sql`
-          update backup_settings
-             set last_success_at = null, last_success_dispatch_id = null,
-                 last_success_s3_key = null, github_backoff_until = null,
-                 start_deadline_seconds = 600, max_runtime_seconds = 7200,
-                 report_grace_seconds = 60`;
-        gh.reset();
-        await fn(ctx);
-      });
-    }
-    await t.step("reconcile-backups never writes a secret to the log", () => {
-      const log = ctx.stack.output();
-      for (const s of secrets(ctx)) {
-        assert.ok(!log.includes(s), `the log holds a secret: ${s}`);
-      }
-    });
-  } finally {
-    await stack?.close();
-    await gh.close();
-    await db.close();
-  }
-});
+suite.register();

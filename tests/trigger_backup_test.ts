@@ -5,27 +5,26 @@
 // empty tables and an empty GitHub script.
 
 import assert from "node:assert/strict";
-import { freshDatabase, type Sql } from "./support/db.ts";
+import {
+  assertError,
+  call as callChecked,
+  serverSuite,
+  stackSecrets,
+} from "./support/suite.ts";
+import type { Sql } from "./support/db.ts";
 import {
   ADMIN_ID,
   type Answer,
-  fetchChecked,
   freePort,
   type Json,
   NON_ADMIN_ID,
   type Stack,
   startStack,
-  TEST_JWT_SECRET,
-  TEST_WEBHOOK_SECRET,
+  TEST_GITHUB_TOKEN,
   userToken,
 } from "./support/stack.ts";
-import {
-  runDetails,
-  type ScriptedGitHub,
-  startScriptedGitHub,
-} from "./support/github_script.ts";
+import { runDetails, type ScriptedGitHub } from "./support/github_script.ts";
 
-const GITHUB_TOKEN = "ghp_test_token_never_logged";
 const ORIGIN = "http://localhost:3000";
 const DISPATCH_PATH = "/repos/acme/app/actions/workflows/backup.yml/dispatches";
 
@@ -36,23 +35,12 @@ interface Ctx {
   dbUrl: string;
 }
 
-/** Every value that must never appear in a response body. */
-function secrets(ctx: Ctx): string[] {
-  const dbName = new URL(ctx.dbUrl).pathname.slice(1);
-  return [
-    GITHUB_TOKEN,
-    TEST_JWT_SECRET,
-    TEST_WEBHOOK_SECRET,
-    TEST_WEBHOOK_SECRET.slice("whsec_".length),
-    ctx.dbUrl,
-    dbName,
-  ];
-}
+/** Every value that must never appear in a response or the log. */
+const secrets = (ctx: Ctx) => stackSecrets(ctx);
 
 /** fetch, read the body, and check that it leaks no secret. */
-function call(ctx: Ctx, url: string, init: RequestInit = {}): Promise<Answer> {
-  return fetchChecked(url, init, secrets(ctx));
-}
+const call = (ctx: Ctx, url: string, init: RequestInit = {}) =>
+  callChecked(ctx, url, init);
 
 /** POST /trigger-backup as the admin (or with `token`/`headers`). */
 async function post(
@@ -76,23 +64,6 @@ async function post(
     headers,
     body: opts.body,
   });
-}
-
-/** Asserts an error answer: status, `{error: {code, message}}` and extras. */
-function assertError(
-  a: Answer,
-  status: number,
-  code: string,
-  extra: Record<string, unknown> = {},
-): string {
-  assert.equal(a.status, status, a.text);
-  assert.equal(typeof a.body?.error?.message, "string", a.text);
-  assert.ok(a.body.error.message.length > 0);
-  assert.deepEqual(a.body, {
-    error: { code, message: a.body.error.message },
-    ...extra,
-  });
-  return a.body.error.message;
 }
 
 /** The backup_history rows, oldest first, with times as Dates. */
@@ -161,11 +132,11 @@ async function finishAll(sql: Sql): Promise<void> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-type Behaviour = [name: string, fn: (ctx: Ctx) => Promise<void>];
-const behaviours: Behaviour[] = [];
-function behaviour(name: string, fn: (ctx: Ctx) => Promise<void>): void {
-  behaviours.push([name, fn]);
-}
+const suite = serverSuite<Ctx>("trigger-backup over HTTP against PostgreSQL", {
+  context: (base) => base,
+  logSecrets: { endpoint: "trigger-backup", values: secrets },
+});
+const behaviour = suite.behaviour;
 
 // --- success -------------------------------------------------------------------
 
@@ -192,7 +163,7 @@ behaviour(
     const [d] = ctx.gh.requests;
     assert.equal(d.method, "POST");
     assert.equal(d.path, DISPATCH_PATH);
-    assert.equal(d.headers["authorization"], `Bearer ${GITHUB_TOKEN}`);
+    assert.equal(d.headers["authorization"], `Bearer ${TEST_GITHUB_TOKEN}`);
     assert.equal(d.headers["accept"], "application/vnd.github+json");
     assert.equal(d.headers["x-github-api-version"], "2022-11-28");
     assert.deepEqual(JSON.parse(d.body), {
@@ -779,33 +750,4 @@ behaviour(
 
 // --- the runner ------------------------------------------------------------------------
 
-Deno.test("trigger-backup over HTTP against PostgreSQL", async (t) => {
-  const db = await freshDatabase();
-  const gh = startScriptedGitHub();
-  let stack: Stack | undefined;
-  try {
-    stack = await startStack({ databaseUrl: db.url, githubApiUrl: gh.url });
-    await db.sql`insert into backup_admins (user_id) values (${ADMIN_ID})`;
-    const ctx: Ctx = { stack, gh, sql: db.sql, dbUrl: db.url };
-    for (const [name, fn] of behaviours) {
-      await t.step(name, async () => {
-        await db.sql`truncate backup_history, backup_report_deliveries`;
-        gh.reset();
-        await fn(ctx);
-      });
-    }
-    await t.step(
-      "trigger-backup never writes a secret to the server log",
-      () => {
-        const log = ctx.stack.output();
-        for (const s of secrets(ctx)) {
-          assert.ok(!log.includes(s), `the log holds a secret: ${s}`);
-        }
-      },
-    );
-  } finally {
-    await stack?.close();
-    await gh.close();
-    await db.close();
-  }
-});
+suite.register();

@@ -5,7 +5,7 @@
 // core is checked against the JWS format rather than against itself.
 
 import assert from "node:assert/strict";
-import { Buffer } from "node:buffer";
+import { b64url } from "../scripts/signing.ts";
 import { freshDatabase } from "./support/db.ts";
 import {
   ADMIN_ID,
@@ -22,8 +22,6 @@ interface KeyPair {
   privateKey: CryptoKey;
   jwk: JsonWebKey & { kid: string; alg: Alg; use: string };
 }
-
-const b64url = (b: Uint8Array | string) => Buffer.from(b).toString("base64url");
 
 async function keyPair(alg: Alg, kid: string): Promise<KeyPair> {
   const params = alg === "ES256" ? { name: "ECDSA", namedCurve: "P-256" } : {

@@ -7,11 +7,14 @@
 
 import { fileURLToPath } from "node:url";
 import * as signing from "../../scripts/signing.ts";
+import { freePort } from "../../scripts/process.ts";
 
 /** A parsed JSON body (tests index into it freely). */
 // deno-lint-ignore no-explicit-any
 export type Json = any;
 
+/** The GITHUB_TOKEN the stack runs with (a secret no answer may show). */
+export const TEST_GITHUB_TOKEN = "ghp_test_token_never_logged";
 export const TEST_JWT_SECRET =
   "test-jwt-secret-that-is-at-least-32-characters-long";
 export const TEST_WEBHOOK_SECRET = "whsec_" +
@@ -38,13 +41,7 @@ export interface StackOptions {
   env?: Record<string, string | null>;
 }
 
-/** A free TCP port on 127.0.0.1. */
-export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { port } = listener.addr as Deno.NetAddr;
-  listener.close();
-  return port;
-}
+export { freePort };
 
 /** Starts scripts/serve.ts and waits until it answers. */
 export async function startStack(opts: StackOptions): Promise<Stack> {
@@ -57,7 +54,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     SUPABASE_DB_URL: opts.databaseUrl,
     SUPABASE_JWT_SECRET: TEST_JWT_SECRET,
     BACKUP_WEBHOOK_SECRET: TEST_WEBHOOK_SECRET,
-    GITHUB_TOKEN: "ghp_test_token_never_logged",
+    GITHUB_TOKEN: TEST_GITHUB_TOKEN,
     GITHUB_REPOSITORY: "acme/app",
     GITHUB_API_URL: opts.githubApiUrl ?? "http://127.0.0.1:9",
     ALLOWED_ORIGINS: "http://localhost:3000",

@@ -5,6 +5,8 @@
  * contract says — or as a test scripts it.
  */
 
+import { webhookSignature } from "../../scripts/signing.ts";
+
 export interface ReceivedReport {
   webhookId: string;
   timestamp: number;
@@ -29,38 +31,8 @@ export interface Receiver {
   close(): Promise<void>;
 }
 
-function b64decode(s: string): Uint8Array {
-  const bin = atob(s);
-  return Uint8Array.from(bin, (c) => c.charCodeAt(0));
-}
-
-function b64encode(bytes: Uint8Array): string {
-  let bin = "";
-  for (const b of bytes) bin += String.fromCharCode(b);
-  return btoa(bin);
-}
-
-/** Standard Webhooks v1 signature (base64) of `body` with a `whsec_<base64>` secret. */
-export async function standardWebhookSignature(
-  secret: string,
-  id: string,
-  timestamp: number | string,
-  body: string,
-): Promise<string> {
-  const key = await crypto.subtle.importKey(
-    "raw",
-    b64decode(secret.replace(/^whsec_/, "")) as BufferSource,
-    { name: "HMAC", hash: "SHA-256" },
-    false,
-    ["sign"],
-  );
-  const mac = await crypto.subtle.sign(
-    "HMAC",
-    key,
-    new TextEncoder().encode(`${id}.${timestamp}.${body}`),
-  );
-  return b64encode(new Uint8Array(mac));
-}
+/** The signature the workflow must send (an independent WebCrypto implementation). */
+export const standardWebhookSignature = webhookSignature;
 
 export function json(status: number, body: unknown): Response {
   return new Response(JSON.stringify(body), {

@@ -93,6 +93,18 @@ export function classify(error: unknown): DbFailure {
   };
 }
 
+/** SUPABASE_DB_URL, or the failure the core answers 503 for. */
+function requireUrl(url: string | undefined): string {
+  if (!url) {
+    throw {
+      kind: "unavailable",
+      constraint: "",
+      message: "SUPABASE_DB_URL is not set",
+    } satisfies DbFailure;
+  }
+  return url;
+}
+
 /**
  * Runs one statement with text parameters and resolves to the rows as a
  * JSON string (the core parses it). Rejects with a {@link DbFailure}.
@@ -102,15 +114,9 @@ export async function query(
   sql: string,
   params: (string | null)[],
 ): Promise<string> {
-  if (!url) {
-    throw {
-      kind: "unavailable",
-      constraint: "",
-      message: "SUPABASE_DB_URL is not set",
-    } satisfies DbFailure;
-  }
+  const db = database(requireUrl(url));
   try {
-    const rows = await database(url).unsafe(sql, params);
+    const rows = await db.unsafe(sql, params);
     return JSON.stringify(rows);
   } catch (error) {
     throw classify(error);
@@ -126,8 +132,9 @@ let listening: Promise<unknown> | undefined;
 const MAX_TRACKED = 1000;
 
 function notified(id: string): void {
+  const count = (seen.get(id) ?? 0) + 1;
   seen.delete(id); // re-insert to keep the map in recency order
-  seen.set(id, (seen.get(id) ?? 0) + 1);
+  seen.set(id, count);
   if (seen.size > MAX_TRACKED) seen.delete(seen.keys().next().value!);
   for (const wake of waiters.get(id) ?? []) wake();
 }
@@ -137,20 +144,14 @@ export async function watch(
   url: string | undefined,
   id: string,
 ): Promise<number> {
-  if (!url) {
-    throw {
-      kind: "unavailable",
-      constraint: "",
-      message: "SUPABASE_DB_URL is not set",
-    } satisfies DbFailure;
-  }
   if (!listening) {
-    listening = database(url).listen("backup_history", notified).catch(
-      (error) => {
-        listening = undefined;
-        throw classify(error);
-      },
-    );
+    listening = database(requireUrl(url)).listen("backup_history", notified)
+      .catch(
+        (error) => {
+          listening = undefined;
+          throw classify(error);
+        },
+      );
   }
   await listening;
   return seen.get(id) ?? 0;
