@@ -6,6 +6,12 @@
 #
 # pkg/ is committed so that users can deploy the functions without a Rust
 # toolchain; --check (run by scripts/test.sh) keeps it honest.
+#
+# The WebAssembly bytes ship inside a JS module (pkg/backup_core_wasm.js,
+# base64), not as a .wasm file: what `supabase functions deploy` uploads is
+# each function's import graph, and a file that is read rather than imported
+# is not part of it (static_files outside supabase/functions is not deployed,
+# and `--use-api` deploys none at all).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -32,14 +38,40 @@ cargo build --quiet --release --locked --target wasm32-unknown-unknown --lib
 
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
-# --target web + initSync: the loader reads the .wasm with Deno.readFileSync
-# (a static file in Supabase's edge runtime) instead of fetch(file://).
+# --target web + initSync: the host compiles the embedded bytes itself, at
+# module top level, so no file is read and nothing is fetched.
 wasm-bindgen --target web --omit-default-module-path --experimental-reset-state-function --out-dir "$out" --out-name backup_core \
   target/wasm32-unknown-unknown/release/backup_core.wasm
 wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
   --enable-reference-types --enable-multivalue --enable-mutable-globals \
   "$out/backup_core_bg.wasm" -o "$out/backup_core_bg.opt.wasm"
 mv "$out/backup_core_bg.opt.wasm" "$out/backup_core_bg.wasm"
+
+# The bytes as an importable module (the way wasmbuild's --inline does it).
+# atob is in every runtime the functions run on; Uint8Array.fromBase64 is not
+# yet in Supabase's edge runtime.
+{
+  echo '/* @ts-self-types="./backup_core_wasm.d.ts" */'
+  echo '// The WebAssembly core (backup_core_bg.wasm after wasm-opt), base64.'
+  printf 'const BASE64 =\n  "%s";\n' "$(base64 -w0 "$out/backup_core_bg.wasm")"
+  cat <<'JS'
+function decode(text) {
+  const binary = atob(text);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return bytes;
+}
+/** The module's bytes, decoded once when this module is first imported. */
+export const wasmBytes = decode(BASE64);
+JS
+} >"$out/backup_core_wasm.js"
+cat >"$out/backup_core_wasm.d.ts" <<'TS'
+/** The WebAssembly core's bytes (wasm-opt output), embedded in this module. */
+export const wasmBytes: Uint8Array;
+TS
+wasm_bytes="$(wc -c <"$out/backup_core_bg.wasm")"
+# Only the embedded copy ships; the raw file would be a second, unused copy.
+rm -f "$out/backup_core_bg.wasm" "$out/backup_core_bg.wasm.d.ts"
 
 # The hash of everything the output is made from.
 hash="$( (cat Cargo.toml Cargo.lock build.rs; find src -type f | LC_ALL=C sort | xargs cat; echo "$WBG_VERSION"; rustc --version) | sha256sum | cut -c1-16)"
@@ -64,7 +96,6 @@ else
   mkdir -p pkg
   rm -f pkg/*
   cp "$out"/* pkg/
-  printf 'build_wasm: pkg/ rebuilt (source-hash %s): ' "$hash"
-  wc -c pkg/backup_core_bg.wasm | awk '{printf "%d bytes wasm, ", $1}'
-  cat pkg/backup_core_bg.wasm pkg/backup_core.js | gzip -9 | wc -c | awk '{printf "%d bytes gzipped with glue\n", $1}'
+  printf 'build_wasm: pkg/ rebuilt (source-hash %s): %d bytes wasm, ' "$hash" "$wasm_bytes"
+  cat pkg/backup_core_wasm.js pkg/backup_core.js | gzip -9 | wc -c | awk '{printf "%d bytes gzipped with glue (embedded, base64)\n", $1}'
 fi

@@ -1,9 +1,12 @@
 // Loads the Rust core (pkg/, WebAssembly) and serves requests through it.
 //
-// Loading: the .wasm is a static file (declared in supabase/config.toml) read
-// with Deno.readFileSync and instantiated with initSync. That is the pattern
-// Supabase documents for its edge runtime; the alternative, --target deno's
-// fetch(file://...), is not available there.
+// Loading: the WebAssembly bytes are embedded in a generated JS module
+// (pkg/backup_core_wasm.js), so they are part of every function's import
+// graph, which is exactly what `supabase functions deploy` ships (with
+// Docker, with --use-api, and from Branching alike). They are compiled and
+// instantiated here at module top level: that work happens while the
+// isolate starts, not inside the first request, and no file is read at run
+// time (the edge runtime deprecates sync file reads in requests).
 //
 // Panics: a Rust panic leaves the instance unusable. The core's panic hook
 // calls back here before the instance traps; every request still in flight on
@@ -17,9 +20,8 @@ import {
   installPanicHook,
   maxBodyBytes,
 } from "../../../pkg/backup_core.js";
+import { wasmBytes } from "../../../pkg/backup_core_wasm.js";
 import { query, waitForChange, watch } from "./db.ts";
-
-const WASM = new URL("../../../pkg/backup_core_bg.wasm", import.meta.url);
 
 type CoreResponse = {
   status: number;
@@ -27,7 +29,6 @@ type CoreResponse = {
   body: string;
 };
 
-let loaded = false;
 let poisoned = false;
 // Rejected when the current instance panics; every request races it.
 let panicked!: Promise<never>;
@@ -48,12 +49,13 @@ function arm(): void {
   instances++;
 }
 
+// Top level: compile and instantiate once per isolate, at start.
+initSync({ module: new WebAssembly.Module(wasmBytes as BufferSource) });
+arm();
+
+/** Re-instantiates the core if the last instance panicked. */
 function ready(): void {
-  if (!loaded) {
-    initSync({ module: Deno.readFileSync(WASM) });
-    loaded = true;
-    arm();
-  } else if (poisoned) {
+  if (poisoned) {
     __wbg_reset_state();
     poisoned = false;
     arm();
