@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Builds pkg/ (the committed WebAssembly core and its JS glue) from src/.
 #
-#   scripts/build_wasm.sh          rebuild pkg/
-#   scripts/build_wasm.sh --check  rebuild into a temp dir and fail if pkg/ differs
+#   scripts/build_wasm.sh                   rebuild pkg/
+#   scripts/build_wasm.sh --check           rebuild into a temp dir and fail if pkg/ differs
+#   scripts/build_wasm.sh --test-panic DIR  a test-only build (cargo feature
+#                                           `test-panic`) into DIR, never pkg/
 #
 # pkg/ is committed so that users can deploy the functions without a Rust
 # toolchain; --check (run by scripts/test.sh) keeps it honest.
@@ -19,6 +21,15 @@ cd "$ROOT"
 [ -f scripts/env.sh ] && source scripts/env.sh
 
 mode="${1:-build}"
+features=()
+case "$mode" in
+  build | --check) ;;
+  --test-panic)
+    [ $# -eq 2 ] || { echo "build_wasm: --test-panic needs an output directory" >&2; exit 2; }
+    features=(--features test-panic)
+    ;;
+  *) echo "build_wasm: unknown option $mode" >&2; exit 2 ;;
+esac
 WBG_VERSION="$(sed -n 's/^wasm-bindgen = "=\([0-9.]*\)"/\1/p' Cargo.toml)"
 if [ "$(wasm-bindgen --version 2>/dev/null | awk '{print $2}')" != "$WBG_VERSION" ]; then
   echo "build_wasm: wasm-bindgen $WBG_VERSION is required (run scripts/setup.sh)" >&2
@@ -34,7 +45,7 @@ for registry in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/; do
   RUSTFLAGS="$RUSTFLAGS --remap-path-prefix=$registry="
 done
 export RUSTFLAGS
-cargo build --quiet --release --locked --target wasm32-unknown-unknown --lib
+cargo build --quiet --release --locked --target wasm32-unknown-unknown --lib "${features[@]}"
 
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
@@ -84,7 +95,12 @@ for f in "$out"/*.js "$out"/*.d.ts; do
 done
 rm -f "$out"/package.json "$out"/.gitignore
 
-if [ "$mode" = "--check" ]; then
+if [ "$mode" = "--test-panic" ]; then
+  mkdir -p "$2"
+  rm -f "$2"/*
+  cp "$out"/* "$2"/
+  echo "build_wasm: test-only core (feature test-panic) in $2"
+elif [ "$mode" = "--check" ]; then
   if diff -r "$out" pkg >/dev/null; then
     echo "build_wasm: pkg/ matches a rebuild from src/ (source-hash $hash)"
   else

@@ -1,14 +1,9 @@
 // `deno task serve`: every function at /functions/v1/<name> on PORT (54321),
 // as the Supabase CLI would route them, configured from the environment.
-import { serve } from "../supabase/functions/_shared/core.ts";
+import { functionNames, serve } from "../supabase/functions/_shared/core.ts";
 
-/** Functions served locally (the directories under supabase/functions/). */
-export const FUNCTIONS = [
-  "trigger-backup",
-  "finalize-backup",
-  "backup-status",
-  "reconcile-backups",
-];
+/** Functions served locally: the core's list (src/app.rs). */
+export const FUNCTIONS: readonly string[] = functionNames();
 
 /** The router, exported so tests and `deno task dev` can embed it. */
 export function route(req: Request): Promise<Response> {
@@ -16,9 +11,6 @@ export function route(req: Request): Promise<Response> {
   const match = /^\/functions\/v1\/([a-z0-9_-]+)\/?$/.exec(pathname);
   const name = match?.[1];
   if (name && FUNCTIONS.includes(name)) return serve(name, req);
-  if (name === "__panic" && Deno.env.get("BACKUP_ENABLE_TEST_PANIC") === "1") {
-    return serve(name, req);
-  }
   return Promise.resolve(
     Response.json(
       { error: { code: "not_found", message: "no such endpoint" } },

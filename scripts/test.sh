@@ -101,6 +101,11 @@ if [[ -f scripts/build_wasm.sh ]]; then
 else
   skip "build_wasm.sh --check" "scripts/build_wasm.sh does not exist yet"
 fi
+# The test-only core (cargo feature test-panic) for the panic-recovery test;
+# it never goes to pkg/.
+export BACKUP_TEST_PANIC_PKG="$WORK/test-panic-pkg"
+phase "test-only core (build_wasm.sh --test-panic)" \
+  bash scripts/build_wasm.sh --test-panic "$BACKUP_TEST_PANIC_PKG"
 
 # --- Deno / TypeScript ---------------------------------------------------------
 phase "deno fmt --check" deno fmt --check

@@ -9,7 +9,10 @@ use crate::ports::{Host, Level};
 use crate::store::Store;
 use crate::{finalize, status, sweep, trigger};
 
-/// The functions, by their Supabase name.
+/// The functions. This is the one list of them: each name is written here
+/// only. The local server routes by [`FUNCTION_NAMES`] (exported to the host
+/// as `functionNames()`), and the suite checks that `supabase/functions/`,
+/// `supabase/config.toml` and the README name exactly these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Function {
     Trigger,
@@ -18,15 +21,33 @@ enum Function {
     Sweep,
 }
 
+/// Every function's Supabase name (its directory under `supabase/functions/`).
+pub const FUNCTION_NAMES: [&str; 4] = [
+    Function::Trigger.name(),
+    Function::Finalize.name(),
+    Function::Status.name(),
+    Function::Sweep.name(),
+];
+
 impl Function {
-    fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "trigger-backup" => Some(Function::Trigger),
-            "finalize-backup" => Some(Function::Finalize),
-            "backup-status" => Some(Function::Status),
-            "reconcile-backups" => Some(Function::Sweep),
-            _ => None,
+    const ALL: [Function; 4] = [
+        Function::Trigger,
+        Function::Finalize,
+        Function::Status,
+        Function::Sweep,
+    ];
+
+    const fn name(self) -> &'static str {
+        match self {
+            Function::Trigger => "trigger-backup",
+            Function::Finalize => "finalize-backup",
+            Function::Status => "backup-status",
+            Function::Sweep => "reconcile-backups",
         }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Function::ALL.into_iter().find(|f| f.name() == name)
     }
 
     /// The one method it serves, and the `Allow` header of a 405.
@@ -42,6 +63,14 @@ impl Function {
     fn browser_facing(self) -> bool {
         matches!(self, Function::Trigger | Function::Status)
     }
+}
+
+/// The answer to something the host got wrong (a request it could not
+/// describe): logged as an error, answered 500 `internal`.
+pub fn host_bug(host: &impl Host, name: &str, detail: &str) -> Response {
+    let error = Error::Internal(detail.to_string());
+    host.log(Level::Error, &format!("{name}: host error: {error}"));
+    error.to_response()
 }
 
 /// Serves one request for the function `name` (its Supabase name; unknown

@@ -6,11 +6,31 @@
 //! can be tested natively.
 
 use crate::error::Error;
+use serde::{Deserialize, Serialize};
 
 /// Bodies larger than this are refused with 413 before anything is parsed.
 /// The host reads at most `MAX_BODY_BYTES + 1` bytes, so an oversized body
 /// is detected without buffering it whole.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A request exactly as the host hands it over (a JS object read with
+/// serde-wasm-bindgen): `{method, url, headers: [[name, value]], body}`.
+/// `body` is a `Uint8Array` of at most `MAX_BODY_BYTES + 1` bytes: the host
+/// stops reading there.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HostRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    #[serde(with = "serde_bytes")]
+    pub body: Vec<u8>,
+}
+
+impl From<HostRequest> for Request {
+    fn from(r: HostRequest) -> Self {
+        Request::new(&r.method, &r.url, r.headers, r.body)
+    }
+}
 
 /// An incoming request.
 #[derive(Debug, Clone, Default)]
@@ -144,8 +164,9 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// An outgoing response: status, headers and a text body.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An outgoing response: status, headers and a text body. The host receives
+/// it as `{status, headers: [[name, value]], body}` and builds a `Response`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,

@@ -56,50 +56,48 @@ pub use boundary::*;
 
 #[cfg(target_arch = "wasm32")]
 mod boundary {
-    use crate::config::Env;
-    use crate::http::{Request, MAX_BODY_BYTES};
+    use crate::http::{HostRequest, Request, MAX_BODY_BYTES};
     use crate::store::PgStore;
-    use crate::wasm::JsHost;
+    use crate::wasm::{to_js, JsHost};
     use wasm_bindgen::prelude::*;
 
-    // Serves one request for the function `name`. `headers` is JSON,
-    // `[[name, value], ...]`; `body` is at most `maxBodyBytes() + 1` bytes
-    // (the host stops reading there). Resolves to `{status, headers:
-    // [[name, value]], body}`; never rejects for a request problem: errors
-    // are already responses. (Plain comments: doc comments would be copied
-    // into the generated JS.)
-    #[wasm_bindgen]
+    // Serves one request for the function `name`. Never rejects for a
+    // request problem: errors are already responses. A request the host
+    // built wrongly is a host bug: logged, and answered 500. (Plain
+    // comments: doc comments would be copied into the generated JS.)
+    #[wasm_bindgen(unchecked_return_type = "CoreResponse")]
     pub async fn handle(
         name: String,
-        method: String,
-        url: String,
-        headers: String,
-        body: Vec<u8>,
+        #[wasm_bindgen(unchecked_param_type = "CoreRequest")] request: JsValue,
         host: JsHost,
     ) -> Result<JsValue, JsValue> {
-        let parsed: serde_json::Value =
-            serde_json::from_slice(headers.as_bytes()).unwrap_or_default();
-        let pairs = parsed
-            .as_array()
-            .map(|list| {
-                list.iter()
-                    .filter_map(|p| Some((p[0].as_str()?.to_string(), p[1].as_str()?.to_string())))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let req = Request::new(&method, &url, pairs, body);
-        if name == "__panic" && host.var("BACKUP_ENABLE_TEST_PANIC").as_deref() == Some("1") {
-            // Lets the host's panic recovery be tested end to end.
-            panic!("deliberate panic requested by a test");
-        }
-        let store = PgStore::new(&host);
-        let response = crate::app::handle(&host, &store, &name, &req).await;
-        Ok(crate::wasm::response_to_js(&response))
+        let response = match serde_wasm_bindgen::from_value::<HostRequest>(request) {
+            Ok(wire) => {
+                let req = Request::from(wire);
+                #[cfg(feature = "test-panic")]
+                if req.header("x-backup-test-panic").is_some() {
+                    panic!("deliberate panic requested by a test");
+                }
+                let store = PgStore::new(&host);
+                crate::app::handle(&host, &store, &name, &req).await
+            }
+            Err(e) => crate::app::host_bug(&host, &name, &format!("malformed request: {e}")),
+        };
+        to_js(&response)
     }
 
-    /// The largest body the endpoints accept, in bytes.
+    // The largest body the endpoints accept, in bytes.
     #[wasm_bindgen(js_name = maxBodyBytes)]
     pub fn max_body_bytes() -> usize {
         MAX_BODY_BYTES
+    }
+
+    // Every function's name (the directories under supabase/functions/).
+    #[wasm_bindgen(js_name = functionNames)]
+    pub fn function_names() -> Vec<String> {
+        crate::app::FUNCTION_NAMES
+            .iter()
+            .map(|n| n.to_string())
+            .collect()
     }
 }

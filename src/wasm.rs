@@ -6,15 +6,77 @@ use crate::dispatch_id::DispatchId;
 use crate::github::{OutboundRequest, OutboundResponse};
 use crate::ports::{Db, DbError, Host, Level};
 use crate::token::SignatureCheck;
-use js_sys::{Array, Object, Promise, Reflect};
+use js_sys::{Array, Promise, Reflect};
+use serde::Serialize;
 use std::cell::RefCell;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
+// The host contract, in TypeScript. `JsHost` below is typed as `Host`, so
+// the generated pkg/backup_core.d.ts declares exactly what the core calls,
+// and supabase/functions/_shared/core.ts implements it: `deno check` fails
+// as soon as the two drift apart (tests/host_contract_test.ts breaks it on
+// purpose to prove that).
+#[wasm_bindgen(typescript_custom_section)]
+const HOST_CONTRACT: &'static str = r#"
+/** A request as the host hands it to the core. `body` holds at most
+ * `maxBodyBytes() + 1` bytes: more means "too large". */
+export interface CoreRequest {
+  method: string;
+  url: string;
+  headers: [string, string][];
+  body: Uint8Array;
+}
+
+/** The core's answer, plain data for one `new Response(...)`. */
+export interface CoreResponse {
+  status: number;
+  headers: [string, string][];
+  body: string;
+}
+
+/** How a database call failed: the host rejects `query`/`watch` with it. */
+export interface DbFailure {
+  kind: "unavailable" | "unique_violation" | "other";
+  constraint: string;
+  message: string;
+}
+
+/** What the core asks of its host. Every method is plain I/O. */
+export interface Host {
+  /** An environment variable (a function secret). */
+  env(name: string): string | undefined;
+  /** Unix time in milliseconds. */
+  nowMs(): number;
+  /** One server log line; never given a secret. */
+  log(level: "info" | "warn" | "error", message: string): void;
+  sleep(ms: number): Promise<void>;
+  /** One SQL statement with text parameters; resolves to its rows as
+   * returned by the driver. Rejects with a `DbFailure`. */
+  query(sql: string, params: (string | null)[]): Promise<unknown[]>;
+  /** Starts LISTEN if needed; resolves to the changes seen for this id.
+   * Rejects with a `DbFailure`. */
+  watch(dispatchId: string): Promise<number>;
+  /** Resolves true once more than `since` changes of the id were seen,
+   * false after `timeoutMs`. */
+  waitForChange(dispatchId: string, since: number, timeoutMs: number): Promise<boolean>;
+  /** `crypto.subtle.importKey("jwk", jwk, importAlgorithm, false, ["verify"])`
+   * then `crypto.subtle.verify(verifyAlgorithm, key, signature, signed)`. */
+  verifySignature(
+    importAlgorithm: RsaHashedImportParams | EcKeyImportParams,
+    verifyAlgorithm: AlgorithmIdentifier | EcdsaParams,
+    jwk: JsonWebKey,
+    signed: Uint8Array,
+    signature: Uint8Array,
+  ): Promise<boolean>;
+}
+"#;
+
 #[wasm_bindgen]
 extern "C" {
     /// The host object built by `supabase/functions/_shared/core.ts`.
+    #[wasm_bindgen(typescript_type = "Host")]
     pub type JsHost;
     #[wasm_bindgen(method)]
     fn env(this: &JsHost, name: &str) -> Option<String>;
@@ -24,27 +86,18 @@ extern "C" {
     fn log(this: &JsHost, level: &str, message: &str);
     #[wasm_bindgen(method)]
     fn sleep(this: &JsHost, ms: u32) -> Promise;
-    /// Resolves to the rows as a JSON string; rejects with
-    /// `{kind: "unavailable"|"unique_violation"|"other", constraint, message}`.
     #[wasm_bindgen(method)]
     fn query(this: &JsHost, sql: &str, params: Array) -> Promise;
-    /// Starts `LISTEN backup_history` if needed; resolves to the number of
-    /// notifications seen for this dispatch id.
     #[wasm_bindgen(method)]
     fn watch(this: &JsHost, dispatch_id: &str) -> Promise;
-    /// Resolves true when the count for this id exceeds `since`, or false
-    /// after `timeout_ms`.
     #[wasm_bindgen(method, js_name = waitForChange)]
     fn wait_for_change(this: &JsHost, dispatch_id: &str, since: f64, timeout_ms: u32) -> Promise;
-    /// `crypto.subtle.importKey("jwk", jwk, importAlgorithm)` then
-    /// `crypto.subtle.verify(verifyAlgorithm, key, signature, signed)`;
-    /// the first three arguments are JSON.
     #[wasm_bindgen(method, js_name = verifySignature)]
     fn verify_signature(
         this: &JsHost,
-        import_algorithm: &str,
-        verify_algorithm: &str,
-        jwk: &str,
+        import_algorithm: &JsValue,
+        verify_algorithm: &JsValue,
+        jwk: &JsValue,
         signed: &[u8],
         signature: &[u8],
     ) -> Promise;
@@ -80,7 +133,17 @@ pub fn install_panic_hook(on_panic: js_sys::Function) {
     }));
 }
 
-fn set(obj: &Object, key: &str, value: &JsValue) {
+/// The `RequestInit` of an outbound fetch (its `signal` is set apart: an
+/// `AbortSignal` is no plain data).
+#[derive(Serialize)]
+struct FetchInit<'a> {
+    method: &'a str,
+    headers: &'a [(String, String)],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<&'a str>,
+}
+
+fn set(obj: &JsValue, key: &str, value: &JsValue) {
     // Setting a property on a plain object cannot fail.
     let _ = Reflect::set(obj, &JsValue::from_str(key), value);
 }
@@ -108,17 +171,16 @@ fn db_error(e: &JsValue) -> DbError {
     }
 }
 
-/// `{status, headers: [[name, value]], body}` for the host's `Response`.
-pub fn response_to_js(response: &crate::http::Response) -> JsValue {
-    let obj = Object::new();
-    set(&obj, "status", &JsValue::from(response.status));
-    let headers = Array::new();
-    for (k, v) in &response.headers {
-        headers.push(&Array::of2(&JsValue::from_str(k), &JsValue::from_str(v)));
-    }
-    set(&obj, "headers", &headers);
-    set(&obj, "body", &JsValue::from_str(&response.body));
-    obj.into()
+/// Converts plain data for the host: structs become plain objects, tuples
+/// arrays, `serde_json::Value` objects plain objects (not `Map`s).
+///
+/// # Errors
+/// Only for a value serde cannot represent in JS (a bug): the host then
+/// answers 500.
+pub fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue, JsValue> {
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(JsValue::from)
 }
 
 impl Env for JsHost {
@@ -148,16 +210,12 @@ impl Host for JsHost {
     }
 
     async fn fetch(&self, request: OutboundRequest) -> Result<OutboundResponse, String> {
-        let init = Object::new();
-        set(&init, "method", &JsValue::from_str(request.method));
-        let headers = Object::new();
-        for (k, v) in &request.headers {
-            set(&headers, k, &JsValue::from_str(v));
-        }
-        set(&init, "headers", &headers);
-        if let Some(body) = &request.body {
-            set(&init, "body", &JsValue::from_str(body));
-        }
+        let init = to_js(&FetchInit {
+            method: request.method,
+            headers: &request.headers,
+            body: request.body.as_deref(),
+        })
+        .map_err(|e| message_of(&e))?;
         set(&init, "signal", &abort_after(request.timeout_ms));
         let response = JsFuture::from(global_fetch(&request.url, &init))
             .await
@@ -203,11 +261,12 @@ impl Host for JsHost {
     }
 
     async fn verify_signature(&self, check: &SignatureCheck) -> Result<bool, String> {
+        let js = |v: &serde_json::Value| to_js(v).map_err(|e| message_of(&e));
         let promise = JsHost::verify_signature(
             self,
-            &check.import_algorithm.to_string(),
-            &check.verify_algorithm.to_string(),
-            &check.jwk.to_string(),
+            &js(&check.import_algorithm)?,
+            &js(&check.verify_algorithm)?,
+            &js(&check.jwk)?,
             &check.signed,
             &check.signature,
         );
@@ -229,11 +288,8 @@ impl Db for JsHost {
             array.push(&p.as_deref().map_or(JsValue::NULL, JsValue::from_str));
         }
         match JsFuture::from(JsHost::query(self, sql, array)).await {
-            Ok(rows) => {
-                let text = rows.as_string().unwrap_or_default();
-                serde_json::from_slice(text.as_bytes())
-                    .map_err(|_| DbError::Other("the host returned rows that are not JSON".into()))
-            }
+            Ok(rows) => serde_wasm_bindgen::from_value(rows)
+                .map_err(|e| DbError::Other(format!("unreadable rows from the host: {e}"))),
             Err(e) => Err(db_error(&e)),
         }
     }

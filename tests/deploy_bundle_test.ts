@@ -13,6 +13,7 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { freePort } from "../scripts/process.ts";
+import { functionNames } from "../supabase/functions/_shared/core.ts";
 import { freshDatabase } from "./support/db.ts";
 import { webhookHeaders } from "./support/stack.ts";
 
@@ -28,7 +29,7 @@ const ANON_KEY = "legacy-anon-jwt-for-the-deploy-test";
 const SERVICE_ROLE_KEY = "legacy-service-role-jwt-for-the-deploy-test";
 
 /** The function directories: everything but the `_`-prefixed shared code. */
-function functionNames(): string[] {
+function functionDirectories(): string[] {
   const names: string[] = [];
   for (const entry of Deno.readDirSync(FUNCTIONS_DIR)) {
     if (!entry.isDirectory || entry.name.startsWith("_")) continue;
@@ -159,13 +160,23 @@ const EXPECTED_401: Record<string, string> = {
   "reconcile-backups": "missing_token",
 };
 
+Deno.test("the functions are one list: the core's, and supabase/functions/, config.toml and the README name exactly those", async () => {
+  const core = [...functionNames()].sort();
+  assert.deepEqual(functionDirectories(), core);
+  const config = await Deno.readTextFile(`${ROOT}supabase/config.toml`);
+  const configured = [...config.matchAll(/^\[functions\.([a-z0-9_-]+)\]$/gm)]
+    .map((m) => m[1]).sort();
+  assert.deepEqual(configured, core, "supabase/config.toml [functions.*]");
+  const readme = await Deno.readTextFile(`${ROOT}README.md`);
+  const documented = [
+    ...readme.matchAll(/^### `[A-Z]+ \/functions\/v1\/([a-z0-9_-]+)`/gm),
+  ].map((m) => m[1]).sort();
+  assert.deepEqual(documented, core, "README.md's HTTP contract headings");
+});
+
 Deno.test("every function, bundled alone and run from an empty directory, answers from PostgreSQL", async (t) => {
-  const names = functionNames();
-  // The four the README documents are there (a broken listing would
-  // otherwise pass by testing nothing); any new one is tested too.
-  for (const known of Object.keys(EXPECTED_401)) {
-    assert.ok(names.includes(known), `supabase/functions/${known} is missing`);
-  }
+  const names = functionDirectories();
+  assert.deepEqual(names, [...functionNames()].sort());
   const db = await freshDatabase();
   const work = await Deno.makeTempDir({ prefix: "deploy-bundle-" });
   try {

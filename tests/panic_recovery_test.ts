@@ -1,8 +1,13 @@
 // A Rust panic inside the WebAssembly core must cost one 500, never the
-// server: the real server process with BACKUP_ENABLE_TEST_PANIC=1 exposes
-// POST /functions/v1/__panic, which panics inside the core on purpose.
+// server. The panic is reached through a test-only build of the core (cargo
+// feature `test-panic`, made by `scripts/build_wasm.sh --test-panic DIR`,
+// never committed): there, a request with the header `x-backup-test-panic`
+// panics inside the core. The real server process loads that build in place
+// of pkg/ through an import map; the deployed module has no such trigger.
 
 import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import { run } from "../scripts/process.ts";
 import { serverSuite } from "./support/suite.ts";
 import { freshDatabase, type Sql } from "./support/db.ts";
 import {
@@ -41,10 +46,52 @@ async function call(url: string, init: RequestInit = {}): Promise<Answer> {
 }
 
 const INTERNAL = { error: { code: "internal", message: "internal error" } };
+const ROOT = fileURLToPath(new URL("../", import.meta.url));
+const PANIC_HEADER = { "x-backup-test-panic": "1" };
 
-/** POST /__panic: 500 internal, and nothing about the panic in the body. */
+/**
+ * The directory of the test-only core: scripts/test.sh builds it once
+ * (BACKUP_TEST_PANIC_PKG); run alone, this file builds it itself.
+ */
+async function testOnlyCore(): Promise<string> {
+  const given = Deno.env.get("BACKUP_TEST_PANIC_PKG");
+  if (given) return given;
+  const dir = await Deno.makeTempDir({ prefix: "backup-test-panic-pkg-" });
+  await run("bash", [`${ROOT}scripts/build_wasm.sh`, "--test-panic", dir]);
+  return dir;
+}
+
+/** An import map that serves the test-only core in place of pkg/. */
+async function importMap(coreDir: string): Promise<string> {
+  const file = await Deno.makeTempFile({ suffix: ".json" });
+  const target = new URL(`file://${coreDir.replace(/\/?$/, "/")}`).href;
+  await Deno.writeTextFile(
+    file,
+    JSON.stringify({
+      imports: { [new URL("pkg/", `file://${ROOT}`).href]: target },
+    }),
+  );
+  return file;
+}
+
+const TEST_CORE = await testOnlyCore();
+const IMPORT_MAP = await importMap(TEST_CORE);
+
+/** Decoded WebAssembly bytes of a built core directory. */
+async function wasmOf(dir: string): Promise<string> {
+  const mod = await import(
+    new URL("backup_core_wasm.js", `file://${dir}/`).href
+  );
+  return new TextDecoder("latin1").decode(mod.wasmBytes);
+}
+
+/** A request that panics: 500 internal, and nothing about the panic in the body. */
 async function panic(stack: Stack): Promise<void> {
-  const a = await call(stack.fn("__panic"), { method: "POST", body: "{}" });
+  const a = await call(stack.fn("finalize-backup"), {
+    method: "POST",
+    headers: PANIC_HEADER,
+    body: "{}",
+  });
   assert.equal(a.status, 500, a.text);
   assert.deepEqual(a.body, INTERNAL);
   for (const leak of ["panic", "deliberate", ".rs", "wasm", "at "]) {
@@ -71,7 +118,7 @@ function within<T>(p: Promise<T>, ms: number): Promise<T | "timeout"> {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const suite = serverSuite<Ctx>("panic recovery of the served core", {
-  env: { BACKUP_ENABLE_TEST_PANIC: "1" },
+  denoArgs: [`--import-map=${IMPORT_MAP}`],
   context: (base) => base,
 });
 const behaviour = suite.behaviour;
@@ -178,7 +225,11 @@ behaviour(
     const answers = await Promise.all(
       Array.from(
         { length: 5 },
-        () => call(stack.fn("__panic"), { method: "POST" }),
+        () =>
+          call(stack.fn("finalize-backup"), {
+            method: "POST",
+            headers: PANIC_HEADER,
+          }),
       ),
     );
     for (const a of answers) {
@@ -192,18 +243,28 @@ behaviour(
 
 suite.register();
 
-Deno.test("__panic is 404 without BACKUP_ENABLE_TEST_PANIC", async () => {
+Deno.test("the deployed core has no panic trigger: the test header is an ordinary request there", async () => {
+  const shipped = await wasmOf(`${ROOT}pkg`);
+  const testOnly = await wasmOf(TEST_CORE);
+  assert.ok(testOnly.includes("deliberate panic"), "the test build has it");
+  assert.ok(!shipped.includes("deliberate panic"), "pkg/ must not have it");
+
   const db = await freshDatabase();
   let stack: Stack | undefined;
   try {
     stack = await startStack({ databaseUrl: db.url });
-    for (const method of ["POST", "GET"]) {
-      const a = await call(stack.fn("__panic"), { method });
-      assert.equal(a.status, 404, a.text);
-      assert.deepEqual(a.body, {
-        error: { code: "not_found", message: a.body.error.message },
-      });
-    }
+    const a = await call(stack.fn("finalize-backup"), {
+      method: "POST",
+      headers: { ...PANIC_HEADER, "content-type": "application/json" },
+      body: "{}",
+    });
+    assert.equal(a.status, 401, a.text);
+    assert.equal(a.body.error.code, "invalid_signature");
+    const unknown = await call(stack.fn("__panic"), { method: "POST" });
+    assert.equal(unknown.status, 404, unknown.text);
+    assert.deepEqual(unknown.body, {
+      error: { code: "not_found", message: unknown.body.error.message },
+    });
     const after = await trigger(stack, null);
     assert.equal(after.status, 401, after.text);
     assert.ok(!stack.output().includes("panic"), stack.output());

@@ -39,6 +39,8 @@ export interface StackOptions {
   githubApiUrl?: string;
   /** Extra or overriding environment; a value of null removes a variable. */
   env?: Record<string, string | null>;
+  /** Extra `deno run` flags (e.g. an --import-map for a test-only core). */
+  denoArgs?: string[];
 }
 
 export { freePort };
@@ -69,6 +71,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       "--allow-env",
       "--allow-net",
       "--allow-read",
+      ...(opts.denoArgs ?? []),
       "scripts/serve.ts",
     ],
     cwd: ROOT,

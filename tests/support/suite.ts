@@ -27,6 +27,8 @@ export interface ServerContext {
 export interface SuiteOptions<C> {
   /** Extra environment for the server (null removes a variable). */
   env?: Record<string, string | null>;
+  /** Extra `deno run` flags for the server. */
+  denoArgs?: string[];
   /** The context the behaviours get, built once from the shared parts. */
   context: (base: ServerContext) => C | Promise<C>;
   /** When set, a last step asserts that none of these reached the server log. */
@@ -59,6 +61,7 @@ export function serverSuite<C>(title: string, opts: SuiteOptions<C>): Suite<C> {
             databaseUrl: db.url,
             githubApiUrl: gh.url,
             env: opts.env,
+            denoArgs: opts.denoArgs,
           });
           await db
             .sql`insert into backup_admins (user_id) values (${ADMIN_ID})`;

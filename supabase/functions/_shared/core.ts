@@ -15,7 +15,10 @@
 
 import {
   __wbg_reset_state,
+  type CoreResponse,
+  functionNames,
   handle,
+  type Host as HostContract,
   initSync,
   installPanicHook,
   maxBodyBytes,
@@ -23,11 +26,7 @@ import {
 import { wasmBytes } from "../../../pkg/backup_core_wasm.js";
 import { query, waitForChange, watch } from "./db.ts";
 
-type CoreResponse = {
-  status: number;
-  headers: [string, string][];
-  body: string;
-};
+export { functionNames };
 
 let poisoned = false;
 // Rejected when the current instance panics; every request races it.
@@ -90,8 +89,12 @@ globalThis.addEventListener("error", (event) => {
   if (isTrap(event.error)) event.preventDefault();
 });
 
-/** What the core may ask of this host. Every method is plain I/O. */
-class Host {
+/**
+ * What the core may ask of this host. Every method is plain I/O. The
+ * contract is generated from the Rust side (src/wasm.rs): `deno check`
+ * fails when this class stops matching it.
+ */
+class Host implements HostContract {
   constructor(private readonly fn: string) {}
   env(name: string): string | undefined {
     return Deno.env.get(name);
@@ -99,13 +102,13 @@ class Host {
   nowMs(): number {
     return Date.now();
   }
-  log(level: string, message: string): void {
+  log(level: "info" | "warn" | "error", message: string): void {
     log(level, this.fn, message);
   }
   sleep(ms: number): Promise<void> {
     return new Promise((resolve) => setTimeout(resolve, ms));
   }
-  query(sql: string, params: (string | null)[]): Promise<string> {
+  query(sql: string, params: (string | null)[]): Promise<unknown[]> {
     return query(Deno.env.get("SUPABASE_DB_URL"), sql, params);
   }
   watch(dispatchId: string): Promise<number> {
@@ -120,21 +123,21 @@ class Host {
   }
   // The core chose the key and the algorithms; WebCrypto does the arithmetic.
   async verifySignature(
-    importAlgorithm: string,
-    verifyAlgorithm: string,
-    jwk: string,
+    importAlgorithm: RsaHashedImportParams | EcKeyImportParams,
+    verifyAlgorithm: AlgorithmIdentifier | EcdsaParams,
+    jwk: JsonWebKey,
     signed: Uint8Array,
     signature: Uint8Array,
   ): Promise<boolean> {
     const key = await crypto.subtle.importKey(
       "jwk",
-      JSON.parse(jwk),
-      JSON.parse(importAlgorithm),
+      jwk,
+      importAlgorithm,
       false,
       ["verify"],
     );
     return crypto.subtle.verify(
-      JSON.parse(verifyAlgorithm),
+      verifyAlgorithm,
       key,
       signature as BufferSource,
       signed as BufferSource,
@@ -186,15 +189,11 @@ export async function serve(name: string, req: Request): Promise<Response> {
   try {
     ready();
     const body = await readBody(req, maxBodyBytes());
-    const headers = JSON.stringify([...req.headers]);
     const result = handle(
       name,
-      req.method,
-      req.url,
-      headers,
-      body,
+      { method: req.method, url: req.url, headers: [...req.headers], body },
       new Host(name),
-    ) as Promise<CoreResponse>;
+    );
     return toResponse(await Promise.race([result, panicked]));
   } catch (error) {
     if (!poisoned) {

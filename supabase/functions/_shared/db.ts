@@ -106,18 +106,18 @@ function requireUrl(url: string | undefined): string {
 }
 
 /**
- * Runs one statement with text parameters and resolves to the rows as a
- * JSON string (the core parses it). Rejects with a {@link DbFailure}.
+ * Runs one statement with text parameters and resolves to the driver's rows
+ * (the core reads them into its typed rows). Rejects with a
+ * {@link DbFailure}.
  */
 export async function query(
   url: string | undefined,
   sql: string,
   params: (string | null)[],
-): Promise<string> {
+): Promise<unknown[]> {
   const db = database(requireUrl(url));
   try {
-    const rows = await db.unsafe(sql, params);
-    return JSON.stringify(rows);
+    return await db.unsafe(sql, params);
   } catch (error) {
     throw classify(error);
   }
