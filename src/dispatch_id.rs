@@ -49,6 +49,22 @@ impl DispatchId {
     }
 }
 
+/// Written as its hyphenated text, in responses and rows alike.
+impl serde::Serialize for DispatchId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Read from its text with the same rules as [`DispatchId::parse`].
+impl<'de> serde::Deserialize<'de> for DispatchId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        DispatchId::parse("dispatch_id", &text)
+            .map_err(|_| serde::de::Error::custom("not a dispatch id (a non-nil UUID)"))
+    }
+}
+
 impl fmt::Display for DispatchId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.hyphenated().fmt(f)

@@ -7,7 +7,7 @@
 //! it never reaches a response body.
 
 use crate::http::Response;
-use serde_json::json;
+use serde::Serialize;
 
 /// Everything that can go wrong while serving a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -172,22 +172,39 @@ impl Error {
     /// The error as an HTTP response: `{"error":{"code","message"}}` plus, for
     /// the errors that carry one, the `dispatch_id` the client needs.
     pub fn to_response(&self) -> Response {
-        let mut body = json!({
-            "error": { "code": self.code(), "message": self.public_message() }
-        });
-        match self {
-            Error::BackupInProgress {
-                dispatch_id: Some(id),
-            } => body["dispatch_id"] = json!(id),
-            Error::DispatchFailed { dispatch_id, .. } => body["dispatch_id"] = json!(dispatch_id),
-            _ => {}
-        }
+        let dispatch_id = match self {
+            Error::BackupInProgress { dispatch_id } => dispatch_id.as_deref(),
+            Error::DispatchFailed { dispatch_id, .. } => Some(dispatch_id.as_str()),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.public_message(),
+            },
+            dispatch_id,
+        };
         let mut response = Response::json(self.status(), &body);
         if let Error::MethodNotAllowed { allow } = self {
             response.headers.push(("allow".into(), (*allow).into()));
         }
         response
     }
+}
+
+/// `{"error":{"code","message"}}`, plus the `dispatch_id` the client needs
+/// for the errors that carry one.
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dispatch_id: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail {
+    code: &'static str,
+    message: String,
 }
 
 impl std::fmt::Display for Error {

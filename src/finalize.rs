@@ -11,9 +11,9 @@ use crate::error::Error;
 use crate::http::{Request, Response};
 use crate::ports::{DbError, Host, Level};
 use crate::report::{Event, Report};
-use crate::run::{self, Outcome, Run, TriggerSource};
+use crate::run::{self, Outcome, Run, Status, TriggerSource};
 use crate::store::{in_progress_error, Store, ONE_IN_PROGRESS};
-use serde_json::json;
+use serde::Serialize;
 
 /// How often a report is re-applied after losing a race with another writer.
 /// Each round is one read and one conditional write; past the first few,
@@ -48,14 +48,22 @@ pub async fn handle(
     }
 }
 
+/// The answer to a report: which run, its status now, whether it changed.
+#[derive(Serialize)]
+struct Answer {
+    dispatch_id: DispatchId,
+    status: Status,
+    changed: bool,
+}
+
 fn answer(status: u16, run: &Run, changed: bool) -> Response {
     Response::json(
         status,
-        &json!({
-            "dispatch_id": run.dispatch_id.to_string(),
-            "status": run::status_str(run.status),
-            "changed": changed,
-        }),
+        &Answer {
+            dispatch_id: run.dispatch_id,
+            status: run.status,
+            changed,
+        },
     )
 }
 

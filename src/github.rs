@@ -6,7 +6,8 @@
 //! (5xx, 429, a rate-limited 403, a network error), or refused.
 
 use crate::dispatch_id::DispatchId;
-use serde_json::{json, Value};
+use serde::Deserialize;
+use serde_json::json;
 
 /// The API version this code was written against.
 pub const API_VERSION: &str = "2022-11-28";
@@ -133,23 +134,27 @@ pub enum DispatchAnswer {
     Refused { detail: String },
 }
 
+/// The members of a dispatch answer (`return_run_details: true`) this reads.
+/// Anything unreadable is "no run details": the run is still accepted.
+#[derive(Deserialize, Default)]
+struct DispatchBody {
+    workflow_run_id: Option<u64>,
+    id: Option<u64>,
+    html_url: Option<String>,
+    run_url: Option<String>,
+}
+
 /// Classifies a dispatch answer.
 pub fn read_dispatch_response(response: &OutboundResponse) -> DispatchAnswer {
     match response.status {
         200 | 201 => {
-            let body: Value =
-                serde_json::from_slice(response.body.as_bytes()).unwrap_or(Value::Null);
-            let workflow_run_id = body
-                .get("workflow_run_id")
-                .or_else(|| body.get("id"))
-                .and_then(Value::as_u64)
-                .filter(|id| *id > 0);
+            let body: DispatchBody = serde_json::from_str(&response.body).unwrap_or_default();
+            let workflow_run_id = body.workflow_run_id.or(body.id).filter(|id| *id > 0);
             // html_url is the page a person opens; run_url is the API URL.
-            let run_url = ["html_url", "run_url"]
-                .iter()
-                .find_map(|k| body.get(*k).and_then(Value::as_str))
-                .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
-                .map(str::to_string);
+            let run_url = body
+                .html_url
+                .or(body.run_url)
+                .filter(|u| u.starts_with("https://") || u.starts_with("http://"));
             DispatchAnswer::Accepted {
                 workflow_run_id,
                 run_url,
@@ -221,11 +226,17 @@ pub fn backoff_ms(attempt: u32) -> u32 {
     250 * 4u32.saturating_pow(attempt.saturating_sub(1)).min(16)
 }
 
+/// GitHub's error body: `{"message": ...}`.
+#[derive(Deserialize)]
+struct ErrorBody {
+    message: Option<String>,
+}
+
 /// A short, secret-free description of a failed answer for `error_text`.
 pub fn describe(response: &OutboundResponse) -> String {
-    let message = serde_json::from_slice::<Value>(response.body.as_bytes())
+    let message = serde_json::from_str::<ErrorBody>(&response.body)
         .ok()
-        .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
+        .and_then(|b| b.message)
         .unwrap_or_else(|| response.body.chars().take(200).collect());
     let message: String = message.chars().take(300).collect();
     if message.trim().is_empty() {
@@ -235,43 +246,94 @@ pub fn describe(response: &OutboundResponse) -> String {
     }
 }
 
+/// A workflow run's `status`. GitHub may add values: they read as
+/// [`RunStatus::Unknown`], which the reconciler treats as "not finished".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    Requested,
+    Queued,
+    Pending,
+    Waiting,
+    InProgress,
+    Completed,
+    #[serde(other)]
+    Unknown,
+}
+
+/// A completed run's `conclusion`. New values read as
+/// [`Conclusion::Unknown`], which the reconciler treats as "lost".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Conclusion {
+    Success,
+    Failure,
+    StartupFailure,
+    Cancelled,
+    TimedOut,
+    Neutral,
+    Skipped,
+    Stale,
+    ActionRequired,
+    #[serde(other)]
+    Unknown,
+}
+
+impl Conclusion {
+    /// GitHub's name, for `error_text`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Conclusion::Success => "success",
+            Conclusion::Failure => "failure",
+            Conclusion::StartupFailure => "startup_failure",
+            Conclusion::Cancelled => "cancelled",
+            Conclusion::TimedOut => "timed_out",
+            Conclusion::Neutral => "neutral",
+            Conclusion::Skipped => "skipped",
+            Conclusion::Stale => "stale",
+            Conclusion::ActionRequired => "action_required",
+            Conclusion::Unknown => "unknown",
+        }
+    }
+}
+
 /// The parts of a workflow run the reconciler reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkflowRun {
     pub id: u64,
     pub run_attempt: u32,
-    /// `queued`, `in_progress`, `completed`, ...
-    pub status: String,
-    /// Set when completed: `success`, `failure`, `cancelled`, `timed_out`, ...
-    pub conclusion: Option<String>,
+    pub status: RunStatus,
+    /// Set when completed.
+    pub conclusion: Option<Conclusion>,
     pub html_url: Option<String>,
     /// When GitHub last changed the run (its completion time once completed).
     pub updated_at: Option<i64>,
 }
 
-/// Reads a `GET /actions/runs/{id}` body.
+/// `GET /actions/runs/{id}` as sent; only what is read.
+#[derive(Deserialize)]
+struct WireRun {
+    id: u64,
+    run_attempt: Option<u64>,
+    status: RunStatus,
+    conclusion: Option<Conclusion>,
+    html_url: Option<String>,
+    updated_at: Option<String>,
+}
+
+/// Reads a `GET /actions/runs/{id}` body; `None` when it is not a run.
 pub fn read_workflow_run(body: &str) -> Option<WorkflowRun> {
-    let v: Value = serde_json::from_slice(body.as_bytes()).ok()?;
+    let w: WireRun = serde_json::from_str(body).ok()?;
     Some(WorkflowRun {
-        id: v.get("id")?.as_u64()?,
-        run_attempt: v
-            .get("run_attempt")
-            .and_then(Value::as_u64)
+        id: w.id,
+        run_attempt: w
+            .run_attempt
             .and_then(|a| u32::try_from(a).ok())
             .unwrap_or(1),
-        status: v.get("status")?.as_str()?.to_string(),
-        conclusion: v
-            .get("conclusion")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        html_url: v
-            .get("html_url")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        updated_at: v
-            .get("updated_at")
-            .and_then(Value::as_str)
-            .and_then(crate::time::parse_iso8601),
+        status: w.status,
+        conclusion: w.conclusion,
+        html_url: w.html_url,
+        updated_at: w.updated_at.as_deref().and_then(crate::time::parse_iso8601),
     })
 }
 
@@ -309,7 +371,7 @@ mod tests {
             req.url,
             "https://api.github.com/repos/acme/app/actions/workflows/backup.yml/dispatches"
         );
-        let body: Value = serde_json::from_str(req.body.as_deref().unwrap()).unwrap();
+        let body: serde_json::Value = serde_json::from_str(req.body.as_deref().unwrap()).unwrap();
         assert_eq!(
             body,
             json!({"ref": "main", "inputs": {"dispatch_id": id.to_string()}, "return_run_details": true})
@@ -447,8 +509,25 @@ mod tests {
     #[test]
     fn reads_a_workflow_run() {
         let run = read_workflow_run(r#"{"id": 5, "run_attempt": 2, "status": "completed", "conclusion": "cancelled", "html_url": "https://x/5"}"#).unwrap();
-        assert_eq!(run.conclusion.as_deref(), Some("cancelled"));
+        assert_eq!(run.conclusion, Some(Conclusion::Cancelled));
         assert_eq!(run.run_attempt, 2);
         assert!(read_workflow_run("{}").is_none());
+    }
+
+    #[test]
+    fn status_and_conclusion_values_github_adds_later_read_as_unknown() {
+        let run = read_workflow_run(
+            r#"{"id": 5, "status": "hibernating", "conclusion": "abandoned", "updated_at": "2026-11-30T04:00:00Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(run.status, RunStatus::Unknown);
+        assert_eq!(run.conclusion, Some(Conclusion::Unknown));
+        assert_eq!(run.run_attempt, 1, "a missing attempt is the first");
+        let queued =
+            read_workflow_run(r#"{"id": 6, "status": "queued", "conclusion": null}"#).unwrap();
+        assert_eq!(
+            (queued.status, queued.conclusion),
+            (RunStatus::Queued, None)
+        );
     }
 }

@@ -19,7 +19,7 @@
 //! Only an observed fact or a passed deadline changes a row. The workflow's
 //! own late report may still correct these outcomes (see `run.rs`).
 
-use crate::github::WorkflowRun;
+use crate::github::{Conclusion, RunStatus, WorkflowRun};
 use crate::run::{FailureReason, Outcome, OutcomeSource, Run, Status};
 use crate::time::iso8601;
 
@@ -66,14 +66,14 @@ pub fn decide(run: &Run, deadlines: &Deadlines, github: &GitHubFact, now: i64) -
     let mut github_says_running = false;
     if let GitHubFact::Run(w) = github {
         let same_run = run.workflow_run_id == Some(w.id) && w.run_attempt >= run.run_attempt;
-        if same_run && w.status == "completed" {
+        if same_run && w.status == RunStatus::Completed {
             let completed = w.updated_at.unwrap_or(run.updated_at);
             if now - completed >= deadlines.grace_ms {
                 return from_conclusion(run, w, completed, deadlines, now);
             }
             // Completed moments ago: the final report may still be in flight.
             github_says_running = true;
-        } else if same_run && w.status == "in_progress" {
+        } else if same_run && w.status == RunStatus::InProgress {
             github_says_running = true;
         }
     }
@@ -118,13 +118,14 @@ pub fn decide(run: &Run, deadlines: &Deadlines, github: &GitHubFact, now: i64) -
 }
 
 fn from_conclusion(run: &Run, w: &WorkflowRun, completed: i64, d: &Deadlines, now: i64) -> Outcome {
-    let conclusion = w.conclusion.as_deref().unwrap_or("none");
-    let reason = match conclusion {
-        "failure" | "startup_failure" => FailureReason::StepFailed,
-        "cancelled" => FailureReason::Cancelled,
-        "timed_out" => FailureReason::TimedOut,
+    let reason = match w.conclusion {
+        Some(Conclusion::Failure | Conclusion::StartupFailure) => FailureReason::StepFailed,
+        Some(Conclusion::Cancelled) => FailureReason::Cancelled,
+        Some(Conclusion::TimedOut) => FailureReason::TimedOut,
+        // success without a report, neutral, skipped, stale, new values, none
         _ => FailureReason::Lost,
     };
+    let conclusion = w.conclusion.map_or("none", Conclusion::as_str);
     let mut text = format!(
         "GitHub reports workflow run {} (attempt {}) completed with conclusion {conclusion} at {}, and no final report arrived within {} s",
         w.id,
@@ -132,7 +133,7 @@ fn from_conclusion(run: &Run, w: &WorkflowRun, completed: i64, d: &Deadlines, no
         iso8601(completed),
         d.grace_ms / 1000
     );
-    if conclusion == "success" {
+    if w.conclusion == Some(Conclusion::Success) {
         text.push_str(": the workflow succeeded but never reported its object, so the backup cannot be verified");
     }
     // GitHub's verdict is about its latest attempt.
@@ -180,8 +181,8 @@ mod tests {
         GitHubFact::Run(WorkflowRun {
             id: 42,
             run_attempt: 1,
-            status: status.into(),
-            conclusion: conclusion.map(str::to_string),
+            status: serde_json::from_value(serde_json::json!(status)).unwrap(),
+            conclusion: conclusion.map(|c| serde_json::from_value(serde_json::json!(c)).unwrap()),
             html_url: None,
             updated_at: Some(updated_at),
         })

@@ -8,6 +8,8 @@
 
 use crate::dispatch_id::DispatchId;
 use crate::error::Error;
+use crate::http::parse_json_object;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// `error_text` is cut to this many characters (the column allows 4000).
@@ -20,7 +22,8 @@ pub const MAX_S3_KEY_BYTES: usize = 1024;
 const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
 /// What the workflow says happened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Event {
     Started,
     Progress,
@@ -62,6 +65,34 @@ pub struct Report {
     pub progress: Option<Value>,
 }
 
+/// The body as sent: every member optional, so that a missing one is named
+/// by [`Report::parse`] rather than by serde. Unknown members are ignored.
+#[derive(Deserialize)]
+struct WireReport {
+    event: Option<Event>,
+    dispatch_id: Option<String>,
+    workflow_run_id: Option<u64>,
+    run_attempt: Option<u64>,
+    s3_key: Option<String>,
+    size_bytes: Option<u64>,
+    sha256: Option<String>,
+    error_text: Option<String>,
+    progress: Option<Map<String, Value>>,
+}
+
+/// The message of a member's 400.
+fn rule(member: &str) -> &'static str {
+    match member {
+        "event" => "must be one of started, progress, succeeded, failed, cancelled",
+        "dispatch_id" => "must be a UUID string",
+        "workflow_run_id" => "must be an integer ≥ 1",
+        "run_attempt" => "must be an integer from 1 to 10000",
+        "size_bytes" => "must be an integer ≥ 0",
+        "progress" => "must be an object",
+        _ => "must be a string",
+    }
+}
+
 impl Report {
     /// Parses and validates a report body.
     ///
@@ -69,31 +100,15 @@ impl Report {
     /// [`Error::InvalidBody`] when the body is not a JSON object, and
     /// [`Error::InvalidField`] naming the first invalid field otherwise.
     pub fn parse(body: &[u8]) -> Result<Self, Error> {
-        let value: Value = serde_json::from_slice(body)
-            .map_err(|_| Error::InvalidBody("the body must be a JSON object".into()))?;
-        let obj = value
-            .as_object()
-            .ok_or_else(|| Error::InvalidBody("the body must be a JSON object".into()))?;
+        let wire: WireReport = parse_json_object(body, rule)?;
+        let event = wire
+            .event
+            .ok_or_else(|| Error::field("event", rule("event")))?;
 
-        let event = match obj.get("event").and_then(Value::as_str) {
-            Some("started") => Event::Started,
-            Some("progress") => Event::Progress,
-            Some("succeeded") => Event::Succeeded,
-            Some("failed") => Event::Failed,
-            Some("cancelled") => Event::Cancelled,
-            _ => {
-                return Err(Error::field(
-                    "event",
-                    "must be one of started, progress, succeeded, failed, cancelled",
-                ))
-            }
-        };
-
-        let dispatch_id = match obj.get("dispatch_id") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(DispatchId::parse("dispatch_id", s)?),
-            Some(_) => return Err(Error::field("dispatch_id", "must be a UUID string")),
-        };
+        let dispatch_id = wire
+            .dispatch_id
+            .map(|s| DispatchId::parse("dispatch_id", &s))
+            .transpose()?;
         if dispatch_id.is_none() && event != Event::Started {
             return Err(Error::field(
                 "dispatch_id",
@@ -101,14 +116,13 @@ impl Report {
             ));
         }
 
-        let workflow_run_id = required_integer(obj, "workflow_run_id", 1)?;
-        let run_attempt = required_integer(obj, "run_attempt", 1)?;
-        let run_attempt = u32::try_from(run_attempt)
+        let workflow_run_id = in_range("workflow_run_id", wire.workflow_run_id, 1)?;
+        let run_attempt = u32::try_from(in_range("run_attempt", wire.run_attempt, 1)?)
             .ok()
             .filter(|a| *a <= 10_000)
-            .ok_or_else(|| Error::field("run_attempt", "must be an integer from 1 to 10000"))?;
+            .ok_or_else(|| Error::field("run_attempt", rule("run_attempt")))?;
 
-        let s3_key = optional_string(obj, "s3_key")?;
+        let s3_key = wire.s3_key;
         if let Some(key) = &s3_key {
             if key.is_empty() || key.len() > MAX_S3_KEY_BYTES || key.chars().any(char::is_control) {
                 return Err(Error::field(
@@ -121,12 +135,13 @@ impl Report {
             return Err(Error::field("s3_key", "is required for a succeeded event"));
         }
 
-        let size_bytes = match obj.get("size_bytes") {
-            None | Some(Value::Null) => None,
-            Some(_) => Some(required_integer(obj, "size_bytes", 0)?),
-        };
+        let size_bytes = wire
+            .size_bytes
+            .map(|n| in_range("size_bytes", Some(n), 0))
+            .transpose()?;
 
-        let sha256 = optional_string(obj, "sha256")?
+        let sha256 = wire
+            .sha256
             .map(|s| s.to_ascii_lowercase())
             .map(|s| {
                 if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -137,20 +152,20 @@ impl Report {
             })
             .transpose()?;
 
-        let error_text = optional_string(obj, "error_text")?.map(|t| truncate_error_text(&t));
+        let error_text = wire.error_text.map(|t| truncate_error_text(&t));
 
-        let progress = match obj.get("progress") {
-            None | Some(Value::Null) => None,
-            Some(p @ Value::Object(_)) => {
+        let progress = match wire.progress {
+            None => None,
+            Some(p) => {
+                let p = Value::Object(p);
                 if p.to_string().len() > MAX_PROGRESS_BYTES {
                     return Err(Error::field(
                         "progress",
                         "must serialize to at most 1024 bytes",
                     ));
                 }
-                Some(p.clone())
+                Some(p)
             }
-            Some(_) => return Err(Error::field("progress", "must be an object")),
         };
 
         Ok(Report {
@@ -167,22 +182,14 @@ impl Report {
     }
 }
 
-fn required_integer(obj: &Map<String, Value>, name: &str, min: u64) -> Result<u64, Error> {
-    let value = obj
-        .get(name)
-        .ok_or_else(|| Error::field(name, "is required"))?;
-    value
-        .as_u64()
-        .filter(|n| *n >= min && *n <= MAX_SAFE_INTEGER)
-        .ok_or_else(|| Error::field(name, format!("must be an integer ≥ {min}")))
-}
-
-fn optional_string(obj: &Map<String, Value>, name: &str) -> Result<Option<String>, Error> {
-    match obj.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(Error::field(name, "must be a string")),
+/// A required integer between `min` and 2^53 - 1 (where JavaScript and
+/// PostgreSQL `bigint` meet safely).
+fn in_range(name: &str, value: Option<u64>, min: u64) -> Result<u64, Error> {
+    let value = value.ok_or_else(|| Error::field(name, "is required"))?;
+    if value < min || value > MAX_SAFE_INTEGER {
+        return Err(Error::field(name, rule(name)));
     }
+    Ok(value)
 }
 
 /// Cuts `text` to [`MAX_ERROR_TEXT_CHARS`] characters, keeping the head and

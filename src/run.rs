@@ -22,11 +22,13 @@
 use crate::dispatch_id::DispatchId;
 use crate::error::Error;
 use crate::report::{Event, Report};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
 /// The three statuses frontends depend on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Status {
     InProgress,
     Success,
@@ -34,7 +36,8 @@ pub enum Status {
 }
 
 /// Why a run failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum FailureReason {
     /// A workflow step failed (the workflow said so, or GitHub's conclusion).
     StepFailed,
@@ -49,7 +52,8 @@ pub enum FailureReason {
 }
 
 /// Who decided a terminal state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OutcomeSource {
     /// The workflow's own report: the most truthful source.
     Report,
@@ -70,7 +74,8 @@ impl OutcomeSource {
 }
 
 /// What started a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum TriggerSource {
     Manual,
     Schedule,
@@ -380,9 +385,9 @@ pub fn status_str(status: Status) -> &'static str {
     status.as_str()
 }
 
-/// Wire names, as stored in `backup_history` and sent to clients. Written
-/// out by hand rather than derived: serde's derive machinery costs more
-/// WebAssembly than these few matches (README, "Size").
+/// Wire names as plain strings, for SQL parameters and log lines. serde
+/// reads and writes the same names (`rename_all = "snake_case"`); a test
+/// holds the two together.
 macro_rules! wire_names {
     ($ty:ident { $($variant:ident = $name:literal),+ $(,)? }) => {
         impl $ty {
@@ -414,6 +419,42 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_800_000_000_000;
+
+    #[test]
+    fn serde_and_as_str_agree_on_every_wire_name() {
+        fn agree<T: Serialize + Copy>(all: &[T], as_str: fn(T) -> &'static str) {
+            for &v in all {
+                assert_eq!(serde_json::to_value(v).unwrap(), as_str(v));
+            }
+        }
+        agree(
+            &[Status::InProgress, Status::Success, Status::Failed],
+            Status::as_str,
+        );
+        agree(
+            &[
+                FailureReason::StepFailed,
+                FailureReason::Cancelled,
+                FailureReason::TimedOut,
+                FailureReason::DispatchFailed,
+                FailureReason::Lost,
+            ],
+            FailureReason::as_str,
+        );
+        agree(
+            &[
+                OutcomeSource::Report,
+                OutcomeSource::Dispatch,
+                OutcomeSource::Deadline,
+                OutcomeSource::Github,
+            ],
+            OutcomeSource::as_str,
+        );
+        agree(
+            &[TriggerSource::Manual, TriggerSource::Schedule],
+            TriggerSource::as_str,
+        );
+    }
 
     fn id() -> DispatchId {
         DispatchId::issue(1_764_000_000_000, [3; 10])

@@ -11,12 +11,14 @@ use crate::config;
 use crate::dispatch_id::DispatchId;
 use crate::error::Error;
 use crate::github::{self, DispatchAnswer};
-use crate::http::{Request, Response};
+use crate::http::{parse_json_object, Request, Response};
 use crate::ports::{DbError, Host, Level};
-use crate::run::{self, Outcome, Run};
+use crate::run::{self, Outcome, Run, Status};
 use crate::store::{in_progress_error, Store, ONE_IN_PROGRESS};
 use crate::sweep;
-use serde_json::{json, Value};
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Longest accepted `reason`.
 pub const MAX_REASON_CHARS: usize = 500;
@@ -78,12 +80,12 @@ pub async fn handle(
             );
             Ok(Response::json(
                 202,
-                &json!({
-                    "dispatch_id": id.to_string(),
-                    "status": run::status_str(run.status),
-                    "workflow_run_id": run.workflow_run_id,
-                    "run_url": run.run_url,
-                }),
+                &Accepted {
+                    dispatch_id: id,
+                    status: run.status,
+                    workflow_run_id: run.workflow_run_id,
+                    run_url: run.run_url,
+                },
             ))
         }
         Err(detail) => {
@@ -97,30 +99,49 @@ pub async fn handle(
     }
 }
 
+/// The 202: the new run, and GitHub's run details when it returned them.
+#[derive(Serialize)]
+struct Accepted {
+    dispatch_id: DispatchId,
+    status: Status,
+    workflow_run_id: Option<u64>,
+    run_url: Option<String>,
+}
+
+/// The optional body of a trigger: `{"reason": string}`.
+#[derive(Deserialize)]
+struct TriggerBody {
+    reason: Option<String>,
+    /// Anything else, so that it can be refused by name.
+    #[serde(flatten)]
+    unknown: BTreeMap<String, IgnoredAny>,
+}
+
 /// The optional body: nothing, or `{"reason": string}`.
 fn parse_body(body: &[u8]) -> Result<Option<String>, Error> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|_| Error::InvalidBody("the body must be empty or a JSON object".into()))?;
-    let obj = value
-        .as_object()
-        .ok_or_else(|| Error::InvalidBody("the body must be empty or a JSON object".into()))?;
-    if let Some(unknown) = obj.keys().find(|k| k.as_str() != "reason") {
+    let parsed: TriggerBody =
+        parse_json_object(body, |_| "must be a string").map_err(|e| match e {
+            Error::InvalidBody(_) => {
+                Error::InvalidBody("the body must be empty or a JSON object".into())
+            }
+            other => other,
+        })?;
+    if let Some(unknown) = parsed.unknown.keys().next() {
         return Err(Error::field(
             unknown,
             "is not a known field (only reason is accepted)",
         ));
     }
-    match obj.get("reason") {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.chars().count() <= MAX_REASON_CHARS => {
+    match parsed.reason {
+        None => Ok(None),
+        Some(s) if s.chars().count() <= MAX_REASON_CHARS => {
             let s = s.trim();
             Ok((!s.is_empty()).then(|| s.to_string()))
         }
-        Some(Value::String(_)) => Err(Error::field("reason", "must be at most 500 characters")),
-        Some(_) => Err(Error::field("reason", "must be a string")),
+        Some(_) => Err(Error::field("reason", "must be at most 500 characters")),
     }
 }
 
