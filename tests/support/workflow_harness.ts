@@ -1,7 +1,8 @@
 /**
- * Helpers for the workflow tests: the workflow file and its embedded
- * reporting library, the AWS CLI against the local S3 (moto at
- * TEST_S3_ENDPOINT), a database to dump, and the act precondition.
+ * Helpers for the workflow tests: the generated workflow file, its scripts
+ * under workflow/ and a stand-in runner to run them on, the AWS CLI against
+ * the local S3 (moto at TEST_S3_ENDPOINT), a database to dump, and the act
+ * precondition.
  */
 
 // deno-lint-ignore no-import-prefix
@@ -29,61 +30,107 @@ export async function skipWithoutAct(): Promise<boolean> {
   return reason !== null;
 }
 
+/** The generated workflow, as users copy it (scripts/build_workflow.ts). */
 export function workflowText(): string {
   return Deno.readTextFileSync(WORKFLOW_PATH);
 }
 
-/** The reporting library the first step writes to $RUNNER_TEMP/backup/lib.sh. */
-export function extractLib(text = workflowText()): string {
-  const lines = text.split("\n");
-  const start = lines.findIndex((l) => l.includes("<<'BACKUP_LIB'"));
-  if (start < 0) throw new Error("no BACKUP_LIB heredoc in the workflow");
-  const end = lines.findIndex((l, i) => i > start && l.trim() === "BACKUP_LIB");
-  const body = lines.slice(start + 1, end);
-  const indent = Math.min(
-    ...body.filter((l) => l.trim()).map((l) => l.match(/^ */)![0].length),
-  );
-  return body.map((l) => l.slice(indent)).join("\n") + "\n";
+/** Where the workflow's scripts live; backup.yml is generated from them. */
+export const WORKFLOW_DIR = `${ROOT}/workflow`;
+/** The reporting library, which the first step writes to $RUNNER_TEMP/backup/lib.sh. */
+export const LIB_PATH = `${WORKFLOW_DIR}/lib.sh`;
+
+/** workflow/*.sh: the library and one script per step, named after the step. */
+export function workflowScripts(): { name: string; text: string }[] {
+  return [...Deno.readDirSync(WORKFLOW_DIR)]
+    .filter((e) => e.isFile && e.name.endsWith(".sh"))
+    .map((e) => e.name)
+    .sort()
+    .map((name) => ({
+      name,
+      text: Deno.readTextFileSync(`${WORKFLOW_DIR}/${name}`),
+    }));
 }
 
-/** Every `run: |` script of the workflow, dedented, keyed by step id. */
-export function runScripts(
-  text = workflowText(),
-): { id: string; script: string }[] {
-  const lines = text.split("\n");
-  const out: { id: string; script: string }[] = [];
-  let id = "";
-  for (let i = 0; i < lines.length; i++) {
-    const idm = lines[i].match(/^\s+id: (\S+)/);
-    if (idm) id = idm[1];
-    const m = lines[i].match(/^(\s*)run: \|\s*$/);
-    if (!m) continue;
-    const base = m[1].length;
-    const body: string[] = [];
-    for (i++; i < lines.length; i++) {
-      const l = lines[i];
-      if (l.trim() !== "" && l.match(/^ */)![0].length <= base) {
-        i--;
-        break;
-      }
-      body.push(l);
+/** What a step sees of the runner: the files of the GITHUB_* variables. */
+export interface Runner {
+  /** $RUNNER_TEMP; the library is at backup/lib.sh, as the first step puts it. */
+  temp: string;
+  /** Everything a step needs in its environment to find the files below. */
+  env: Record<string, string>;
+  /** Lines the steps appended to $GITHUB_ENV so far. */
+  githubEnv(): string;
+  /** The step summary written so far. */
+  summary(): string;
+  /** $RUNNER_TEMP/backup/<name>, or null when it does not exist. */
+  file(name: string): string | null;
+  close(): Promise<void>;
+}
+
+/** A fresh runner with the reporting library installed. */
+export async function startRunner(): Promise<Runner> {
+  const temp = await Deno.makeTempDir({ prefix: "runner-" });
+  await Deno.mkdir(`${temp}/backup`, { mode: 0o700 });
+  await Deno.copyFile(LIB_PATH, `${temp}/backup/lib.sh`);
+  await Deno.writeTextFile(`${temp}/github_env`, "");
+  await Deno.writeTextFile(`${temp}/step_summary`, "");
+  const read = (path: string) => {
+    try {
+      return Deno.readTextFileSync(path);
+    } catch {
+      return null;
     }
-    const indent = Math.min(
-      ...body.filter((l) => l.trim()).map((l) => l.match(/^ */)![0].length),
-    );
-    out.push({ id, script: body.map((l) => l.slice(indent)).join("\n") });
-  }
-  return out;
+  };
+  return {
+    temp,
+    env: {
+      RUNNER_TEMP: temp,
+      GITHUB_ENV: `${temp}/github_env`,
+      GITHUB_STEP_SUMMARY: `${temp}/step_summary`,
+      GITHUB_RUN_ID: "4242",
+      GITHUB_RUN_ATTEMPT: "1",
+      PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+    },
+    githubEnv: () => read(`${temp}/github_env`) ?? "",
+    summary: () => read(`${temp}/step_summary`) ?? "",
+    file: (name) => read(`${temp}/backup/${name}`),
+    close: () => Deno.remove(temp, { recursive: true }),
+  };
+}
+
+/**
+ * Runs workflow/<script> as a `shell: bash` step runs its script (bash
+ * --noprofile --norc -eo pipefail FILE), with the runner's files and `env`
+ * as its whole environment.
+ */
+export async function runStep(
+  runner: Runner,
+  script: string,
+  env: Record<string, string> = {},
+) {
+  return await run("bash", [
+    "--noprofile",
+    "--norc",
+    "-eo",
+    "pipefail",
+    `${WORKFLOW_DIR}/${script}`,
+  ], { env: { ...runner.env, ...env }, clearEnv: true });
 }
 
 export async function run(
   cmd: string,
   args: string[],
-  opts: { env?: Record<string, string>; stdin?: string; cwd?: string } = {},
+  opts: {
+    env?: Record<string, string>;
+    stdin?: string;
+    cwd?: string;
+    clearEnv?: boolean;
+  } = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
   const child = new Deno.Command(cmd, {
     args,
     env: opts.env,
+    clearEnv: opts.clearEnv,
     cwd: opts.cwd,
     stdin: opts.stdin === undefined ? "null" : "piped",
     stdout: "piped",

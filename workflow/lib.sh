@@ -1,0 +1,131 @@
+# shellcheck shell=bash
+set +x
+umask 077
+BK_DIR="$RUNNER_TEMP/backup"
+
+bk_err() { printf '%s\n' "$*" >&2; }
+# Fail the current step with a message that also ends up in error_text.
+bk_fail() {
+  printf '::error title=Backup::%s\n' "$1"
+  bk_err "$1"
+  exit 1
+}
+
+bk_is_uuid() {
+  [[ $1 =~ ^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$ ]]
+}
+
+# bk_phase NAME: the rest of this step is the phase NAME. Its stderr is
+# also kept in $BK_DIR/NAME.stderr (for error_text) and its end state
+# in $BK_DIR/NAME.state: "running", "exit <code>" or "signal <name>"
+# (a step killed outright stays "running"); its start in NAME.started.
+bk_phase() {
+  BK_PHASE=$1
+  date +%s > "$BK_DIR/$BK_PHASE.started"
+  printf 'running\n' > "$BK_DIR/$BK_PHASE.state"
+  : > "$BK_DIR/$BK_PHASE.stderr"
+  exec {BK_STDERR}>&2
+  exec 2> >(tee -a "$BK_DIR/$BK_PHASE.stderr" >&"$BK_STDERR")
+  BK_TEE_PID=$!
+  trap 'bk_phase_end $?' EXIT
+  trap 'printf "signal SIGINT\n" > "$BK_DIR/$BK_PHASE.state"; exit 130' INT
+  trap 'printf "signal SIGTERM\n" > "$BK_DIR/$BK_PHASE.state"; exit 143' TERM
+}
+bk_phase_end() {
+  local rc=$1
+  if [[ $(cat "$BK_DIR/$BK_PHASE.state" 2>/dev/null) == running ]]; then
+    printf 'exit %s\n' "$rc" > "$BK_DIR/$BK_PHASE.state"
+  fi
+  # Let tee flush the captured stderr before the step ends.
+  exec 2>&"$BK_STDERR"
+  wait "$BK_TEE_PID" 2>/dev/null || true
+}
+
+# Standard Webhooks signature: base64(HMAC-SHA256(key, "{id}.{ts}.{body}")),
+# key = base64-decoded part of whsec_<base64>.
+bk_sign() { # msg_id timestamp body_file
+  local b64=${BACKUP_WEBHOOK_SECRET#whsec_} keyhex
+  while (( ${#b64} % 4 )); do b64+="="; done
+  keyhex=$(printf '%s' "$b64" | base64 -d | od -An -v -tx1 | tr -d ' \n')
+  { printf '%s.%s.' "$1" "$2"; cat "$3"; } \
+    | openssl dgst -sha256 -mac HMAC -macopt "hexkey:$keyhex" -binary \
+    | base64 -w0
+}
+
+# bk_post MSG_ID BODY_FILE BUDGET_SECONDS
+# Sends one signed report. The webhook-id stays the same on every
+# attempt so finalize-backup deduplicates re-sends; timestamp and
+# signature are fresh per attempt. 2xx -> 0. 408, 429, 5xx and network
+# errors are retried (backoff, Retry-After) within the budget -> 1 when
+# it runs out. Other 4xx are permanent -> 2, no retry.
+# (curl's own --retry-all-errors would also retry permanent 4xx.)
+# The answer is left in $BK_DIR/response.json, the status in BK_HTTP.
+bk_post() {
+  local id=$1 body=$2 budget=$3 deadline delay=2 attempt=0 ts sig rc ra msg
+  deadline=$((SECONDS + budget))
+  while :; do
+    attempt=$((attempt + 1))
+    ts=$(date +%s)
+    sig=$(bk_sign "$id" "$ts" "$body")
+    rm -f "$BK_DIR/response.json" "$BK_DIR/response.headers"
+    rc=0
+    BK_HTTP=$(curl -sS --connect-timeout 10 --max-time 30 \
+      -o "$BK_DIR/response.json" -D "$BK_DIR/response.headers" -w '%{http_code}' \
+      -H 'Content-Type: application/json' \
+      -H 'User-Agent: supabase-backup-workflow' \
+      -H "webhook-id: $id" \
+      -H "webhook-timestamp: $ts" \
+      -H "webhook-signature: v1,$sig" \
+      --data-binary "@$body" \
+      -- "$BACKUP_FINALIZE_URL") || rc=$?
+    if [[ $rc -eq 0 && $BK_HTTP == 2?? ]]; then
+      return 0
+    fi
+    msg=$(jq -r '(.error.code // "") + (if .error.message then ": " + .error.message else "" end)' \
+      "$BK_DIR/response.json" 2>/dev/null | head -c 300 || true)
+    if [[ $rc -ne 0 ]]; then
+      bk_err "finalize-backup unreachable (curl exit $rc, attempt $attempt)"
+    elif [[ $BK_HTTP =~ ^(408|429|5[0-9][0-9])$ ]]; then
+      bk_err "finalize-backup answered $BK_HTTP ${msg:-} (attempt $attempt)"
+    else
+      bk_err "finalize-backup rejected the report: HTTP $BK_HTTP ${msg:-}"
+      return 2
+    fi
+    ra=$(tr -d '\r' < "$BK_DIR/response.headers" 2>/dev/null \
+      | awk -F': *' 'tolower($1) == "retry-after" && $2 ~ /^[0-9]+$/ { print $2; exit }' || true)
+    if [[ -n $ra && $ra -gt $delay ]]; then delay=$(( ra > 60 ? 60 : ra )); fi
+    if (( SECONDS + delay > deadline )); then
+      bk_err "giving up after $attempt attempts"
+      return 1
+    fi
+    sleep "$delay"
+    delay=$(( delay * 2 > 30 ? 30 : delay * 2 ))
+  done
+}
+
+# bk_report EVENT MSG_SUFFIX BUDGET [EXTRA_JSON]: builds the body with
+# jq and sends it. Reports about a dispatch carry its dispatch_id.
+bk_report() {
+  local event=$1 suffix=$2 budget=$3 extra=${4:-} body
+  [[ -n $extra ]] || extra='{}'
+  body="$BK_DIR/body-$suffix.json"
+  jq -n -c \
+    --arg event "$event" \
+    --arg dispatch_id "${DISPATCH_ID:-}" \
+    --argjson workflow_run_id "$GITHUB_RUN_ID" \
+    --argjson run_attempt "${GITHUB_RUN_ATTEMPT:-1}" \
+    --argjson extra "$extra" \
+    '{event: $event, workflow_run_id: $workflow_run_id, run_attempt: $run_attempt}
+     + (if $dispatch_id == "" then {} else {dispatch_id: $dispatch_id} end)
+     + $extra' > "$body"
+  bk_post "backup-${DISPATCH_ID:-run-$GITHUB_RUN_ID}-${GITHUB_RUN_ATTEMPT:-1}-$suffix" "$body" "$budget"
+}
+
+# Progress is informative only: a failed progress report never fails the backup.
+bk_progress() { # PHASE [EXTRA_JSON]
+  local p extra=${2:-}
+  [[ -n $extra ]] || extra='{}'
+  p=$(jq -n -c --arg phase "$1" --argjson extra "$extra" '{progress: ({phase: $phase} + $extra)}')
+  bk_report progress "progress-$1" 20 "$p" \
+    || printf '::warning title=Backup::progress report "%s" was not delivered\n' "$1"
+}
