@@ -20,6 +20,7 @@ import { fileURLToPath } from "node:url";
 import { migrate } from "../scripts/db_migrate.ts";
 import { webhookHeaders } from "../scripts/signing.ts";
 import { freePort, run } from "../scripts/process.ts";
+import { breakdown } from "./wasm_sizes.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const BUDGET_BYTES = 160_000;
@@ -126,8 +127,31 @@ async function sizes(): Promise<
         fmtInt(BUDGET_BYTES)
       }: ${verdict}`,
       row("as shipped: embedded + glue, gzip -9", shipped),
+      ...whereTheBytesGo(),
     ],
   };
+}
+
+/** Code size by crate, from the release build's name section. */
+function whereTheBytesGo(): string[] {
+  const file = `${ROOT}target/wasm32-unknown-unknown/release/backup_core.wasm`;
+  let bytes: Uint8Array;
+  try {
+    bytes = Deno.readFileSync(file);
+  } catch {
+    return ["(run scripts/build_wasm.sh for the breakdown by crate)"];
+  }
+  const b = breakdown(bytes);
+  return [
+    `where the code bytes go (release build before wasm-opt, ${
+      fmtInt(b.total)
+    } bytes of code; bench/wasm_sizes.ts):`,
+    ...b.groups.slice(0, 14).map(([g, n]) =>
+      `  ${(100 * n / b.total).toFixed(1).padStart(5)}%  ${
+        fmtInt(n).padStart(7)
+      }  ${g}`
+    ),
+  ];
 }
 
 // --- processes ----------------------------------------------------------------
