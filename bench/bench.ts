@@ -287,7 +287,7 @@ async function coldStarts(): Promise<string[]> {
     `scripts/serve.ts (Rust core, wasm)   median ${
       ms(ma, 0).padStart(7)
     }   range ${range(a)}`,
-    `bench/minimal_function.ts (plain TS) median ${
+    `bench/minimal_function.ts (TS + postgres) median ${
       ms(mb, 0).padStart(7)
     }   range ${range(b)}`,
     `ratio serve / minimal                ${(ma / mb).toFixed(2)}×   (+${

@@ -59,14 +59,18 @@ wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sig
 mv "$out/backup_core_bg.opt.wasm" "$out/backup_core_bg.wasm"
 
 # The bytes as an importable module (the way wasmbuild's --inline does it).
-# atob is in every runtime the functions run on; Uint8Array.fromBase64 is not
-# yet in Supabase's edge runtime.
+# Uint8Array.fromBase64 decodes natively (a tenth of a millisecond, against
+# several for a JS loop run once, cold); atob is the fallback for runtimes
+# without it.
 {
   echo '/* @ts-self-types="./backup_core_wasm.d.ts" */'
   echo '// The WebAssembly core (backup_core_bg.wasm after wasm-opt), base64.'
   printf 'const BASE64 =\n  "%s";\n' "$(base64 -w0 "$out/backup_core_bg.wasm")"
   cat <<'JS'
 function decode(text) {
+  if (typeof Uint8Array.fromBase64 === "function") {
+    return Uint8Array.fromBase64(text);
+  }
   const binary = atob(text);
   const bytes = new Uint8Array(binary.length);
   for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
