@@ -37,8 +37,8 @@ pub const MAX_LIMIT: u32 = 100;
 /// The page size when none is asked for.
 pub const DEFAULT_LIMIT: u32 = 20;
 /// How long after its last sweep the sweeper still counts as healthy.
-/// pg_cron calls it every minute: three minutes allow a slow sweep (GitHub
-/// may take 8 s) and one missed tick, not two.
+/// pg_cron calls it every minute: a late or failed minute or two (a
+/// restart, a slow GitHub) is not yet worth a warning; three are.
 pub const SWEEPER_STALE_MS: i64 = 3 * 60_000;
 
 /// What the request asks for.
