@@ -6,6 +6,10 @@
 #   pg_cluster.sh stop DIR         stop it at once (-m immediate)
 #   pg_cluster.sh free-port        print a free TCP port on 127.0.0.1
 #
+# A new cluster preloads pg_cron (for the `postgres` database) when it is
+# installed; PG_CLUSTER_CRON=off leaves it out, for tests of a server where
+# pg_cron cannot be enabled.
+#
 # Trust authentication on loopback only, the socket inside DIR, fsync off:
 # never use this for data you want to keep. As root, DIR is handed to the
 # `postgres` user, since PostgreSQL refuses to run as root.
@@ -21,7 +25,7 @@ die() {
   exit 1
 }
 usage() {
-  sed -n '2,7s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+  sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
   exit 2
 }
 
@@ -78,7 +82,7 @@ cmd_start() {
       echo "synchronous_commit = off"
       echo "full_page_writes = off"
       echo "shared_buffers = 64MB"
-      if [[ -f /usr/lib/postgresql/15/lib/pg_cron.so ]]; then
+      if [[ "${PG_CLUSTER_CRON:-on}" != off && -f /usr/lib/postgresql/15/lib/pg_cron.so ]]; then
         echo "shared_preload_libraries = 'pg_cron'"
         echo "cron.database_name = 'postgres'"
       fi

@@ -6,7 +6,15 @@
 //!   come from PostgreSQL `LISTEN backup_history` (the migration's trigger
 //!   notifies on every change), not from a sleep loop.
 //! - no `dispatch_id`: the history, newest first, `limit` (1–100, default
-//!   20) rows per page, `cursor` from the previous page's `next_cursor`.
+//!   20) rows per page, `cursor` from the previous page's `next_cursor`,
+//!   and `sweeper`: whether the scheduled sweep that ends silent runs is
+//!   alive, `{"last_run_at", "healthy", "problem"}`. `last_run_at` is the
+//!   last sweep `reconcile-backups` ran (ISO 8601, or null: never);
+//!   `healthy` is whether that was within [`SWEEPER_STALE_MS`] (3 minutes:
+//!   pg_cron calls it every minute); `problem` is why the database could
+//!   not call it (pg_net not enabled, a Vault secret not set), or null. It
+//!   is in the history answer only: the one-run answer is what long-polls
+//!   compare, and a field that changes with the clock would end every wait.
 //!
 //! Every answer carries an `ETag`; a matching `If-None-Match` gets 304.
 
@@ -16,7 +24,7 @@ use crate::error::Error;
 use crate::http::{Request, Response};
 use crate::ports::Host;
 use crate::run::{Run, Status};
-use crate::store::{Cursor, Store};
+use crate::store::{Cursor, Store, SweeperRecord};
 use crate::time::iso8601;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -28,6 +36,10 @@ pub const MAX_WAIT_SECONDS: u32 = 25;
 pub const MAX_LIMIT: u32 = 100;
 /// The page size when none is asked for.
 pub const DEFAULT_LIMIT: u32 = 20;
+/// How long after its last sweep the sweeper still counts as healthy.
+/// pg_cron calls it every minute: a late or failed minute or two (a
+/// restart, a slow GitHub) is not yet worth a warning; three are.
+pub const SWEEPER_STALE_MS: i64 = 3 * 60_000;
 
 /// What the request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,9 +139,11 @@ pub async fn handle(
             } else {
                 None
             };
+            let sweeper = store.sweeper().await?;
             let body = Tagged::new(&json!({
                 "runs": page.iter().map(|(r, _)| view(r)).collect::<Vec<_>>(),
                 "next_cursor": next,
+                "sweeper": sweeper_view(&sweeper, host.now_ms()),
             }));
             Ok(body.answer(seen.as_deref()))
         }
@@ -228,6 +242,22 @@ pub fn view(run: &Run) -> Value {
     })
 }
 
+/// Whether the sweeper ran within the last [`SWEEPER_STALE_MS`]. A sweep
+/// recorded in the future (the function's clock behind the one that wrote
+/// it) counts as recent.
+pub fn sweeper_healthy(last_run_at: Option<i64>, now_ms: i64) -> bool {
+    last_run_at.is_some_and(|at| now_ms - at <= SWEEPER_STALE_MS)
+}
+
+/// The history answer's `sweeper` object.
+pub fn sweeper_view(record: &SweeperRecord, now_ms: i64) -> Value {
+    json!({
+        "last_run_at": record.last_run_at.map(iso8601),
+        "healthy": sweeper_healthy(record.last_run_at, now_ms),
+        "problem": record.problem,
+    })
+}
+
 /// `queued` (dispatched, not started yet), `running`, the latest reported
 /// progress phase (e.g. `dumped`, `uploaded`), or the final status.
 pub fn phase(run: &Run) -> String {
@@ -300,6 +330,35 @@ mod tests {
         assert_eq!(name("cursor=abc"), "cursor");
         assert_eq!(name("status=failed"), "status");
         assert_eq!(name(&format!("dispatch_id={ID}&limit=2")), "dispatch_id");
+    }
+
+    #[test]
+    fn the_sweeper_is_healthy_for_three_minutes_after_its_last_sweep() {
+        let now = 1_800_000_000_000;
+        assert!(!sweeper_healthy(None, now), "never ran");
+        assert!(sweeper_healthy(Some(now), now));
+        assert!(sweeper_healthy(Some(now - 60_000), now));
+        assert!(sweeper_healthy(Some(now - SWEEPER_STALE_MS), now));
+        assert!(!sweeper_healthy(Some(now - SWEEPER_STALE_MS - 1), now));
+        assert!(!sweeper_healthy(Some(now - 4 * 60_000), now));
+        assert!(sweeper_healthy(Some(now + 5_000), now), "clock skew");
+    }
+
+    #[test]
+    fn the_sweeper_view_shows_the_last_run_health_and_problem() {
+        let now = 1_800_000_000_000;
+        assert_eq!(
+            sweeper_view(&SweeperRecord::default(), now),
+            json!({"last_run_at": null, "healthy": false, "problem": null})
+        );
+        let stale = SweeperRecord {
+            last_run_at: Some(now - 4 * 60_000),
+            problem: Some("pg_net is not enabled".into()),
+        };
+        assert_eq!(
+            sweeper_view(&stale, now),
+            json!({"last_run_at": iso8601(now - 4 * 60_000), "healthy": false, "problem": "pg_net is not enabled"})
+        );
     }
 
     #[test]

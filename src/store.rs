@@ -58,6 +58,11 @@ pub trait Store {
     async fn settings(&self) -> Result<Settings, DbError>;
     /// Records until when GitHub asked us not to call it.
     async fn set_github_backoff(&self, until_ms: i64) -> Result<(), DbError>;
+    /// Records a sweep that `reconcile-backups` ran: when, and its
+    /// [`Swept::outcome`](crate::sweep::Swept::outcome).
+    async fn record_sweep(&self, at_ms: i64, outcome: &str) -> Result<(), DbError>;
+    /// The last recorded sweep, and why the scheduler could not call one.
+    async fn sweeper(&self) -> Result<SweeperRecord, DbError>;
 }
 
 /// The 409 for a second backup, naming the one that runs (if it still does).
@@ -76,6 +81,16 @@ pub struct Settings {
     pub deadlines: Deadlines,
     /// Unix ms before which GitHub must not be called (0: no backoff).
     pub github_backoff_until: i64,
+}
+
+/// What `backup_settings` says about the scheduled sweep.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SweeperRecord {
+    /// Unix ms of the last sweep `reconcile-backups` ran; `None`: never.
+    pub last_run_at: Option<i64>,
+    /// Why the database's `backup_invoke_sweep()` could not call the
+    /// function (pg_net or a Vault secret missing); `None` once it could.
+    pub problem: Option<String>,
 }
 
 /// [`Store`] over SQL.
@@ -325,6 +340,35 @@ impl<D: Db> Store for PgStore<'_, D> {
             )
             .await?;
         Ok(())
+    }
+
+    async fn record_sweep(&self, at_ms: i64, outcome: &str) -> Result<(), DbError> {
+        self.db
+            .query(
+                "update public.backup_settings set last_sweep_at = to_timestamp($1::float8 / 1000), \
+                 last_sweep_outcome = $2::text where id",
+                &[text(at_ms), text(outcome)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn sweeper(&self) -> Result<SweeperRecord, DbError> {
+        let rows = self
+            .db
+            .query(
+                "select (floor(extract(epoch from last_sweep_at) * 1000)::int8)::text as last_run, \
+                 sweep_problem as problem from public.backup_settings where id",
+                &[],
+            )
+            .await?;
+        let row = rows
+            .get(0)
+            .ok_or_else(|| DbError::Other("backup_settings has no row".into()))?;
+        Ok(SweeperRecord {
+            last_run_at: row["last_run"].as_str().and_then(|s| s.parse().ok()),
+            problem: row["problem"].as_str().map(str::to_string),
+        })
     }
 
     async fn list(

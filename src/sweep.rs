@@ -8,6 +8,12 @@
 //! that an index lookup whatever the history's size), asks GitHub about it
 //! at most once, lets [`reconcile::decide`] judge, and writes the verdict
 //! with the row's version guard: two sweeps at once cannot both apply it.
+//!
+//! Each sweep this endpoint runs is recorded in `backup_settings`
+//! (`last_sweep_at`, `last_sweep_outcome`), which is how `backup-status`
+//! tells a frontend whether the schedule is alive. trigger-backup's quick
+//! sweep is not recorded: it runs only when someone presses the button, and
+//! must not make a schedule that never fires look healthy.
 
 use crate::config;
 use crate::error::Error;
@@ -37,6 +43,18 @@ pub struct Swept {
     pub github: &'static str,
 }
 
+impl Swept {
+    /// What `backup_settings.last_sweep_outcome` records: `changed` when
+    /// the sweep ended a run, else what happened with GitHub.
+    pub fn outcome(&self) -> &'static str {
+        if self.changed.is_empty() {
+            self.github
+        } else {
+            "changed"
+        }
+    }
+}
+
 /// Serves the endpoint; `app` has already checked the method and answered
 /// CORS preflights.
 ///
@@ -51,6 +69,7 @@ pub async fn handle(
     req.check_size()?;
     authorize(host, req)?;
     let swept = sweep(host, store, GITHUB_TIMEOUT_MS).await?;
+    store.record_sweep(host.now_ms(), swept.outcome()).await?;
     Ok(Response::json(
         200,
         &json!({

@@ -7,7 +7,7 @@ use crate::dispatch_id::DispatchId;
 use crate::github::{OutboundRequest, OutboundResponse};
 use crate::ports::{DbError, Host, Level};
 use crate::run::{Run, Status};
-use crate::store::{Cursor, Settings, Store, ONE_IN_PROGRESS};
+use crate::store::{Cursor, Settings, Store, SweeperRecord, ONE_IN_PROGRESS};
 use crate::token::SignatureCheck;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -105,6 +105,10 @@ pub struct MemStore {
     pub deliveries: RefCell<HashMap<String, DispatchId>>,
     pub down: Cell<bool>,
     pub settings: Cell<Settings>,
+    /// Recorded sweeps: (unix ms, outcome), oldest first.
+    pub sweeps: RefCell<Vec<(i64, String)>>,
+    /// `backup_settings.sweep_problem`, as the database's scheduler writes it.
+    pub sweep_problem: RefCell<Option<String>>,
 }
 
 impl MemStore {
@@ -242,6 +246,18 @@ impl Store for MemStore {
         s.github_backoff_until = until_ms;
         self.settings.set(s);
         Ok(())
+    }
+    async fn record_sweep(&self, at_ms: i64, outcome: &str) -> Result<(), DbError> {
+        self.up()?;
+        self.sweeps.borrow_mut().push((at_ms, outcome.to_string()));
+        Ok(())
+    }
+    async fn sweeper(&self) -> Result<SweeperRecord, DbError> {
+        self.up()?;
+        Ok(SweeperRecord {
+            last_run_at: self.sweeps.borrow().last().map(|(at, _)| *at),
+            problem: self.sweep_problem.borrow().clone(),
+        })
     }
 }
 
@@ -827,5 +843,85 @@ mod flows {
                 "{seen}: it waited for the full 5 s"
             );
         }
+    }
+    #[test]
+    fn reconcile_backups_records_its_sweeps_and_trigger_backups_quick_sweep_does_not() {
+        let (host, store) = (service_host(), store());
+        let stuck = dispatched(&host, &store);
+        host.now.set(host.now.get() + 11 * 60_000);
+        // The quick sweep before a 409 ends the stuck run, unrecorded.
+        host.answer(500, &[], "");
+        host.answer(200, &[], r#"{"workflow_run_id": 5000}"#);
+        assert_eq!(trigger(&host, &store, ADMIN, "").status, 202);
+        assert_eq!(
+            store.runs.borrow()[0].dispatch_id.to_string(),
+            stuck,
+            "the stuck run"
+        );
+        assert_eq!(
+            store.runs.borrow()[0].failure_reason,
+            Some(FailureReason::Lost)
+        );
+        assert_eq!(*store.sweeps.borrow(), vec![]);
+
+        let first = host.now.get();
+        assert_eq!(sweep_req(&host, &store, "service-key").status, 200);
+        host.now.set(first + 30_000);
+        assert_eq!(sweep_req(&host, &store, "service-key").status, 200);
+        // The new run is younger than the grace period: GitHub is not asked.
+        assert_eq!(
+            *store.sweeps.borrow(),
+            vec![
+                (first, "skipped".into()),
+                (first + 30_000, "skipped".into())
+            ]
+        );
+        // A refused caller is not a sweep.
+        assert_eq!(sweep_req(&host, &store, "wrong").status, 401);
+        assert_eq!(store.sweeps.borrow().len(), 2);
+    }
+
+    #[test]
+    fn a_sweep_that_ends_a_run_is_recorded_as_changed() {
+        let (host, store) = (service_host(), store());
+        dispatched(&host, &store);
+        host.now.set(host.now.get() + 11 * 60_000);
+        host.answer(404, &[], "");
+        let r = sweep_req(&host, &store, "service-key");
+        assert_eq!(body(&r)["changed"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            *store.sweeps.borrow(),
+            vec![(host.now.get(), "changed".into())]
+        );
+    }
+
+    #[test]
+    fn the_history_reports_the_sweeper_and_the_single_run_answer_does_not() {
+        let (host, store) = (service_host(), store());
+        let page = |host: &FakeHost| body(&status_get(host, &store, "", None))["sweeper"].clone();
+        assert_eq!(
+            page(&host),
+            json!({"last_run_at": null, "healthy": false, "problem": null})
+        );
+        *store.sweep_problem.borrow_mut() = Some("pg_net is not enabled".into());
+        let ran = host.now.get();
+        sweep_req(&host, &store, "service-key");
+        assert_eq!(
+            page(&host),
+            json!({"last_run_at": crate::time::iso8601(ran), "healthy": true, "problem": "pg_net is not enabled"})
+        );
+        host.now.set(ran + 4 * 60_000);
+        assert_eq!(
+            page(&host),
+            json!({"last_run_at": crate::time::iso8601(ran), "healthy": false, "problem": "pg_net is not enabled"})
+        );
+        let id = dispatched(&host, &store);
+        let one = body(&status_get(
+            &host,
+            &store,
+            &format!("dispatch_id={id}"),
+            None,
+        ));
+        assert_eq!(one.as_object().unwrap().keys().collect::<Vec<_>>(), ["run"]);
     }
 }

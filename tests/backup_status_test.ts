@@ -159,8 +159,12 @@ async function insertRun(
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** The history's `sweeper` before reconcile-backups ever ran. */
+const NEVER_SWEPT = { last_run_at: null, healthy: false, problem: null };
+const SERVICE_KEY = "service-role-key-for-the-status-tests-0123456789";
+
 const suite = serverSuite<Ctx>("backup-status over HTTP against PostgreSQL", {
-  env: { ALLOWED_ORIGINS: ORIGIN },
+  env: { ALLOWED_ORIGINS: ORIGIN, SUPABASE_SERVICE_ROLE_KEY: SERVICE_KEY },
   context: async ({ stack, gh, sql }) => ({
     stack,
     gh,
@@ -502,7 +506,11 @@ async function pages(ctx: Ctx, limit: number): Promise<string[][]> {
       (cursor ? `&cursor=${encodeURIComponent(cursor)}` : "");
     const a = await status(ctx, q);
     assert.equal(a.status, 200, a.text);
-    assert.deepEqual(Object.keys(a.body).sort(), ["next_cursor", "runs"]);
+    assert.deepEqual(Object.keys(a.body).sort(), [
+      "next_cursor",
+      "runs",
+      "sweeper",
+    ]);
     out.push(a.body.runs.map((r: Json) => r.dispatch_id));
     cursor = a.body.next_cursor;
     assert.ok(cursor === null || typeof cursor === "string");
@@ -516,7 +524,11 @@ behaviour(
   async (ctx) => {
     const empty = await status(ctx);
     assert.equal(empty.status, 200, empty.text);
-    assert.deepEqual(empty.body, { runs: [], next_cursor: null });
+    assert.deepEqual(empty.body, {
+      runs: [],
+      next_cursor: null,
+      sweeper: NEVER_SWEPT,
+    });
 
     const expected = await fortyFive(ctx.sql, "0.250 seconds");
     const got = await pages(ctx, 20);
@@ -755,6 +767,92 @@ behaviour(
       () => send(ctx, run, "progress", { progress: { phase: "dumped" } }),
     );
     assert.equal(dumped.phase, "dumped");
+  },
+);
+
+// --- the sweeper -----------------------------------------------------------------
+
+/** backup_settings.last_sweep_at as the core reads it (ISO 8601). */
+async function lastSweep(sql: Sql): Promise<string> {
+  const [{ ms }] = await sql`
+    select (floor(extract(epoch from last_sweep_at) * 1000)::int8)::float8
+             as ms
+      from backup_settings`;
+  return new Date(ms).toISOString();
+}
+
+behaviour(
+  "backup-status's history reports the sweeper: never run, healthy after a sweep, not healthy 4 minutes later, with the scheduler's problem",
+  async (ctx) => {
+    const sweeper = async () => {
+      const a = await status(ctx);
+      assert.equal(a.status, 200, a.text);
+      return a.body.sweeper;
+    };
+    assert.deepEqual(await sweeper(), NEVER_SWEPT);
+
+    // The database's scheduler could not call the function.
+    await ctx.sql`
+      update backup_settings set sweep_problem = 'pg_net is not enabled'`;
+    assert.deepEqual(await sweeper(), {
+      last_run_at: null,
+      healthy: false,
+      problem: "pg_net is not enabled",
+    });
+    await ctx.sql`update backup_settings set sweep_problem = null`;
+
+    // reconcile-backups ran just now (a real call).
+    const swept = await fetchChecked(ctx.stack.fn("reconcile-backups"), {
+      method: "POST",
+      headers: { authorization: `Bearer ${SERVICE_KEY}` },
+      body: "{}",
+    }, [SERVICE_KEY]);
+    assert.equal(swept.status, 200, swept.text);
+    const now = await lastSweep(ctx.sql);
+    assert.ok(Math.abs(Date.parse(now) - Date.now()) < 5000, now);
+    assert.deepEqual(await sweeper(), {
+      last_run_at: now,
+      healthy: true,
+      problem: null,
+    });
+
+    // Two minutes ago: still healthy (it runs every minute).
+    await ctx.sql`
+      update backup_settings set last_sweep_at = now() - interval '2 minutes'`;
+    assert.deepEqual(await sweeper(), {
+      last_run_at: await lastSweep(ctx.sql),
+      healthy: true,
+      problem: null,
+    });
+
+    // Four minutes ago: the schedule has stopped.
+    await ctx.sql`
+      update backup_settings
+         set last_sweep_at = now() - interval '4 minutes',
+             sweep_problem = 'Vault secret backup_service_key is not set'`;
+    assert.deepEqual(await sweeper(), {
+      last_run_at: await lastSweep(ctx.sql),
+      healthy: false,
+      problem: "Vault secret backup_service_key is not set",
+    });
+  },
+);
+
+behaviour(
+  "backup-status's one-run answer has no sweeper, so a sweep does not change its ETag",
+  async (ctx) => {
+    const id = await insertRun(ctx.sql);
+    const a = await getRun(ctx, id);
+    assert.deepEqual(Object.keys(a.body), ["run"]);
+    const tag = a.headers.get("etag") ?? "";
+    await ctx.sql`
+      update backup_settings
+         set last_sweep_at = now(), sweep_problem = 'pg_net is not enabled'`;
+    const same = await status(ctx, `dispatch_id=${id}`, {
+      headers: { "if-none-match": tag },
+    });
+    assert.equal(same.status, 304, same.text);
+    assert.equal(same.headers.get("etag"), tag);
   },
 );
 

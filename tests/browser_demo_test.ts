@@ -42,6 +42,7 @@ const SCREENSHOT = Deno.env.get("BACKUP_UPDATE_SCREENSHOT") === "1"
     `file://${Deno.makeTempDirSync({ prefix: "backup-demo-" })}/demo.png`,
   );
 const SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+const SERVICE_KEY = "service-role-key-for-the-demo-tests-0123456789";
 const MiB = 1024 * 1024;
 
 interface Ctx {
@@ -264,10 +265,17 @@ Deno.test({
       stack = await startStack({
         databaseUrl: db.url,
         githubApiUrl: gh.url,
-        env: { ALLOWED_ORIGINS: web.url },
+        env: {
+          ALLOWED_ORIGINS: web.url,
+          SUPABASE_SERVICE_ROLE_KEY: SERVICE_KEY,
+        },
       });
       await db.sql`insert into backup_admins (user_id) values (${ADMIN_ID})`;
       const seeded = await seed(db.sql);
+      // The sweeper ran a minute ago, as pg_cron would have it: healthy, so
+      // no warning until a step says otherwise.
+      await db.sql`
+        update backup_settings set last_sweep_at = now() - interval '1 minute'`;
       const adminToken = await userToken(ADMIN_ID);
       web.session = { supabase_url: stack.url, access_token: adminToken };
       browser = await launchChromium();
@@ -316,6 +324,7 @@ Deno.test({
           assert.equal(await page.locator("#chart svg rect").count(), 10);
           assert.equal(await page.locator("#chart svg polyline").count(), 1);
           assert.match(await text(page, "#live-empty"), /No backup is running/);
+          assert.ok(await page.locator("#sweeper").isHidden(), "healthy");
           assert.equal(
             await page.locator('#history a[href^="https://github.com/"]')
               .count(),
@@ -496,6 +505,62 @@ Deno.test({
             (await refused.textContent()) ?? "",
             /GitHub did not start it/,
           );
+        },
+      );
+
+      await t.step(
+        "warns when the sweeper has not run for 4 minutes, with the database's problem and the fix, and not once it runs",
+        async () => {
+          assert.ok(await page.locator("#sweeper").isHidden());
+          const problem =
+            "pg_net is not enabled; Vault secret backup_service_key is not set";
+          await db.sql`
+            update backup_settings
+               set last_sweep_at = now() - interval '4 minutes',
+                   sweep_problem = ${problem}`;
+          await page.click("#refresh");
+          await waitText(page, "#sweeper", "The sweeper is not running");
+          assert.match(await text(page, "#sweeper-last"), /\(4 min ago\)\.$/);
+          assert.equal(await text(page, "#sweeper-problem-text"), problem);
+          const warning = await text(page, "#sweeper");
+          for (
+            const fix of [
+              "Database → Extensions",
+              "create extension pg_net with schema extensions;",
+              "select public.backup_schedule_sweep();",
+            ]
+          ) {
+            assert.ok(warning.includes(fix), `${fix} in: ${warning}`);
+          }
+          assert.equal(
+            await text(page, "#sweeper-secrets"),
+            `select vault.create_secret('${
+              stack!.url
+            }/functions/v1', 'backup_functions_url');\n` +
+              "select vault.create_secret('<secret key>', 'backup_service_key');",
+          );
+
+          // Never run, and no problem recorded: the warning without one.
+          await db.sql`
+            update backup_settings
+               set last_sweep_at = null, sweep_problem = null`;
+          await page.click("#refresh");
+          await waitText(page, "#sweeper-last", "It has never run.");
+          assert.ok(await page.locator("#sweeper-problem").isHidden());
+
+          // reconcile-backups runs (as pg_cron would call it): healthy again.
+          const swept = await fetch(stack!.fn("reconcile-backups"), {
+            method: "POST",
+            headers: { authorization: `Bearer ${SERVICE_KEY}` },
+            body: "{}",
+          });
+          assert.equal(swept.status, 200, await swept.text());
+          await page.click("#refresh");
+          await page.waitForSelector("#sweeper", {
+            state: "hidden",
+            timeout: 5000,
+          });
+          assert.deepEqual(main.errors, []);
         },
       );
       await main.close();

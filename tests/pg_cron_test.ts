@@ -1,5 +1,6 @@
-// The reconcile migration schedules the sweep with pg_cron where it can, and
-// is guarded where it cannot.
+// The reconcile and sweeper migrations schedule the sweep with pg_cron where
+// they can, and are guarded where they cannot: the migrations apply, and
+// what could not be done is a WARNING.
 //
 // pg_cron can only be created in its own database (cron.database_name). The
 // test cluster (scripts/pg_cluster.sh) preloads it with cron.database_name =
@@ -12,15 +13,24 @@
 // template copies use them too). A run that was killed half way leaves its
 // objects behind; the next run removes them before it starts.
 //
-// A fresh template copy (freshDatabase) is the other case: pg_cron is
+// A fresh template copy (freshDatabase) is the second case: pg_cron is
 // preloaded but this is not its database, so the migration applied without
-// scheduling anything.
+// scheduling anything. The third is a server where pg_cron cannot be
+// enabled at all: a cluster of its own, started without it in
+// shared_preload_libraries (PG_CLUSTER_CRON=off scripts/pg_cluster.sh).
+//
+// pg_net and Supabase Vault cannot be installed here (Debian has no
+// package for either), so what is tested of backup_invoke_sweep() is its
+// refusal: the WARNING and backup_settings.sweep_problem. Its call through
+// net.http_post, the Vault secrets and the clearing of sweep_problem after
+// a call are not.
 
 import assert from "node:assert/strict";
 // deno-lint-ignore no-import-prefix
 import postgres from "npm:postgres@3.4.9";
 import { migrate, migrationFiles } from "../scripts/db_migrate.ts";
 import { freshDatabase, testDatabaseUrl, withDatabase } from "./support/db.ts";
+import { freePort, run } from "../scripts/process.ts";
 
 const JOB = {
   jobname: "backup-sweep",
@@ -30,12 +40,31 @@ const JOB = {
 
 type Sql = postgres.Sql;
 
+/** What the migration and backup_schedule_sweep() warn about here. */
+const NO_PG_NET =
+  "WARNING: backup sweep: pg_net is not available on this server; the scheduled sweep cannot call reconcile-backups";
+/** What backup_invoke_sweep() records where neither pg_net nor Vault is. */
+const PROBLEM = "pg_net is not enabled; Supabase Vault is not available";
+
+/** A client of `url`, its notices collected as "SEVERITY: message". */
+function client(url: string, notices: string[] = []): Sql {
+  return postgres(url, {
+    max: 1,
+    onnotice: (n) => notices.push(`${n.severity}: ${n.message}`),
+  });
+}
+
 /** The server's `postgres` database, with its notices collected. */
 function connect(notices: string[] = []): Sql {
-  return postgres(withDatabase(testDatabaseUrl(), "postgres"), {
-    max: 1,
-    onnotice: (n) => notices.push(String(n.message)),
-  });
+  return client(withDatabase(testDatabaseUrl(), "postgres"), notices);
+}
+
+/** backup_settings' sweeper columns. */
+async function sweeperColumns(sql: Sql) {
+  const [row] = await sql`
+    select last_sweep_at, last_sweep_outcome, sweep_problem
+      from public.backup_settings`;
+  return { ...row };
 }
 
 interface CronSupport {
@@ -87,7 +116,8 @@ async function removeMigrated(sql: Sql, before: Before): Promise<void> {
         public.backup_admins, public.backup_report_deliveries cascade;
       drop function if exists public.is_backup_admin(uuid),
         public.backup_touch_updated_at(), public.backup_record_success(),
-        public.backup_notify_change(), public.backup_invoke_sweep();
+        public.backup_notify_change(), public.backup_invoke_sweep(),
+        public.backup_schedule_sweep();
       drop schema if exists supabase_migrations cascade;
     `).simple();
     if (!before.auth) await tx`drop schema if exists auth cascade`;
@@ -102,6 +132,16 @@ async function removeMigrated(sql: Sql, before: Before): Promise<void> {
         revoke usage on schema public from anon, authenticated, service_role`;
     }
   });
+}
+
+/** Why a database that is not pg_cron's cannot schedule, on this server. */
+function notScheduled(): string {
+  const why = !support.available
+    ? "pg_cron is not available on this server"
+    : !support.preloaded
+    ? 'unrecognized configuration parameter "cron.database_name"'
+    : `can only create extension in database ${support.database}`;
+  return `backup sweep not scheduled: ${why}`;
 }
 
 const admin = connect();
@@ -152,20 +192,42 @@ Deno.test({
         [{ ...JOB, database: "postgres", username: "postgres", active: true }],
       );
 
-      // What the job runs: here (no pg_net, no vault) it only says so.
+      // What the job runs: here (no pg_net, no vault) it says so, as a
+      // WARNING and in backup_settings.
       notices.length = 0;
       const [{ result }] = await sql`
         select public.backup_invoke_sweep()::text as result`;
       assert.equal(result, "");
       assert.deepEqual(notices, [
-        "backup sweep: pg_net or vault is not installed; nothing invoked",
+        `WARNING: backup sweep not invoked: ${PROBLEM}`,
       ]);
+      assert.deepEqual(await sweeperColumns(sql), {
+        last_sweep_at: null,
+        last_sweep_outcome: null,
+        sweep_problem: PROBLEM,
+      });
 
       // Applying the migrations again changes nothing: still one job.
       assert.deepEqual(await migrate(url), []);
-      const [{ n }] = await sql`
-        select count(*)::int as n from cron.job where jobname = ${JOB.jobname}`;
+      const [{ n, jobid }] = await sql`
+        select count(*)::int as n, min(jobid)::int as jobid
+          from cron.job where jobname = ${JOB.jobname}`;
       assert.equal(n, 1);
+
+      // Nor does scheduling again by hand (after enabling an extension):
+      // the job of the same name is replaced in place.
+      notices.length = 0;
+      await sql`select public.backup_schedule_sweep()`;
+      assert.deepEqual(notices, [
+        NO_PG_NET,
+        'NOTICE: extension "pg_cron" already exists, skipping',
+      ]);
+      const again = await sql`
+        select jobid::int, jobname, schedule, command, active
+          from cron.job where jobname = ${JOB.jobname}`;
+      assert.deepEqual(again.map((j) => ({ ...j })), [
+        { jobid, ...JOB, active: true },
+      ]);
     } finally {
       try {
         if (before) await removeMigrated(sql, before);
@@ -181,7 +243,7 @@ Deno.test({
 });
 
 Deno.test(
-  "the reconcile migration is guarded: a database that is not pg_cron's migrates without a job",
+  "the migrations are guarded: a database that is not pg_cron's migrates without a job, with WARNINGs",
   async () => {
     const db = await freshDatabase();
     try {
@@ -201,13 +263,32 @@ Deno.test(
                   where table_schema = 'public'
                     and table_name = 'backup_settings'
                     and column_name = 'github_backoff_until'
-               ) as has_backoff`;
+               ) as has_backoff,
+               to_regnamespace('extensions') is null as no_extensions_schema`;
       assert.deepEqual({ ...row }, {
         no_cron_schema: true,
         cron_extension: false,
         has_invoke: true,
         has_backoff: true,
+        no_extensions_schema: true,
       });
+      assert.deepEqual(await sweeperColumns(db.sql), {
+        last_sweep_at: null,
+        last_sweep_outcome: null,
+        sweep_problem: null,
+      });
+
+      // What the migration warned about, said again by the function it
+      // called (safe to call again: that is how to finish the setup after
+      // enabling an extension).
+      const notices: string[] = [];
+      const sql = client(db.url, notices);
+      try {
+        await sql`select public.backup_schedule_sweep()`;
+      } finally {
+        await sql.end({ timeout: 5 });
+      }
+      assert.deepEqual(notices, [NO_PG_NET, `WARNING: ${notScheduled()}`]);
 
       if (cronUsable) {
         // Nor did the template's migration schedule anything in pg_cron's
@@ -231,3 +312,134 @@ Deno.test(
     }
   },
 );
+
+Deno.test(
+  "backup_invoke_sweep without pg_net or Vault records sweep_problem, raises a WARNING, and is for the database owner only",
+  async () => {
+    const db = await freshDatabase();
+    const notices: string[] = [];
+    const sql = client(db.url, notices);
+    try {
+      await sql`select public.backup_invoke_sweep()`;
+      assert.deepEqual(notices, [
+        `WARNING: backup sweep not invoked: ${PROBLEM}`,
+      ]);
+      assert.deepEqual(await sweeperColumns(sql), {
+        last_sweep_at: null,
+        last_sweep_outcome: null,
+        sweep_problem: PROBLEM,
+      });
+
+      // Every minute it says so again, without rewriting the row.
+      const [{ xmin }] = await sql`select xmin::text from backup_settings`;
+      await sql`select public.backup_invoke_sweep()`;
+      assert.equal(notices.length, 2);
+      assert.equal(notices[1], notices[0]);
+      const [after] = await sql`select xmin::text from backup_settings`;
+      assert.equal(after.xmin, xmin, "backup_settings was not rewritten");
+
+      // Clients (PostgREST RPC) can call neither function.
+      for (const role of ["anon", "authenticated"]) {
+        for (const fn of ["backup_invoke_sweep", "backup_schedule_sweep"]) {
+          await assert.rejects(
+            sql.begin(async (tx) => {
+              await tx.unsafe(`set local role ${role}`);
+              await tx.unsafe(`select public.${fn}()`);
+            }),
+            (e: Error) => {
+              assert.equal(
+                e.message,
+                `permission denied for function ${fn}`,
+                `${role} ${fn}`,
+              );
+              return true;
+            },
+          );
+        }
+      }
+    } finally {
+      await sql.end({ timeout: 5 });
+      await db.close();
+    }
+  },
+);
+
+Deno.test({
+  name:
+    "on a server without pg_cron preloaded the migrations apply, with WARNINGs, and schedule nothing",
+  ignore: !support.available,
+  async fn() {
+    // A cluster of its own, so that nothing preloads pg_cron: its
+    // extension is installed (pg_available_extensions lists it) but cannot
+    // be created.
+    const dir = await Deno.makeTempDir({ prefix: "backup-nocron-" });
+    // As root the cluster runs as `postgres`, which must be able to enter.
+    await Deno.chmod(dir, 0o711);
+    try {
+      const url = await run(
+        "bash",
+        ["scripts/pg_cluster.sh", "start", dir, String(freePort())],
+        { PG_CLUSTER_CRON: "off" },
+      );
+      const notices: string[] = [];
+      const sql = client(url, notices);
+      try {
+        const [loaded] = await sql`
+          select current_setting('shared_preload_libraries') as preload,
+                 exists (select 1 from pg_available_extensions
+                          where name = 'pg_cron') as available`;
+        assert.deepEqual({ ...loaded }, { preload: "", available: true });
+
+        const versions = (await migrationFiles()).map((f) => f.version);
+        assert.deepEqual(await migrate(url), versions);
+        const applied = await sql`
+          select version from supabase_migrations.schema_migrations
+           order by version`;
+        assert.deepEqual(applied.map((r) => r.version), versions);
+
+        const [row] = await sql`
+          select to_regnamespace('cron') is null as no_cron_schema,
+                 to_regclass('cron.job') is null as no_job_table,
+                 (select array_agg(extname::text order by extname)
+                    from pg_extension) as extensions,
+                 to_regprocedure('public.backup_invoke_sweep()') is not null
+                   as has_invoke`;
+        assert.deepEqual({ ...row }, {
+          no_cron_schema: true,
+          no_job_table: true,
+          extensions: ["plpgsql"],
+          has_invoke: true,
+        });
+        assert.deepEqual(await sweeperColumns(sql), {
+          last_sweep_at: null,
+          last_sweep_outcome: null,
+          sweep_problem: null,
+        });
+
+        // The migration's WARNINGs, as the server logged them.
+        const log = await Deno.readTextFile(`${dir}/postgres.log`);
+        const warnings = [...log.matchAll(/ WARNING: {2}(backup sweep.*)$/gm)]
+          .map((m) => m[1]);
+        const notPreloaded =
+          'backup sweep not scheduled: unrecognized configuration parameter "cron.database_name"';
+        assert.deepEqual(warnings, [
+          NO_PG_NET.slice("WARNING: ".length),
+          notPreloaded,
+        ]);
+
+        // Called again, it says the same to the caller.
+        await sql`select public.backup_schedule_sweep()`;
+        assert.deepEqual(notices, [NO_PG_NET, `WARNING: ${notPreloaded}`]);
+        const [{ cron }] = await sql`
+          select exists (select 1 from pg_extension where extname = 'pg_cron')
+            as cron`;
+        assert.equal(cron, false);
+      } finally {
+        await sql.end({ timeout: 5 });
+      }
+    } finally {
+      await run("bash", ["scripts/pg_cluster.sh", "stop", dir]).catch(() => "");
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

@@ -1485,6 +1485,70 @@ behaviour(
   },
 );
 
+// --- the sweep's record --------------------------------------------------------
+
+/** backup_settings' record of the last sweep (ms as the core writes it). */
+async function sweepRecord(sql: Sql): Promise<Json> {
+  const [r] = await sql`
+    select (floor(extract(epoch from last_sweep_at) * 1000)::int8)::float8
+             as at_ms,
+           last_sweep_outcome as outcome
+      from backup_settings`;
+  return { ...r };
+}
+
+behaviour(
+  "reconcile-backups records when it swept and what it did in backup_settings; trigger-backup's quick sweep does not",
+  async (ctx) => {
+    const never = { at_ms: null, outcome: null };
+    assert.deepEqual(await sweepRecord(ctx.sql), never);
+
+    // trigger-backup ends a stuck run with its own quick sweep before it
+    // inserts the new one: that sweep is not the schedule, and is not
+    // recorded.
+    const stuck = await insertRun(ctx.sql, { createdAgo: 11 * MIN });
+    ctx.gh.script(runDetails(7601));
+    const t = await trigger(ctx.stack);
+    assert.equal(t.status, 202, JSON.stringify(t.body));
+    assert.equal((await row(ctx.sql, stuck)).failure_reason, "lost");
+    assert.deepEqual(await sweepRecord(ctx.sql), never);
+
+    // A sweep of the endpoint is, with GitHub's word when nothing changed...
+    const quiet = await timedSweep(ctx);
+    assert.deepEqual(quiet.a.body, nothing("skipped"));
+    const first = await sweepRecord(ctx.sql);
+    assert.equal(first.outcome, "skipped");
+    assert.ok(
+      first.at_ms >= quiet.before - 1 && first.at_ms <= quiet.after + 1,
+      `last_sweep_at ${first.at_ms} within [${quiet.before}, ${quiet.after}]`,
+    );
+
+    // ...and `changed` when it ended a run.
+    await ctx.sql`
+      update backup_history set created_at = now() - interval '11 minutes'
+       where dispatch_id = ${t.body.dispatch_id}::uuid`;
+    ctx.gh.script(ghRun(7601, "queued", null, githubTime(11 * MIN).text));
+    const ended = await timedSweep(ctx);
+    assert.deepEqual(
+      ended.a.body,
+      failedOne(t.body.dispatch_id, "lost", "ok"),
+    );
+    const second = await sweepRecord(ctx.sql);
+    assert.equal(second.outcome, "changed");
+    assert.ok(
+      second.at_ms >= ended.before - 1 && second.at_ms <= ended.after + 1,
+      `last_sweep_at ${second.at_ms} within [${ended.before}, ${ended.after}]`,
+    );
+
+    // A refused caller did not sweep.
+    const refused = await sweep(ctx, {
+      headers: { authorization: "Bearer not-the-key" },
+    });
+    assertError(refused, 401, "invalid_token");
+    assert.deepEqual(await sweepRecord(ctx.sql), second);
+  },
+);
+
 // --- the runner ----------------------------------------------------------------
 
 suite.register();

@@ -128,7 +128,7 @@ Deno.test("user tokens signed with the project's asymmetric keys", async (t) => 
             await sign(key, { sub: ADMIN_ID }),
           );
           assert.equal(r.status, 200, `${key.alg}: ${JSON.stringify(r.body)}`);
-          assert.deepEqual(r.body, { runs: [], next_cursor: null });
+          assert.deepEqual(r.body.runs, []);
         }
       },
     );

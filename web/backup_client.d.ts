@@ -55,11 +55,31 @@ export interface TriggerResult {
   run_url: string | null;
 }
 
+/**
+ * Whether the scheduled sweep (pg_cron → pg_net → reconcile-backups, every
+ * minute) is alive. Without it, a backup whose workflow stops reporting
+ * stays `in_progress` until someone presses the button again.
+ */
+export interface SweeperHealth {
+  /** When reconcile-backups last ran a sweep (ISO 8601); null: never. */
+  last_run_at: string | null;
+  /** Whether that was within the last 3 minutes (decided by the server). */
+  healthy: boolean;
+  /**
+   * Why the database could not call the function, e.g. `pg_net is not
+   * enabled; Vault secret backup_service_key is not set`; null when it
+   * could (or never tried).
+   */
+  problem: string | null;
+}
+
 /** One page of the history, newest first. */
 export interface BackupPage {
   runs: BackupRun[];
   /** Pass as `cursor` for the next page; null on the last one. */
   next_cursor: string | null;
+  /** The sweeper's health, as of this answer. */
+  sweeper: SweeperHealth;
 }
 
 export interface BackupClientOptions {
@@ -124,7 +144,10 @@ export interface BackupClient {
     onChange?: (run: BackupRun) => void,
     options?: WatchOptions,
   ): WatchPromise;
-  /** One page of the history, newest first (limit 1–100, default 20). */
+  /**
+   * One page of the history, newest first (limit 1–100, default 20), with
+   * the sweeper's health: show a warning when `sweeper.healthy` is false.
+   */
   listBackups(
     options?: { limit?: number; cursor?: string | null } & CallOptions,
   ): Promise<BackupPage>;

@@ -74,6 +74,8 @@ export function serverSuite<C>(title: string, opts: SuiteOptions<C>): Suite<C> {
                 update backup_settings
                    set last_success_at = null, last_success_dispatch_id = null,
                        last_success_s3_key = null, github_backoff_until = null,
+                       last_sweep_at = null, last_sweep_outcome = null,
+                       sweep_problem = null,
                        start_deadline_seconds = default, max_runtime_seconds = default,
                        report_grace_seconds = default`;
               gh.reset();

@@ -294,6 +294,7 @@ function connect(settings) {
   state.watch = null;
   state.live = null;
   state.runs = [];
+  renderSweeper(null);
   state.client = createBackupClient({
     supabaseUrl: settings.supabase_url,
     getAccessToken: () => state.settings.access_token,
@@ -491,6 +492,44 @@ function renderLive() {
   $("live-detail").replaceChildren(...nodes);
 }
 
+// --- the sweeper --------------------------------------------------------------------
+
+/**
+ * Shows how to fix the scheduled sweep when backup-status says it has not
+ * run lately (`healthy` is decided by the server), with the database's own
+ * reason when it gave one. Hidden when healthy, or when the server is too
+ * old to say.
+ */
+function renderSweeper(sweeper) {
+  const box = $("sweeper");
+  box.hidden = !sweeper || sweeper.healthy !== false;
+  if (box.hidden) return;
+  let last = "It has never run.";
+  if (sweeper.last_run_at) {
+    const minutes = Math.max(
+      0,
+      Math.floor((Date.now() - Date.parse(sweeper.last_run_at)) / 60_000),
+    );
+    const ago = minutes < 120
+      ? `${minutes} min ago`
+      : `${Math.floor(minutes / 60)} h ago`;
+    last = `It last ran ${formatDate(sweeper.last_run_at)} (${ago}).`;
+  }
+  $("sweeper-last").textContent = last;
+  $("sweeper-problem").hidden = !sweeper.problem;
+  $("sweeper-problem-text").textContent = sweeper.problem || "";
+  // The functions URL of the project this page is connected to.
+  const functions = `${
+    state.settings.supabase_url.replace(/\/+$/, "")
+  }/functions/v1`;
+  const quote = (s) => `'${s.replaceAll("'", "''")}'`;
+  $("sweeper-secrets").textContent =
+    `select vault.create_secret(${
+      quote(functions)
+    }, 'backup_functions_url');\n` +
+    "select vault.create_secret('<secret key>', 'backup_service_key');";
+}
+
 // --- the history ---------------------------------------------------------------------
 
 /** Re-reads the first page; at most one request at a time. */
@@ -512,6 +551,7 @@ function refreshHistory(opts = {}) {
         );
         state.runs = [...page.runs, ...older];
         if (!older.length) state.nextCursor = page.next_cursor;
+        renderSweeper(page.sweeper);
         renderHistory();
         renderChart();
         if (opts.followRunning && !state.watch) {
