@@ -29,7 +29,8 @@ extern "C" {
     #[wasm_bindgen(method)]
     fn query(this: &JsHost, sql: &str, params: Array) -> Promise;
     /// Starts `LISTEN backup_history` if needed; resolves to the number of
-    /// notifications seen for this dispatch id.
+    /// notifications seen for this dispatch id, or rejects like `query`
+    /// when LISTEN cannot be established.
     #[wasm_bindgen(method)]
     fn watch(this: &JsHost, dispatch_id: &str) -> Promise;
     /// Resolves true when the count for this id exceeds `since`, or false
