@@ -18,6 +18,7 @@
 //! | [`http`] | requests and responses as plain data, CORS |
 //! | [`error`] | the one error enum, mapped to HTTP in one place |
 //! | [`ports`] | what the core asks of its host (clock, fetch, SQL, ...) |
+//! | [`change_feed`] | how a long-poll hears of a change: LISTEN, or polling |
 //! | [`store`] | persistence of runs; the SQL is in `src/sql/` |
 //! | [`trigger`], [`finalize`], [`status`], [`sweep`] | the endpoints: parse, apply, encode |
 //! | [`app`] | routing, and errors turned into responses |
@@ -27,6 +28,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod change_feed;
 pub mod config;
 pub mod dispatch_id;
 pub mod error;

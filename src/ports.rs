@@ -37,6 +37,10 @@ pub trait Host: Env {
     /// Makes sure changes to runs are being listened for (PostgreSQL
     /// `LISTEN backup_history`) and returns how many changes of this run
     /// have been seen so far.
+    ///
+    /// # Errors
+    /// LISTEN could not be established; the core then polls instead
+    /// (`change_feed`).
     async fn watch(&self, id: DispatchId) -> Result<u64, DbError>;
     /// Resolves when a change of this run beyond `since` has been seen
     /// (true), or after `timeout_ms` (false).

@@ -4,7 +4,8 @@
 //!   long-poll: the answer comes as soon as the run differs from the
 //!   client's `If-None-Match`, or when the wait ends (then 304). Wake-ups
 //!   come from PostgreSQL `LISTEN backup_history` (the migration's trigger
-//!   notifies on every change), not from a sleep loop.
+//!   notifies on every change), not from a sleep loop, except where LISTEN
+//!   cannot work: then the run is re-read every second ([`change_feed`]).
 //! - no `dispatch_id`: the history, newest first, `limit` (1–100, default
 //!   20) rows per page, `cursor` from the previous page's `next_cursor`,
 //!   and `sweeper`: whether the scheduled sweep that ends silent runs is
@@ -19,6 +20,7 @@
 //! Every answer carries an `ETag`; a matching `If-None-Match` gets 304.
 
 use crate::auth;
+use crate::change_feed;
 use crate::dispatch_id::DispatchId;
 use crate::error::Error;
 use crate::http::{Request, Response};
@@ -151,11 +153,13 @@ pub async fn handle(
             let deadline = host.now_ms() + i64::from(wait_ms);
             loop {
                 // Take the change counter before reading, so a change that
-                // lands between the read and the wait still wakes us.
+                // lands between the read and the wait still wakes us. `None`:
+                // this instance cannot LISTEN (a transaction pooler, or LISTEN
+                // failed), so the wait is a re-read every second instead.
                 let seq = if wait_ms > 0 {
-                    host.watch(id).await?
+                    change_feed::watch(host, id).await
                 } else {
-                    0
+                    None
                 };
                 let run = store.get(id).await?.ok_or(Error::UnknownDispatchId)?;
                 let body = Tagged::new(&json!({ "run": view(&run) }));
@@ -163,7 +167,15 @@ pub async fn handle(
                 if !body.seen_by(seen.as_deref()) || remaining <= 0 || wait_ms == 0 {
                     return Ok(body.answer(seen.as_deref()));
                 }
-                host.wait_for_change(id, seq, remaining as u32).await;
+                match seq {
+                    Some(seq) => {
+                        host.wait_for_change(id, seq, remaining as u32).await;
+                    }
+                    None => {
+                        let pause = change_feed::POLL_INTERVAL_MS.min(remaining as u32);
+                        host.sleep(pause).await;
+                    }
+                }
             }
         }
     }

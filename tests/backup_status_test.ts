@@ -19,6 +19,10 @@ import {
   userToken,
 } from "./support/stack.ts";
 import { runDetails, type ScriptedGitHub } from "./support/github_script.ts";
+import { startScriptedGitHub } from "./support/github_script.ts";
+import { freshDatabase } from "./support/db.ts";
+import { freePort, startStack } from "./support/stack.ts";
+import { startListenRefusingProxy } from "./support/pg_proxy.ts";
 
 const ORIGIN = "http://localhost:3000";
 const SHA = "0123456789abcdef".repeat(4);
@@ -679,13 +683,14 @@ const wakeUps: number[] = [];
 
 /**
  * Long-polls `id` with its current ETag, sends `change` after 400 ms, and
- * asserts that the poll was still waiting then and answered 200 within 1 s
- * of the report.
+ * asserts that the poll was still waiting then and answered 200 within
+ * `withinMs` (1 s) of the report.
  */
 async function assertWakesUp(
   ctx: Ctx,
   id: string,
   change: () => Promise<void>,
+  withinMs = 1000,
 ): Promise<Json> {
   const current = await getRun(ctx, id);
   const tag = current.headers.get("etag") ?? "";
@@ -708,7 +713,7 @@ async function assertWakesUp(
   console.log(`long-poll wake-up: ${latency.toFixed(1)} ms after the report`);
   assert.equal(a.status, 200, a.text);
   assert.notEqual(a.headers.get("etag"), tag);
-  assert.ok(latency < 1000, `woke ${latency} ms after the report`);
+  assert.ok(latency < withinMs, `woke ${latency} ms after the report`);
   return a.body.run;
 }
 
@@ -901,6 +906,159 @@ behaviour(
 // --- the runner ------------------------------------------------------------------
 
 suite.register();
+
+// --- long-polls where LISTEN cannot work ----------------------------------------
+//
+// Each server below is started with BACKUP_DB_URL; its long-polls must then
+// re-read the run every second instead of waiting for a notification.
+
+/** Occurrences of `needle` in `text`. */
+function count(text: string, needle: string): number {
+  return text.split(needle).length - 1;
+}
+
+const POOLER_LOG = "long-polls re-read the run every second: the database " +
+  "URL says pgbouncer=true";
+const LISTEN_FAILED_LOG = "long-polls re-read the run every second: LISTEN " +
+  "backup_history could not be established (0A000 LISTEN is not supported here)";
+// Trust authentication ignores it; it stands for the password a real URL
+// holds, which no log line may show.
+const URL_PASSWORD = "listen-test-password-never-logged";
+
+Deno.test("backup-status long-polls where LISTEN cannot work, against PostgreSQL", async (t) => {
+  const db = await freshDatabase();
+  const gh = startScriptedGitHub();
+  const proxy = startListenRefusingProxy(db.url);
+  const stacks: Stack[] = [];
+  try {
+    await db.sql`insert into backup_admins (user_id) values (${ADMIN_ID})`;
+    const token = await userToken(ADMIN_ID);
+    const withPassword = (url: string) => {
+      const u = new URL(url);
+      u.password = URL_PASSWORD;
+      return u.toString();
+    };
+    const fresh = () =>
+      db.sql`truncate backup_history, backup_report_deliveries`;
+
+    // SUPABASE_DB_URL points at a port nobody listens on.
+    const closedPort = freePort();
+    await assert.rejects(
+      Deno.connect({ hostname: "127.0.0.1", port: closedPort }),
+    );
+    const pooled = await startStack({
+      databaseUrl: `postgres://postgres@127.0.0.1:${closedPort}/postgres`,
+      githubApiUrl: gh.url,
+      env: { BACKUP_DB_URL: `${withPassword(db.url)}?pgbouncer=true` },
+    });
+    stacks.push(pooled);
+    const viaPooler: Ctx = { stack: pooled, gh, sql: db.sql, token };
+
+    await t.step(
+      "a long-poll through a transaction-pooler URL (pgbouncer=true) wakes by polling within 1.5 s of a report, and never LISTENs",
+      async () => {
+        await fresh();
+        gh.reset();
+        const run = await dispatched(viaPooler, 3131);
+        await send(viaPooler, run, "started");
+        const dumped = await assertWakesUp(
+          viaPooler,
+          run.dispatch_id,
+          () =>
+            send(viaPooler, run, "progress", { progress: { phase: "dumped" } }),
+          1500,
+        );
+        assert.equal(dumped.phase, "dumped");
+        const done = await assertWakesUp(
+          viaPooler,
+          run.dispatch_id,
+          () =>
+            send(viaPooler, run, "succeeded", {
+              s3_key: "backups/pooled.dump",
+              size_bytes: 42,
+            }),
+          1500,
+        );
+        assert.equal(done.status, "success");
+        const listening = await db.sql`
+          select count(*)::int as n from pg_stat_activity
+           where datname = current_database() and query ilike 'listen%'`;
+        assert.equal(listening[0].n, 0, "a connection ran LISTEN");
+        const log = pooled.output();
+        assert.equal(count(log, POOLER_LOG), 1, log);
+        assert.equal(count(log, "LISTEN backup_history could not"), 0, log);
+        assert.ok(!log.includes(URL_PASSWORD), "the log shows the URL");
+      },
+    );
+
+    await t.step(
+      "BACKUP_DB_URL wins over SUPABASE_DB_URL: with SUPABASE_DB_URL at a closed port every function still reaches the database",
+      async () => {
+        await fresh();
+        gh.reset();
+        const run = await dispatched(viaPooler, 3232);
+        await send(viaPooler, run, "started");
+        const one = await getRun(viaPooler, run.dispatch_id);
+        assert.equal(one.body.run.phase, "running");
+        const page = await status(viaPooler, "limit=5");
+        assert.equal(page.status, 200, page.text);
+        assert.deepEqual(
+          page.body.runs.map((r: Json) => r.dispatch_id),
+          [run.dispatch_id],
+        );
+        const rows = await db.sql`
+          select status, workflow_run_id from backup_history`;
+        assert.deepEqual([...rows], [{
+          status: "in_progress",
+          workflow_run_id: "3232",
+        }]);
+      },
+    );
+
+    const refusing = await startStack({
+      databaseUrl: db.url,
+      githubApiUrl: gh.url,
+      env: { BACKUP_DB_URL: withPassword(proxy.url) },
+    });
+    stacks.push(refusing);
+    const viaProxy: Ctx = { stack: refusing, gh, sql: db.sql, token };
+
+    await t.step(
+      "when LISTEN cannot be established the long-poll still answers the change within 1.5 s, and LISTEN is not retried on every request",
+      async () => {
+        await fresh();
+        gh.reset();
+        const run = await dispatched(viaProxy, 3333);
+        await send(viaProxy, run, "started");
+        const dumped = await assertWakesUp(
+          viaProxy,
+          run.dispatch_id,
+          () =>
+            send(viaProxy, run, "progress", { progress: { phase: "dumped" } }),
+          1500,
+        );
+        assert.equal(dumped.phase, "dumped");
+        const failed = await assertWakesUp(
+          viaProxy,
+          run.dispatch_id,
+          () => send(viaProxy, run, "failed", { error_text: "disk full" }),
+          1500,
+        );
+        assert.equal(failed.status, "failed");
+        assert.equal(failed.error_text, "disk full");
+        assert.equal(proxy.refused(), 1, "LISTEN was tried once");
+        const log = refusing.output();
+        assert.equal(count(log, LISTEN_FAILED_LOG), 1, log);
+        assert.ok(!log.includes(URL_PASSWORD), "the log shows the URL");
+      },
+    );
+  } finally {
+    for (const s of stacks) await s.close();
+    await proxy.close();
+    await gh.close();
+    await db.close();
+  }
+});
 
 // --- the client module (web/backup_client.js) against a scripted fetch -----------
 

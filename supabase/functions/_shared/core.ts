@@ -108,11 +108,16 @@ class Host implements HostContract {
   sleep(ms: number): Promise<void> {
     return new Promise((resolve) => setTimeout(resolve, ms));
   }
+  // BACKUP_DB_URL overrides SUPABASE_DB_URL (e.g. a direct URL where the
+  // injected one is a transaction pooler); src/change_feed.rs reads the same.
+  private dbUrl(): string | undefined {
+    return this.env("BACKUP_DB_URL") || this.env("SUPABASE_DB_URL");
+  }
   query(sql: string, params: (string | null)[]): Promise<unknown[]> {
-    return query(Deno.env.get("SUPABASE_DB_URL"), sql, params);
+    return query(this.dbUrl(), sql, params);
   }
   watch(dispatchId: string): Promise<number> {
-    return watch(Deno.env.get("SUPABASE_DB_URL"), dispatchId);
+    return watch(this.dbUrl(), dispatchId);
   }
   waitForChange(
     dispatchId: string,

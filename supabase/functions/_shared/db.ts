@@ -15,31 +15,48 @@ export interface DbFailure {
 let client: postgres.Sql | undefined;
 let clientUrl: string | undefined;
 
-/** The shared client for `url` (SUPABASE_DB_URL), created on first use. */
+const OPTIONS = {
+  // Supabase's transaction pooler (port 6543) does not support prepared
+  // statements.
+  prepare: false,
+  connect_timeout: 5,
+  idle_timeout: 20,
+  onnotice: () => {},
+};
+
+/**
+ * `url` as postgres.js should see it. The driver sends every query parameter
+ * it does not know to the server as a setting, and PostgreSQL refuses to
+ * connect with an unknown one; `pgbouncer=true` is only a label (Prisma's)
+ * that the core reads to know that LISTEN cannot work there.
+ */
+export function driverUrl(url: string): string {
+  const at = url.indexOf("?");
+  if (at < 0) return url;
+  const kept = url.slice(at + 1).split("&")
+    .filter((pair) => pair.split("=")[0] !== "pgbouncer");
+  return url.slice(0, at) + (kept.length ? `?${kept.join("&")}` : "");
+}
+
+/** The shared client for `url`, created on first use. */
 export function database(url: string): postgres.Sql {
   if (!client || clientUrl !== url) {
     client?.end({ timeout: 1 }).catch(() => {});
-    client = postgres(url, {
-      max: 5,
-      // Supabase's transaction pooler (port 6543) does not support
-      // prepared statements.
-      prepare: false,
-      connect_timeout: 5,
-      idle_timeout: 20,
-      onnotice: () => {},
-    });
+    client = postgres(driverUrl(url), { ...OPTIONS, max: 5 });
     clientUrl = url;
   }
   return client;
 }
 
-/** Closes the shared client (tests, shutdown). */
+/** Closes the shared client and the listener (tests, shutdown). */
 export async function closeDatabase(): Promise<void> {
   const c = client;
   client = undefined;
   clientUrl = undefined;
+  const l = listener;
+  listener = undefined;
   listening = undefined;
-  await c?.end({ timeout: 2 });
+  await Promise.all([c?.end({ timeout: 2 }), l?.end({ timeout: 2 })]);
 }
 
 // Connection-level failures: the database cannot be reached or went away.
@@ -93,13 +110,13 @@ export function classify(error: unknown): DbFailure {
   };
 }
 
-/** SUPABASE_DB_URL, or the failure the core answers 503 for. */
+/** The database URL, or the failure the core answers 503 for. */
 function requireUrl(url: string | undefined): string {
   if (!url) {
     throw {
       kind: "unavailable",
       constraint: "",
-      message: "SUPABASE_DB_URL is not set",
+      message: "neither BACKUP_DB_URL nor SUPABASE_DB_URL is set",
     } satisfies DbFailure;
   }
   return url;
@@ -128,6 +145,11 @@ export async function query(
 // before the change still wakes: it waits for "more than the count I saw".
 const seen = new Map<string, number>();
 const waiters = new Map<string, Set<() => void>>();
+// The listening connection has a client of its own: when LISTEN fails,
+// postgres.js keeps the failed attempt and hands it to every later one, so
+// the client is dropped and a later watch starts afresh.
+let listener: postgres.Sql | undefined;
+let listenerUrl: string | undefined;
 let listening: Promise<unknown> | undefined;
 const MAX_TRACKED = 1000;
 
@@ -139,19 +161,30 @@ function notified(id: string): void {
   for (const wake of waiters.get(id) ?? []) wake();
 }
 
-/** Starts listening (once) and returns the count of changes seen for `id`. */
+/**
+ * Starts listening (once) and returns the count of changes seen for `id`.
+ * Rejects with a {@link DbFailure} when LISTEN cannot be established; the
+ * core then polls, and decides when to call again.
+ */
 export async function watch(
   url: string | undefined,
   id: string,
 ): Promise<number> {
-  if (!listening) {
-    listening = database(requireUrl(url)).listen("backup_history", notified)
-      .catch(
-        (error) => {
-          listening = undefined;
-          throw classify(error);
-        },
-      );
+  const target = requireUrl(url);
+  if (!listening || listenerUrl !== target) {
+    listener?.end({ timeout: 1 }).catch(() => {});
+    const sql = postgres(driverUrl(target), { ...OPTIONS, max: 1 });
+    listener = sql;
+    listenerUrl = target;
+    listening = sql.listen("backup_history", notified).catch((error) => {
+      if (listener === sql) {
+        listener = undefined;
+        listenerUrl = undefined;
+        listening = undefined;
+      }
+      sql.end({ timeout: 1 }).catch(() => {});
+      throw classify(error);
+    });
   }
   await listening;
   return seen.get(id) ?? 0;
