@@ -109,14 +109,14 @@ Deno.test("user tokens signed with the project's asymmetric keys", async (t) => 
     databaseUrl: db.url,
     env: {
       SUPABASE_JWKS: JSON.stringify({ keys: [es.jwk, rs.jwk] }),
-      SUPABASE_JWT_SECRET: null,
+      BACKUP_JWT_SECRET: null,
     },
   });
   let published: JsonWebKey[] | null = [es.jwk];
   const auth = jwksServer(() => published);
   const fetched = await startStack({
     databaseUrl: db.url,
-    env: { SUPABASE_URL: auth.url, SUPABASE_JWT_SECRET: null },
+    env: { SUPABASE_URL: auth.url, BACKUP_JWT_SECRET: null },
   });
   try {
     await t.step(
@@ -234,7 +234,7 @@ Deno.test("user tokens signed with the project's asymmetric keys", async (t) => 
         published = null;
         const cold = await startStack({
           databaseUrl: db.url,
-          env: { SUPABASE_URL: auth.url, SUPABASE_JWT_SECRET: null },
+          env: { SUPABASE_URL: auth.url, BACKUP_JWT_SECRET: null },
         });
         try {
           const r = await history(cold.url, await sign(es, { sub: ADMIN_ID }));

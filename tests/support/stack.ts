@@ -52,7 +52,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     DENO_NO_UPDATE_CHECK: "1",
     PORT: String(port),
     SUPABASE_DB_URL: opts.databaseUrl,
-    SUPABASE_JWT_SECRET: TEST_JWT_SECRET,
+    BACKUP_JWT_SECRET: TEST_JWT_SECRET,
     BACKUP_WEBHOOK_SECRET: TEST_WEBHOOK_SECRET,
     GITHUB_TOKEN: TEST_GITHUB_TOKEN,
     GITHUB_REPOSITORY: "acme/app",
