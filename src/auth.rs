@@ -21,7 +21,6 @@ use crate::store::Store;
 use crate::token::{self, Jwks, Keys, User, Verdict};
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
-use std::collections::HashMap;
 use uuid::Uuid;
 
 /// How long a fetched JWKS is trusted before it is fetched again.
@@ -47,8 +46,10 @@ struct Fetched {
 
 thread_local! {
     static FETCHED: RefCell<Option<Fetched>> = const { RefCell::new(None) };
-    // SHA-256 of a token Auth confirmed -> (its user, remembered until).
-    static CONFIRMED: RefCell<HashMap<[u8; 32], (Uuid, i64)>> = RefCell::new(HashMap::new());
+    // (SHA-256 of a token Auth confirmed, its user, remembered until). A
+    // scan of at most CONFIRMED_MAX entries costs less than a HashMap's
+    // share of the module.
+    static CONFIRMED: RefCell<Vec<([u8; 32], Uuid, i64)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Verifies the bearer token and checks that its user is a backup admin.
@@ -73,19 +74,20 @@ pub async fn admin(host: &impl Host, store: &impl Store, req: &Request) -> Resul
 /// As [`admin`], without the 403 and the 503.
 pub async fn user(host: &impl Host, token: &str) -> Result<User, Error> {
     let cfg = config::token_keys(host)?;
-    let injected = cfg.jwks.as_deref().map(Jwks::parse).transpose()?;
+    let mut keys = Keys {
+        hs256_secret: cfg.hs256.clone().map(String::into_bytes),
+        jwks: cfg.jwks.as_deref().map(Jwks::parse).transpose()?,
+    };
+    let injected = keys.jwks.as_ref().map_or(0, |j| j.keys.len());
     let jwks_url = cfg.jwks_url();
     let now = host.now_ms();
-    let mut fetched = jwks_url.as_deref().and_then(|url| fresh_jwks(url, now));
+    let (fresh, last_attempt) = match jwks_url.as_deref() {
+        Some(url) => fetched_jwks(url, now),
+        None => (None, None),
+    };
+    with_fetched(&mut keys, injected, fresh);
     let mut refetched = false;
     loop {
-        let keys = Keys {
-            hs256_secret: cfg.hs256.clone().map(String::into_bytes),
-            jwks: match (&injected, &fetched) {
-                (Some(a), Some(b)) => Some(a.union(b)),
-                (a, b) => a.clone().or_else(|| b.clone()),
-            },
-        };
         match token::verify(token, &keys, now / 1000)? {
             Verdict::Valid(user) => return Ok(user),
             Verdict::ValidIfSigned(user, check) => {
@@ -100,7 +102,8 @@ pub async fn user(host: &impl Host, token: &str) -> Result<User, Error> {
             }
             Verdict::UnknownKey => match jwks_url.as_deref() {
                 Some(url) if !refetched => {
-                    fetched = Some(refetch_jwks(host, url).await?);
+                    let fetched = refetch_jwks(host, url, last_attempt).await?;
+                    with_fetched(&mut keys, injected, Some(fetched));
                     refetched = true;
                 }
                 _ => return Err(Error::InvalidToken("no key matches the token".into())),
@@ -109,30 +112,39 @@ pub async fn user(host: &impl Host, token: &str) -> Result<User, Error> {
     }
 }
 
-/// The fetched key set, unless it is older than [`JWKS_TTL_MS`].
-fn fresh_jwks(url: &str, now: i64) -> Option<Jwks> {
-    FETCHED.with(|f| {
-        f.borrow()
-            .as_ref()
-            .filter(|f| f.url == url)
-            .and_then(|f| f.jwks.as_ref())
-            .filter(|(_, at)| now - at < JWKS_TTL_MS)
-            .map(|(jwks, _)| jwks.clone())
+/// The injected keys (the first `injected` of `keys`) followed by `fetched`.
+fn with_fetched(keys: &mut Keys, injected: usize, fetched: Option<Jwks>) {
+    let Some(fetched) = fetched else { return };
+    let jwks = keys.jwks.get_or_insert_with(Jwks::default);
+    jwks.keys.truncate(injected);
+    jwks.keys.extend(fetched.keys);
+}
+
+/// The fetched key set unless it is older than [`JWKS_TTL_MS`], and the
+/// last attempt to fetch it: (when, whether it failed).
+fn fetched_jwks(url: &str, now: i64) -> (Option<Jwks>, Option<(i64, bool)>) {
+    FETCHED.with(|f| match f.borrow().as_ref().filter(|f| f.url == url) {
+        Some(f) => (
+            f.jwks
+                .as_ref()
+                .filter(|(_, at)| now - at < JWKS_TTL_MS)
+                .map(|(jwks, _)| jwks.clone()),
+            Some(f.attempt),
+        ),
+        None => (None, None),
     })
 }
 
 /// Fetches the key set, unless the last attempt was less than
 /// [`JWKS_REFETCH_MS`] ago: then the token stays unverifiable, which is a
 /// 401 if that attempt found a key set, and a 502 if it failed.
-async fn refetch_jwks(host: &impl Host, url: &str) -> Result<Jwks, Error> {
+async fn refetch_jwks(
+    host: &impl Host,
+    url: &str,
+    last_attempt: Option<(i64, bool)>,
+) -> Result<Jwks, Error> {
     let now = host.now_ms();
-    let last = FETCHED.with(|f| {
-        f.borrow()
-            .as_ref()
-            .filter(|f| f.url == url)
-            .map(|f| f.attempt)
-    });
-    if let Some((at, failed)) = last {
+    if let Some((at, failed)) = last_attempt {
         if now - at < JWKS_REFETCH_MS {
             return Err(if failed {
                 Error::Upstream("the JWKS endpoint failed less than a minute ago".into())
@@ -201,8 +213,12 @@ async fn confirmed_by_auth(
     };
     let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     let now = host.now_ms();
-    let remembered = CONFIRMED.with(|c| c.borrow().get(&digest).copied());
-    if remembered.is_some_and(|(id, until)| id == user.id && now < until) {
+    let remembered = CONFIRMED.with(|c| {
+        c.borrow()
+            .iter()
+            .any(|(d, id, until)| *d == digest && *id == user.id && now < *until)
+    });
+    if remembered {
         return Ok(user);
     }
     let response = host
@@ -246,27 +262,19 @@ enum AuthAnswer {
 }
 
 fn auth_answer(status: u16, body: &str) -> AuthAnswer {
-    let json: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
-    if status == 200 {
-        return match json["id"].as_str().and_then(|id| Uuid::try_parse(id).ok()) {
-            Some(id) => AuthAnswer::User(id),
-            None => AuthAnswer::Unavailable("200 without a user id".into()),
-        };
-    }
-    // Auth's error bodies name the problem (`error_code`, `msg`) and carry
-    // neither the token nor the key: safe to log, briefly.
-    let reason = ["error_code", "msg", "message"]
-        .iter()
-        .find_map(|k| json[k].as_str())
-        .map(|r| r.chars().take(120).collect::<String>());
-    let why = match reason {
-        Some(r) => format!("HTTP {status}: {r}"),
-        None => format!("HTTP {status}"),
-    };
-    if (400..500).contains(&status) && status != 429 {
-        AuthAnswer::Refused(why)
-    } else {
-        AuthAnswer::Unavailable(why)
+    let why = format!("HTTP {status}");
+    match status {
+        200 => {
+            let json: serde_json::Value =
+                serde_json::from_slice(body.as_bytes()).unwrap_or_default();
+            match json["id"].as_str().and_then(|id| Uuid::try_parse(id).ok()) {
+                Some(id) => AuthAnswer::User(id),
+                None => AuthAnswer::Unavailable(format!("{why} without a user id")),
+            }
+        }
+        429 => AuthAnswer::Unavailable(why),
+        400..=499 => AuthAnswer::Refused(why),
+        _ => AuthAnswer::Unavailable(why),
     }
 }
 
@@ -278,14 +286,17 @@ fn remember(digest: [u8; 32], id: Uuid, now: i64, until: i64) {
     }
     CONFIRMED.with(|c| {
         let mut c = c.borrow_mut();
-        c.retain(|_, (_, u)| *u > now);
+        c.retain(|(d, _, u)| *u > now && *d != digest);
         while c.len() >= CONFIRMED_MAX {
-            let Some(soonest) = c.iter().min_by_key(|(_, (_, u))| *u).map(|(k, _)| *k) else {
-                break;
-            };
-            c.remove(&soonest);
+            let mut soonest = 0;
+            for (i, (_, _, u)) in c.iter().enumerate() {
+                if *u < c[soonest].2 {
+                    soonest = i;
+                }
+            }
+            c.swap_remove(soonest);
         }
-        c.insert(digest, (id, until));
+        c.push((digest, id, until));
     });
 }
 
@@ -311,14 +322,14 @@ mod tests {
                 401,
                 r#"{"code":401,"error_code":"bad_jwt","msg":"invalid JWT"}"#
             ),
-            AuthAnswer::Refused("HTTP 401: bad_jwt".into())
+            AuthAnswer::Refused("HTTP 401".into())
         );
         assert_eq!(
             auth_answer(
                 403,
                 r#"{"msg":"User from sub claim in JWT does not exist"}"#
             ),
-            AuthAnswer::Refused("HTTP 403: User from sub claim in JWT does not exist".into())
+            AuthAnswer::Refused("HTTP 403".into())
         );
         assert_eq!(
             auth_answer(429, ""),
@@ -342,7 +353,7 @@ mod tests {
         // The ones that would have expired soonest made room.
         CONFIRMED.with(|c| {
             let c = c.borrow();
-            assert!(c.values().all(|(_, until)| *until >= 1_010));
+            assert!(c.iter().all(|(_, _, until)| *until >= 1_010));
         });
         remember([0xff; 32], id, 5_000, 6_000);
         assert_eq!(remembered_answers(), 1, "every expired answer was dropped");

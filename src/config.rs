@@ -187,38 +187,36 @@ pub fn service_keys(env: &impl Env) -> Result<Vec<String>, Error> {
 }
 
 /// A set of API keys as the platform injects it: a JSON object of name to
-/// key (`{"default":"sb_secret_..."}`, which is what the Supabase CLI's
-/// edge-runtime entry point passes as `SUPABASE_PUBLISHABLE_KEYS` and
-/// `SUPABASE_SECRET_KEYS`). A JSON array of keys, or a value that is not
-/// JSON at all (one key, as users write it by hand), is accepted too.
-/// The `default` key comes first, then the others by name: JSON objects
-/// are read without their member order.
+/// key, `{"default":"sb_secret_..."}` (the shape supabase/cli's edge-runtime
+/// entry point, `internal/functions/serve/templates/main.ts`, builds for
+/// `SUPABASE_PUBLISHABLE_KEYS` and `SUPABASE_SECRET_KEYS`). Any other value
+/// is one key, as a user would write it by hand. The `default` key comes
+/// first, then the others by name: JSON objects are read without their
+/// member order.
 fn key_set(env: &impl Env, name: &str) -> Vec<String> {
-    let Some(raw) = get(env, name) else {
-        return Vec::new();
-    };
-    let text = |v: &serde_json::Value| {
-        v.as_str()
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .map(str::to_string)
-    };
-    match serde_json::from_str::<serde_json::Value>(&raw) {
-        Ok(serde_json::Value::Object(map)) => {
-            let default = map.get("default").and_then(text);
-            default
-                .into_iter()
-                .chain(
-                    map.iter()
-                        .filter(|(k, _)| k.as_str() != "default")
-                        .filter_map(|(_, v)| text(v)),
-                )
-                .collect()
+    fn add(keys: &mut Vec<String>, value: &serde_json::Value) {
+        if let Some(key) = value.as_str().map(str::trim).filter(|k| !k.is_empty()) {
+            keys.push(key.to_string());
         }
-        Ok(serde_json::Value::Array(list)) => list.iter().filter_map(text).collect(),
-        Ok(key @ serde_json::Value::String(_)) => text(&key).into_iter().collect(),
-        _ => vec![raw],
     }
+    let mut keys = Vec::new();
+    let Some(raw) = get(env, name) else {
+        return keys;
+    };
+    match serde_json::from_slice::<serde_json::Value>(raw.as_bytes()) {
+        Ok(serde_json::Value::Object(map)) => {
+            if let Some(default) = map.get("default") {
+                add(&mut keys, default);
+            }
+            for (name, value) in &map {
+                if name != "default" {
+                    add(&mut keys, value);
+                }
+            }
+        }
+        _ => keys.push(raw),
+    }
+    keys
 }
 
 #[cfg(test)]
@@ -352,14 +350,6 @@ mod tests {
         assert_eq!(
             service_keys(&vars(&[("SUPABASE_SECRET_KEYS", "sb_secret_plain")])).unwrap(),
             vec!["sb_secret_plain"]
-        );
-        assert_eq!(
-            service_keys(&vars(&[(
-                "SUPABASE_SECRET_KEYS",
-                r#"["sb_secret_a","sb_secret_b"]"#
-            )]))
-            .unwrap(),
-            vec!["sb_secret_a", "sb_secret_b"]
         );
         let err = service_keys(&vars(&[("SUPABASE_SECRET_KEYS", "{}")])).unwrap_err();
         assert_eq!(err.status(), 500);

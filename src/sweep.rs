@@ -78,12 +78,12 @@ fn authorize(host: &impl Host, req: &Request) -> Result<(), Error> {
     if req.header("webhook-signature").is_some() {
         return config::webhook_secret(host)?.verify_request(req, host.now_ms() / 1000);
     }
-    let presented: Vec<&str> = [req.header("apikey").map(str::trim), req.bearer_token().ok()]
-        .into_iter()
-        .flatten()
-        .filter(|v| !v.is_empty())
-        .collect();
-    if presented.is_empty() {
+    let apikey = req
+        .header("apikey")
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    let presented = [apikey, req.bearer_token().ok()];
+    if presented == [None, None] {
         return Err(Error::MissingToken);
     }
     let keys = config::service_keys(host)?;
@@ -94,10 +94,10 @@ fn authorize(host: &impl Host, req: &Request) -> Result<(), Error> {
     }
 }
 
-fn is_service_key(presented: &[&str], keys: &[String]) -> bool {
+fn is_service_key(presented: &[Option<&str>], keys: &[String]) -> bool {
     let digest = |v: &[u8]| -> [u8; 32] { Sha256::digest(v).into() };
     let mut matched = Choice::from(0);
-    for p in presented {
+    for p in presented.iter().flatten() {
         let p = digest(p.as_bytes());
         for k in keys {
             matched |= p.ct_eq(&digest(k.as_bytes()));
@@ -209,12 +209,12 @@ mod tests {
     #[test]
     fn a_service_key_matches_only_whole_and_exact() {
         let keys = vec!["sb_secret_abc".to_string(), "eyJ-legacy".to_string()];
-        assert!(is_service_key(&["sb_secret_abc"], &keys));
-        assert!(is_service_key(&["wrong", "eyJ-legacy"], &keys));
+        assert!(is_service_key(&[Some("sb_secret_abc"), None], &keys));
+        assert!(is_service_key(&[Some("wrong"), Some("eyJ-legacy")], &keys));
         for wrong in ["sb_secret_ab", "sb_secret_abcd", "SB_SECRET_ABC", "", "eyJ"] {
-            assert!(!is_service_key(&[wrong], &keys), "{wrong:?}");
+            assert!(!is_service_key(&[Some(wrong)], &keys), "{wrong:?}");
         }
-        assert!(!is_service_key(&[], &keys));
-        assert!(!is_service_key(&["sb_secret_abc"], &[]));
+        assert!(!is_service_key(&[None, None], &keys));
+        assert!(!is_service_key(&[Some("sb_secret_abc")], &[]));
     }
 }

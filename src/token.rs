@@ -20,8 +20,10 @@
 //! keys of the key set (`k` is the base64url secret) and `BACKUP_JWT_SECRET`.
 //! An oct key is a candidate when its `kid` equals the token's, when it has
 //! no `kid`, or when the token has none: the Supabase CLI injects the local
-//! secret as an oct key without a `kid`, and a wrong candidate costs one HMAC
-//! (the signature, not the `kid`, is what is trusted). When no candidate
+//! secret as `{"kty":"oct","k":"<base64url>"}`, without a `kid` (supabase/cli,
+//! `pkg/config/config.go`, `ResolveJWKS`, passed to the functions as
+//! `SUPABASE_JWKS` by `internal/functions/serve/serve.go`), and a wrong
+//! candidate costs one HMAC (the signature, not the `kid`, is trusted). When no candidate
 //! exists at all, which is every hosted project on the legacy secret (the
 //! platform never hands the secret to functions), only Supabase Auth can
 //! vouch for the token: [`Verdict::ValidIfAuthConfirms`].
@@ -112,13 +114,6 @@ impl Jwks {
                 })
                 .collect(),
         })
-    }
-
-    /// The keys of both sets, these first.
-    pub fn union(&self, other: &Jwks) -> Jwks {
-        Jwks {
-            keys: self.keys.iter().chain(&other.keys).cloned().collect(),
-        }
     }
 }
 
@@ -221,22 +216,10 @@ pub fn verify(token: &str, keys: &Keys, now_secs: i64) -> Result<Verdict, Error>
     }
     let (user, exp) = check_claims(p64, now_secs)?;
     if header.alg == "HS256" {
-        let secrets = hs256_secrets(keys, header.kid.as_deref());
-        if secrets.is_empty() {
-            return Ok(Verdict::ValidIfAuthConfirms { user, exp });
-        }
-        let verifies = |secret: &Vec<u8>| {
-            Hmac::<Sha256>::new_from_slice(secret)
-                .map(|mut mac| {
-                    mac.update(signed);
-                    mac.verify_slice(&signature).is_ok()
-                })
-                .unwrap_or(false)
-        };
-        return if secrets.iter().any(verifies) {
-            Ok(Verdict::Valid(user))
-        } else {
-            Err(invalid("HS256 signature mismatch"))
+        return match hs256_verifies(keys, header.kid.as_deref(), signed, &signature) {
+            None => Ok(Verdict::ValidIfAuthConfirms { user, exp }),
+            Some(true) => Ok(Verdict::Valid(user)),
+            Some(false) => Err(invalid("HS256 signature mismatch")),
         };
     }
     Ok(match find_key(keys, &header)? {
@@ -247,21 +230,32 @@ pub fn verify(token: &str, keys: &Keys, now_secs: i64) -> Result<Verdict, Error>
     })
 }
 
-/// The HS256 secrets a token may be signed with (see the module docs).
-fn hs256_secrets(keys: &Keys, kid: Option<&str>) -> Vec<Vec<u8>> {
-    let oct = keys.jwks.iter().flat_map(|jwks| &jwks.keys).filter(|k| {
-        k.kty == "oct"
-            && k.alg.as_deref().is_none_or(|a| a == "HS256")
-            && (kid.is_none() || k.kid.is_none() || k.kid.as_deref() == kid)
-    });
-    oct.filter_map(|k| {
-        URL_SAFE_NO_PAD
-            .decode(k.k.as_deref()?.trim_end_matches('='))
-            .ok()
-    })
-    .chain(keys.hs256_secret.clone())
-    .filter(|secret| !secret.is_empty())
-    .collect()
+/// Whether one of the HS256 secrets the token may be signed with (see the
+/// module docs) verifies its signature; `None` when no secret is held.
+fn hs256_verifies(keys: &Keys, kid: Option<&str>, signed: &[u8], signature: &[u8]) -> Option<bool> {
+    let mut held = false;
+    let mut verified = false;
+    let mut check = |secret: &[u8]| {
+        if let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) {
+            held |= !secret.is_empty();
+            mac.update(signed);
+            verified |= !secret.is_empty() && mac.verify_slice(signature).is_ok();
+        }
+    };
+    for key in keys.jwks.iter().flat_map(|jwks| &jwks.keys) {
+        let candidate = key.kty == "oct"
+            && key.alg.as_deref().is_none_or(|a| a == "HS256")
+            && (kid.is_none() || key.kid.is_none() || key.kid.as_deref() == kid);
+        if let Some(secret) = key.k.as_deref().filter(|_| candidate) {
+            if let Ok(secret) = URL_SAFE_NO_PAD.decode(secret.trim_end_matches('=')) {
+                check(&secret);
+            }
+        }
+    }
+    if let Some(secret) = &keys.hs256_secret {
+        check(secret);
+    }
+    held.then_some(verified)
 }
 
 /// The user and `exp` of valid claims.
