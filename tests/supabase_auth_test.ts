@@ -318,7 +318,7 @@ Deno.test("user tokens and service keys as hosted Supabase provides them", async
       "reconcile-backups takes an sb_secret key in apikey or as a bearer token",
       async () => {
         for (
-          const headers of [
+          const headers of <Record<string, string>[]> [
             { apikey: SECRET_KEY },
             { authorization: `Bearer ${SECRET_KEY}` },
             {
@@ -343,7 +343,7 @@ Deno.test("user tokens and service keys as hosted Supabase provides them", async
       "reconcile-backups refuses a wrong key with 401 and no key with missing_token",
       async () => {
         for (
-          const headers of [
+          const headers of <Record<string, string>[]> [
             { apikey: SECRET_KEY.slice(0, -1) },
             { authorization: `Bearer ${SECRET_KEY}x` },
             { apikey: PUBLISHABLE_KEY },

@@ -112,13 +112,15 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   };
 }
 
-/** An HS256 user token signed with the stack's JWT secret (by default). */
+/** An HS256 user token signed with the stack's JWT secret (by default);
+ * `header` adds members to its JOSE header (e.g. a `kid`). */
 export function userToken(
   sub: string,
   overrides: Record<string, unknown> = {},
   secret = TEST_JWT_SECRET,
+  header: Record<string, unknown> = {},
 ): Promise<string> {
-  return signing.userToken(sub, overrides, secret);
+  return signing.userToken(sub, overrides, secret, header);
 }
 
 /** Standard Webhooks headers signed with the stack's secret (by default). */
