@@ -38,8 +38,9 @@ const AUTH_TIMEOUT_MS: u32 = 5_000;
 /// The key set fetched from the project, and the last attempt to fetch it.
 struct Fetched {
     url: String,
-    /// The set, and when it was fetched.
-    jwks: Option<(Jwks, i64)>,
+    /// The set as served (a valid JWKS; re-parsing it costs less module
+    /// than cloning parsed keys), and when it was fetched.
+    jwks: Option<(String, i64)>,
     /// When the last fetch was tried, and whether it failed.
     attempt: (i64, bool),
 }
@@ -128,7 +129,7 @@ fn fetched_jwks(url: &str, now: i64) -> (Option<Jwks>, Option<(i64, bool)>) {
             f.jwks
                 .as_ref()
                 .filter(|(_, at)| now - at < JWKS_TTL_MS)
-                .map(|(jwks, _)| jwks.clone()),
+                .and_then(|(text, _)| Jwks::parse(text).ok()),
             Some(f.attempt),
         ),
         None => (None, None),
@@ -153,23 +154,24 @@ async fn refetch_jwks(
             });
         }
     }
-    let result = fetch_jwks(host, url).await;
+    let (result, text) = match fetch_jwks(host, url).await {
+        Ok((jwks, text)) => (Ok(jwks), Some((text, now))),
+        Err(e) => (Err(e), None),
+    };
     FETCHED.with(|f| {
         let mut f = f.borrow_mut();
         let kept = f.take().filter(|f| f.url == url).and_then(|f| f.jwks);
         *f = Some(Fetched {
             url: url.to_string(),
-            jwks: match &result {
-                Ok(jwks) => Some((jwks.clone(), now)),
-                Err(_) => kept,
-            },
             attempt: (now, result.is_err()),
+            jwks: text.or(kept),
         });
     });
     result
 }
 
-async fn fetch_jwks(host: &impl Host, url: &str) -> Result<Jwks, Error> {
+/// The published key set, parsed and as served.
+async fn fetch_jwks(host: &impl Host, url: &str) -> Result<(Jwks, String), Error> {
     let response = host
         .fetch(OutboundRequest {
             method: "GET",
@@ -186,8 +188,10 @@ async fn fetch_jwks(host: &impl Host, url: &str) -> Result<Jwks, Error> {
             response.status
         )));
     }
-    Jwks::parse(&response.body)
-        .map_err(|_| Error::Upstream("JWKS endpoint returned no key set".into()))
+    match Jwks::parse(&response.body) {
+        Ok(jwks) => Ok((jwks, response.body)),
+        Err(_) => Err(Error::Upstream("JWKS endpoint returned no key set".into())),
+    }
 }
 
 /// Asks Supabase Auth whether `token` is a live session of `user`.
