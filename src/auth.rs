@@ -82,10 +82,7 @@ pub async fn user(host: &impl Host, token: &str) -> Result<User, Error> {
     let injected = keys.jwks.as_ref().map_or(0, |j| j.keys.len());
     let jwks_url = cfg.jwks_url();
     let now = host.now_ms();
-    let (fresh, last_attempt) = match jwks_url.as_deref() {
-        Some(url) => fetched_jwks(url, now),
-        None => (None, None),
-    };
+    let fresh = jwks_url.as_deref().and_then(|url| fetched_jwks(url, now));
     with_fetched(&mut keys, injected, fresh);
     let mut refetched = false;
     loop {
@@ -103,7 +100,7 @@ pub async fn user(host: &impl Host, token: &str) -> Result<User, Error> {
             }
             Verdict::UnknownKey => match jwks_url.as_deref() {
                 Some(url) if !refetched => {
-                    let fetched = refetch_jwks(host, url, last_attempt).await?;
+                    let fetched = refetch_jwks(host, url).await?;
                     with_fetched(&mut keys, injected, Some(fetched));
                     refetched = true;
                 }
@@ -121,53 +118,58 @@ fn with_fetched(keys: &mut Keys, injected: usize, fetched: Option<Jwks>) {
     jwks.keys.extend(fetched.keys);
 }
 
-/// The fetched key set unless it is older than [`JWKS_TTL_MS`], and the
-/// last attempt to fetch it: (when, whether it failed).
-fn fetched_jwks(url: &str, now: i64) -> (Option<Jwks>, Option<(i64, bool)>) {
-    FETCHED.with(|f| match f.borrow().as_ref().filter(|f| f.url == url) {
-        Some(f) => (
-            f.jwks
-                .as_ref()
-                .filter(|(_, at)| now - at < JWKS_TTL_MS)
-                .and_then(|(text, _)| Jwks::parse(text).ok()),
-            Some(f.attempt),
-        ),
-        None => (None, None),
+/// The fetched key set, unless it is older than [`JWKS_TTL_MS`].
+fn fetched_jwks(url: &str, now: i64) -> Option<Jwks> {
+    FETCHED.with(|f| {
+        f.borrow()
+            .as_ref()
+            .filter(|f| f.url == url)
+            .and_then(|f| f.jwks.as_ref())
+            .filter(|(_, at)| now - at < JWKS_TTL_MS)
+            .and_then(|(text, _)| Jwks::parse(text).ok())
     })
 }
 
 /// Fetches the key set, unless the last attempt was less than
 /// [`JWKS_REFETCH_MS`] ago: then the token stays unverifiable, which is a
 /// 401 if that attempt found a key set, and a 502 if it failed.
-async fn refetch_jwks(
-    host: &impl Host,
-    url: &str,
-    last_attempt: Option<(i64, bool)>,
-) -> Result<Jwks, Error> {
+async fn refetch_jwks(host: &impl Host, url: &str) -> Result<Jwks, Error> {
     let now = host.now_ms();
-    if let Some((at, failed)) = last_attempt {
-        if now - at < JWKS_REFETCH_MS {
-            return Err(if failed {
-                Error::Upstream("the JWKS endpoint failed less than a minute ago".into())
-            } else {
-                Error::InvalidToken("no key has this kid; the JWKS was fetched <1 min ago".into())
-            });
-        }
-    }
-    let (result, text) = match fetch_jwks(host, url).await {
-        Ok((jwks, text)) => (Ok(jwks), Some((text, now))),
-        Err(e) => (Err(e), None),
-    };
+    // The attempt is claimed before the fetch (nothing awaits in between),
+    // so that requests arriving while it runs do not fetch too; until it
+    // succeeds it counts as failed, a 502 they may retry.
     FETCHED.with(|f| {
         let mut f = f.borrow_mut();
-        let kept = f.take().filter(|f| f.url == url).and_then(|f| f.jwks);
-        *f = Some(Fetched {
-            url: url.to_string(),
-            attempt: (now, result.is_err()),
-            jwks: text.or(kept),
-        });
+        match f.as_mut().filter(|f| f.url == url) {
+            Some(f) if now - f.attempt.0 < JWKS_REFETCH_MS => Err(if f.attempt.1 {
+                Error::Upstream("the JWKS endpoint failed (or is being asked) <1 min ago".into())
+            } else {
+                Error::InvalidToken("no key has this kid; the JWKS was fetched <1 min ago".into())
+            }),
+            Some(f) => {
+                f.attempt = (now, true);
+                Ok(())
+            }
+            None => {
+                *f = Some(Fetched {
+                    url: url.to_string(),
+                    jwks: None,
+                    attempt: (now, true),
+                });
+                Ok(())
+            }
+        }
+    })?;
+    let result = fetch_jwks(host, url).await;
+    FETCHED.with(|f| {
+        if let Some(f) = f.borrow_mut().as_mut().filter(|f| f.url == url) {
+            if let Ok((_, text)) = &result {
+                f.jwks = Some((text.clone(), now));
+                f.attempt.1 = false;
+            }
+        }
     });
-    result
+    result.map(|(jwks, _)| jwks)
 }
 
 /// The published key set, parsed and as served.
