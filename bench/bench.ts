@@ -163,7 +163,7 @@ function functionEnv(extra: Record<string, string>): Record<string, string> {
     HOME: Deno.env.get("HOME") ?? "/root",
     DENO_NO_UPDATE_CHECK: "1",
     BACKUP_WEBHOOK_SECRET: WEBHOOK_SECRET,
-    SUPABASE_JWT_SECRET: JWT_SECRET,
+    BACKUP_JWT_SECRET: JWT_SECRET,
     GITHUB_TOKEN: "ghp_bench_token",
     GITHUB_REPOSITORY: "acme/app",
     GITHUB_API_URL: "http://127.0.0.1:9",

@@ -218,7 +218,7 @@ export async function startDev(opts: DevOptions = {}): Promise<Dev> {
     // The functions, configured as on Supabase.
     const env: Record<string, string> = {
       SUPABASE_DB_URL: databaseUrl,
-      SUPABASE_JWT_SECRET: DEV_JWT_SECRET,
+      BACKUP_JWT_SECRET: DEV_JWT_SECRET,
       SUPABASE_SERVICE_ROLE_KEY: DEV_SERVICE_KEY,
       BACKUP_WEBHOOK_SECRET: DEV_WEBHOOK_SECRET,
       GITHUB_TOKEN: "dev-token",

@@ -1,6 +1,6 @@
-// Independent TypeScript implementations of the two credential formats the
-// functions accept: Supabase user access tokens (HS256) and Standard
-// Webhooks signatures. The tests use them to check the Rust core against the
+// Independent TypeScript implementations of the credential formats the
+// functions accept: Supabase user access tokens (HS256, ES256, RS256) and
+// Standard Webhooks signatures. The tests use them to check the Rust core against the
 // specifications rather than against itself; `deno task dev` uses them to
 // print ready-to-paste curl commands.
 
@@ -24,23 +24,87 @@ async function hmac(key: Uint8Array, data: string): Promise<Uint8Array> {
   );
 }
 
-/** An HS256 access token as Supabase Auth issues for a signed-in user. */
-export async function userToken(
+/** The claims of a signed-in user's access token, one hour long. */
+function userClaims(
   sub: string,
-  overrides: Record<string, unknown> = {},
-  secret: string,
-): Promise<string> {
-  const header = b64url(JSON.stringify({ alg: "HS256", typ: "JWT" }));
-  const claims = {
+  overrides: Record<string, unknown>,
+): Record<string, unknown> {
+  return {
     sub,
     role: "authenticated",
     aud: "authenticated",
     exp: Math.floor(Date.now() / 1000) + 3600,
     ...overrides,
   };
-  const input = `${header}.${b64url(JSON.stringify(claims))}`;
+}
+
+/** An HS256 access token as Supabase Auth issues for a signed-in user;
+ * `header` adds members to the JOSE header (e.g. a `kid`). */
+export async function userToken(
+  sub: string,
+  overrides: Record<string, unknown> = {},
+  secret: string,
+  header: Record<string, unknown> = {},
+): Promise<string> {
+  const h = b64url(JSON.stringify({ alg: "HS256", typ: "JWT", ...header }));
+  const input = `${h}.${b64url(JSON.stringify(userClaims(sub, overrides)))}`;
   const sig = await hmac(new TextEncoder().encode(secret), input);
   return `${input}.${b64url(sig)}`;
+}
+
+export type AsymmetricAlg = "ES256" | "RS256";
+
+/** A project signing key: the private half, and the public JWK as a JWKS
+ * publishes it. */
+export interface SigningKey {
+  alg: AsymmetricAlg;
+  kid: string;
+  privateKey: CryptoKey;
+  jwk: JsonWebKey & { kid: string; alg: AsymmetricAlg; use: string };
+}
+
+/** A fresh ES256 (P-256) or RS256 (2048-bit) signing key. */
+export async function signingKey(
+  alg: AsymmetricAlg,
+  kid: string,
+): Promise<SigningKey> {
+  const params = alg === "ES256" ? { name: "ECDSA", namedCurve: "P-256" } : {
+    name: "RSASSA-PKCS1-v1_5",
+    modulusLength: 2048,
+    publicExponent: new Uint8Array([1, 0, 1]),
+    hash: "SHA-256",
+  };
+  const pair = await crypto.subtle.generateKey(params, true, [
+    "sign",
+    "verify",
+  ]) as CryptoKeyPair;
+  const pub = await crypto.subtle.exportKey("jwk", pair.publicKey);
+  return {
+    alg,
+    kid,
+    privateKey: pair.privateKey,
+    jwk: { ...pub, kid, alg, use: "sig" },
+  };
+}
+
+/** A user access token signed with `key`, its header naming `kid`. */
+export async function asymmetricUserToken(
+  key: SigningKey,
+  sub: string,
+  overrides: Record<string, unknown> = {},
+  kid = key.kid,
+): Promise<string> {
+  const header = b64url(JSON.stringify({ alg: key.alg, kid, typ: "JWT" }));
+  const payload = b64url(JSON.stringify(userClaims(sub, overrides)));
+  const algorithm = key.alg === "ES256"
+    ? { name: "ECDSA", hash: "SHA-256" }
+    : { name: "RSASSA-PKCS1-v1_5" };
+  const sig = await crypto.subtle.sign(
+    algorithm,
+    key.privateKey,
+    new TextEncoder().encode(`${header}.${payload}`),
+  );
+  return `${header}.${payload}.${b64url(new Uint8Array(sig))}`;
 }
 
 /** The Standard Webhooks v1 signature (base64) of a delivery, keyed with

@@ -1,95 +1,186 @@
 //! Who is calling: the signed-in user behind a bearer token, and whether
 //! that user is a backup admin.
+//!
+//! [`crate::token`] judges a token against the keys held now; this module
+//! does what its verdict leaves open, and remembers between requests (one
+//! wasm instance serves many) what it learned:
+//!
+//! | verdict | done here |
+//! |---|---|
+//! | `Valid` | nothing: accepted |
+//! | `ValidIfSigned` | the host's WebCrypto checks the signature |
+//! | `UnknownKey` | `{SUPABASE_URL}/auth/v1/.well-known/jwks.json` is fetched again, at most once a minute, and the token judged once more against the injected and fetched keys together |
+//! | `ValidIfAuthConfirms` | `GET {SUPABASE_URL}/auth/v1/user` with the token: Auth must answer 200 for the token's own `sub` (what supabase-js `getClaims()` does for symmetric tokens). A yes is remembered for at most 60 s and never past `exp`, under the token's SHA-256, never the token |
 
-use crate::config::{self, TokenKeySource};
+use crate::config::{self, TokenKeys};
 use crate::error::Error;
 use crate::github::OutboundRequest;
 use crate::http::Request;
-use crate::ports::{Host, Level};
+use crate::ports::Host;
 use crate::store::Store;
 use crate::token::{self, Jwks, Keys, User, Verdict};
+use sha2::{Digest, Sha256};
 use std::cell::RefCell;
+use uuid::Uuid;
 
 /// How long a fetched JWKS is trusted before it is fetched again.
 const JWKS_TTL_MS: i64 = 10 * 60 * 1000;
+/// The least time between two JWKS fetches: a token with an unknown `kid`
+/// is anyone's to make, and must not turn this instance into a load on Auth.
+const JWKS_REFETCH_MS: i64 = 60 * 1000;
+/// How long Supabase Auth's yes to a token is remembered (at most).
+const CONFIRMED_TTL_MS: i64 = 60 * 1000;
+/// How many such answers are remembered.
+const CONFIRMED_MAX: usize = 256;
+/// How long Supabase Auth and the JWKS endpoint are waited for.
+const AUTH_TIMEOUT_MS: u32 = 5_000;
+
+/// The key set fetched from the project, and the last attempt to fetch it.
+struct Fetched {
+    url: String,
+    /// The set as served (a valid JWKS; re-parsing it costs less module
+    /// than cloning parsed keys), and when it was fetched.
+    jwks: Option<(String, i64)>,
+    /// When the last fetch was tried, and whether it failed.
+    attempt: (i64, bool),
+}
 
 thread_local! {
-    // One wasm instance serves many requests; keep the fetched key set
-    // between them. (url, keys, fetched at)
-    static JWKS_CACHE: RefCell<Option<(String, Jwks, i64)>> = const { RefCell::new(None) };
+    static FETCHED: RefCell<Option<Fetched>> = const { RefCell::new(None) };
+    // (SHA-256 of a token Auth confirmed, its user, remembered until). A
+    // scan of at most CONFIRMED_MAX entries costs less than a HashMap's
+    // share of the module.
+    static CONFIRMED: RefCell<Vec<([u8; 32], Uuid, i64)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Verifies the bearer token and checks that its user is a backup admin.
 ///
 /// # Errors
 /// 401 [`Error::MissingToken`] / [`Error::InvalidToken`], 403
-/// [`Error::NotAdmin`], 500 [`Error::Config`] when no key is configured,
-/// 502 when the JWKS cannot be fetched, 503 when the database is down.
+/// [`Error::NotAdmin`], 500 [`Error::Config`] when no key source is
+/// configured, 502 [`Error::Upstream`] when the JWKS or Supabase Auth cannot
+/// be reached to check the token, 503 when the database is down.
 pub async fn admin(host: &impl Host, store: &impl Store, req: &Request) -> Result<User, Error> {
     let token = req.bearer_token()?;
-    let keys = keys(host).await?;
-    let user = match token::verify(token, &keys, host.now_ms() / 1000)? {
-        Verdict::Valid(user) => user,
-        Verdict::ValidIfSigned(user, check) => match host.verify_signature(&check).await {
-            Ok(true) => user,
-            Ok(false) => return Err(Error::InvalidToken("signature mismatch".into())),
-            Err(e) => return Err(Error::InvalidToken(format!("signature check failed: {e}"))),
-        },
-    };
+    let user = user(host, token).await?;
     if !store.is_admin(user.id).await? {
         return Err(Error::NotAdmin);
     }
     Ok(user)
 }
 
-async fn keys(host: &impl Host) -> Result<Keys, Error> {
-    let secret = |s: Option<String>| s.map(String::into_bytes);
-    match config::token_keys(host)? {
-        TokenKeySource::Hs256Only(s) => Ok(Keys {
-            hs256_secret: Some(s.into_bytes()),
-            jwks: None,
-        }),
-        TokenKeySource::Inline { jwks, hs256 } => Ok(Keys {
-            hs256_secret: secret(hs256),
-            jwks: Some(Jwks::parse(&jwks)?),
-        }),
-        TokenKeySource::Fetch { url, hs256 } => match fetched_jwks(host, &url).await {
-            Ok(jwks) => Ok(Keys {
-                hs256_secret: secret(hs256),
-                jwks: Some(jwks),
-            }),
-            // Legacy HS256 tokens can still be checked while the JWKS
-            // endpoint is unreachable.
-            Err(e) if hs256.is_some() => {
-                host.log(Level::Warn, &format!("JWKS unavailable, HS256 only: {e}"));
-                Ok(Keys {
-                    hs256_secret: secret(hs256),
-                    jwks: None,
-                })
+/// The signed-in user a token belongs to.
+///
+/// # Errors
+/// As [`admin`], without the 403 and the 503.
+pub async fn user(host: &impl Host, token: &str) -> Result<User, Error> {
+    let cfg = config::token_keys(host)?;
+    let mut keys = Keys {
+        hs256_secret: cfg.hs256.clone().map(String::into_bytes),
+        jwks: cfg.jwks.as_deref().map(Jwks::parse).transpose()?,
+    };
+    let injected = keys.jwks.as_ref().map_or(0, |j| j.keys.len());
+    let jwks_url = cfg.jwks_url();
+    let now = host.now_ms();
+    let fresh = jwks_url.as_deref().and_then(|url| fetched_jwks(url, now));
+    with_fetched(&mut keys, injected, fresh);
+    let mut refetched = false;
+    loop {
+        match token::verify(token, &keys, now / 1000)? {
+            Verdict::Valid(user) => return Ok(user),
+            Verdict::ValidIfSigned(user, check) => {
+                return match host.verify_signature(&check).await {
+                    Ok(true) => Ok(user),
+                    Ok(false) => Err(Error::InvalidToken("signature mismatch".into())),
+                    Err(e) => Err(Error::InvalidToken(format!("signature check failed: {e}"))),
+                }
             }
-            Err(e) => Err(e),
-        },
+            Verdict::ValidIfAuthConfirms { user, exp } => {
+                return confirmed_by_auth(host, &cfg, token, user, exp).await
+            }
+            Verdict::UnknownKey => match jwks_url.as_deref() {
+                Some(url) if !refetched => {
+                    let fetched = refetch_jwks(host, url).await?;
+                    with_fetched(&mut keys, injected, Some(fetched));
+                    refetched = true;
+                }
+                _ => return Err(Error::InvalidToken("no key matches the token".into())),
+            },
+        }
     }
 }
 
-async fn fetched_jwks(host: &impl Host, url: &str) -> Result<Jwks, Error> {
-    let now = host.now_ms();
-    let cached = JWKS_CACHE.with(|c| {
-        c.borrow()
+/// The injected keys (the first `injected` of `keys`) followed by `fetched`.
+fn with_fetched(keys: &mut Keys, injected: usize, fetched: Option<Jwks>) {
+    let Some(fetched) = fetched else { return };
+    let jwks = keys.jwks.get_or_insert_with(Jwks::default);
+    jwks.keys.truncate(injected);
+    jwks.keys.extend(fetched.keys);
+}
+
+/// The fetched key set, unless it is older than [`JWKS_TTL_MS`].
+fn fetched_jwks(url: &str, now: i64) -> Option<Jwks> {
+    FETCHED.with(|f| {
+        f.borrow()
             .as_ref()
-            .filter(|(u, _, at)| u == url && now - at < JWKS_TTL_MS)
-            .map(|(_, jwks, _)| jwks.clone())
+            .filter(|f| f.url == url)
+            .and_then(|f| f.jwks.as_ref())
+            .filter(|(_, at)| now - at < JWKS_TTL_MS)
+            .and_then(|(text, _)| Jwks::parse(text).ok())
+    })
+}
+
+/// Fetches the key set, unless the last attempt was less than
+/// [`JWKS_REFETCH_MS`] ago: then the token stays unverifiable, which is a
+/// 401 if that attempt found a key set, and a 502 if it failed.
+async fn refetch_jwks(host: &impl Host, url: &str) -> Result<Jwks, Error> {
+    let now = host.now_ms();
+    // The attempt is claimed before the fetch (nothing awaits in between),
+    // so that requests arriving while it runs do not fetch too; until it
+    // succeeds it counts as failed, a 502 they may retry.
+    FETCHED.with(|f| {
+        let mut f = f.borrow_mut();
+        match f.as_mut().filter(|f| f.url == url) {
+            Some(f) if now - f.attempt.0 < JWKS_REFETCH_MS => Err(if f.attempt.1 {
+                Error::Upstream("the JWKS endpoint failed (or is being asked) <1 min ago".into())
+            } else {
+                Error::InvalidToken("no key has this kid; the JWKS was fetched <1 min ago".into())
+            }),
+            Some(f) => {
+                f.attempt = (now, true);
+                Ok(())
+            }
+            None => {
+                *f = Some(Fetched {
+                    url: url.to_string(),
+                    jwks: None,
+                    attempt: (now, true),
+                });
+                Ok(())
+            }
+        }
+    })?;
+    let result = fetch_jwks(host, url).await;
+    FETCHED.with(|f| {
+        if let Some(f) = f.borrow_mut().as_mut().filter(|f| f.url == url) {
+            if let Ok((_, text)) = &result {
+                f.jwks = Some((text.clone(), now));
+                f.attempt.1 = false;
+            }
+        }
     });
-    if let Some(jwks) = cached {
-        return Ok(jwks);
-    }
+    result.map(|(jwks, _)| jwks)
+}
+
+/// The published key set, parsed and as served.
+async fn fetch_jwks(host: &impl Host, url: &str) -> Result<(Jwks, String), Error> {
     let response = host
         .fetch(OutboundRequest {
             method: "GET",
             url: url.to_string(),
             headers: vec![("accept".into(), "application/json".into())],
             body: None,
-            timeout_ms: 5_000,
+            timeout_ms: AUTH_TIMEOUT_MS,
         })
         .await
         .map_err(|e| Error::Upstream(format!("JWKS fetch failed: {e}")))?;
@@ -99,8 +190,184 @@ async fn fetched_jwks(host: &impl Host, url: &str) -> Result<Jwks, Error> {
             response.status
         )));
     }
-    let jwks = Jwks::parse(&response.body)
-        .map_err(|_| Error::Upstream("JWKS endpoint returned no key set".into()))?;
-    JWKS_CACHE.with(|c| *c.borrow_mut() = Some((url.to_string(), jwks.clone(), now)));
-    Ok(jwks)
+    match Jwks::parse(&response.body) {
+        Ok(jwks) => Ok((jwks, response.body)),
+        Err(_) => Err(Error::Upstream("JWKS endpoint returned no key set".into())),
+    }
+}
+
+/// Asks Supabase Auth whether `token` is a live session of `user`.
+async fn confirmed_by_auth(
+    host: &impl Host,
+    cfg: &TokenKeys,
+    token: &str,
+    user: User,
+    exp: i64,
+) -> Result<User, Error> {
+    let Some(url) = cfg.user_url() else {
+        return Err(Error::InvalidToken(
+            "HS256 token, but no HS256 key is held and SUPABASE_URL is not set".into(),
+        ));
+    };
+    let Some(api_key) = cfg.api_key.as_deref() else {
+        return Err(Error::Config {
+            setting: "SUPABASE_PUBLISHABLE_KEYS",
+            message: "(or SUPABASE_ANON_KEY) is not set: Supabase Auth cannot be asked \
+                      about HS256 access tokens without an API key"
+                .into(),
+        });
+    };
+    let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    let now = host.now_ms();
+    let remembered = CONFIRMED.with(|c| {
+        c.borrow()
+            .iter()
+            .any(|(d, id, until)| *d == digest && *id == user.id && now < *until)
+    });
+    if remembered {
+        return Ok(user);
+    }
+    let response = host
+        .fetch(OutboundRequest {
+            method: "GET",
+            url,
+            headers: vec![
+                ("authorization".into(), format!("Bearer {token}")),
+                ("apikey".into(), api_key.to_string()),
+                ("accept".into(), "application/json".into()),
+            ],
+            body: None,
+            timeout_ms: AUTH_TIMEOUT_MS,
+        })
+        .await
+        .map_err(|e| Error::Upstream(format!("Supabase Auth unreachable: {e}")))?;
+    match auth_answer(response.status, &response.body) {
+        AuthAnswer::User(id) if id == user.id => {
+            remember(digest, id, now, (now + CONFIRMED_TTL_MS).min(exp * 1000));
+            Ok(user)
+        }
+        AuthAnswer::User(_) => Err(Error::InvalidToken(
+            "Supabase Auth answered for another user than the token's sub".into(),
+        )),
+        AuthAnswer::Refused(why) => Err(Error::InvalidToken(format!(
+            "Supabase Auth refused it: {why}"
+        ))),
+        AuthAnswer::Unavailable(why) => Err(Error::Upstream(format!("Supabase Auth: {why}"))),
+    }
+}
+
+/// What an answer of `GET /auth/v1/user` means.
+#[derive(Debug, PartialEq, Eq)]
+enum AuthAnswer {
+    /// 200 with the user's `id`.
+    User(Uuid),
+    /// Auth judged the token (or the request) bad: a 4xx other than 429.
+    Refused(String),
+    /// No judgement: 5xx, 429, or a 200 that is not a user.
+    Unavailable(String),
+}
+
+fn auth_answer(status: u16, body: &str) -> AuthAnswer {
+    let why = format!("HTTP {status}");
+    match status {
+        200 => {
+            let json: serde_json::Value =
+                serde_json::from_slice(body.as_bytes()).unwrap_or_default();
+            match json["id"].as_str().and_then(|id| Uuid::try_parse(id).ok()) {
+                Some(id) => AuthAnswer::User(id),
+                None => AuthAnswer::Unavailable(format!("{why} without a user id")),
+            }
+        }
+        429 => AuthAnswer::Unavailable(why),
+        400..=499 => AuthAnswer::Refused(why),
+        _ => AuthAnswer::Unavailable(why),
+    }
+}
+
+/// Remembers Auth's yes until `until`, keeping at most [`CONFIRMED_MAX`]
+/// answers: expired ones go first, then those that would expire soonest.
+fn remember(digest: [u8; 32], id: Uuid, now: i64, until: i64) {
+    if until <= now {
+        return;
+    }
+    CONFIRMED.with(|c| {
+        let mut c = c.borrow_mut();
+        c.retain(|(d, _, u)| *u > now && *d != digest);
+        while c.len() >= CONFIRMED_MAX {
+            let mut soonest = 0;
+            for (i, (_, _, u)) in c.iter().enumerate() {
+                if *u < c[soonest].2 {
+                    soonest = i;
+                }
+            }
+            c.swap_remove(soonest);
+        }
+        c.push((digest, id, until));
+    });
+}
+
+#[cfg(test)]
+fn remembered_answers() -> usize {
+    CONFIRMED.with(|c| c.borrow().len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_answers_are_read_by_status() {
+        let id = "6f1c2a9e-8d4b-4c1a-9f3e-2b7d5a0c1e42";
+        assert_eq!(
+            auth_answer(200, &format!(r#"{{"id":"{id}","aud":"authenticated"}}"#)),
+            AuthAnswer::User(Uuid::parse_str(id).unwrap())
+        );
+        assert!(matches!(auth_answer(200, "{}"), AuthAnswer::Unavailable(_)));
+        assert_eq!(
+            auth_answer(
+                401,
+                r#"{"code":401,"error_code":"bad_jwt","msg":"invalid JWT"}"#
+            ),
+            AuthAnswer::Refused("HTTP 401".into())
+        );
+        assert_eq!(
+            auth_answer(
+                403,
+                r#"{"msg":"User from sub claim in JWT does not exist"}"#
+            ),
+            AuthAnswer::Refused("HTTP 403".into())
+        );
+        assert_eq!(
+            auth_answer(429, ""),
+            AuthAnswer::Unavailable("HTTP 429".into())
+        );
+        assert_eq!(
+            auth_answer(503, "<html>"),
+            AuthAnswer::Unavailable("HTTP 503".into())
+        );
+    }
+
+    #[test]
+    fn remembered_answers_are_bounded_and_expired_ones_go_first() {
+        let id = Uuid::nil();
+        for i in 0..CONFIRMED_MAX + 10 {
+            let mut digest = [0u8; 32];
+            digest[..8].copy_from_slice(&(i as u64).to_be_bytes());
+            remember(digest, id, 0, 1_000 + i as i64);
+        }
+        assert_eq!(remembered_answers(), CONFIRMED_MAX);
+        // The ones that would have expired soonest made room.
+        CONFIRMED.with(|c| {
+            let c = c.borrow();
+            assert!(c.iter().all(|(_, _, until)| *until >= 1_010));
+        });
+        remember([0xff; 32], id, 5_000, 6_000);
+        assert_eq!(remembered_answers(), 1, "every expired answer was dropped");
+        remember([0xfe; 32], id, 5_000, 5_000);
+        assert_eq!(
+            remembered_answers(),
+            1,
+            "an answer already expired is not kept"
+        );
+    }
 }

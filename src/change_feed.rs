@@ -464,7 +464,7 @@ mod tests {
     fn a_long_poll_through_a_transaction_pooler_polls_every_second_without_listen() {
         let host = Host2::new(
             &[
-                ("SUPABASE_JWT_SECRET", SECRET),
+                ("BACKUP_JWT_SECRET", SECRET),
                 ("SUPABASE_DB_URL", "postgres://u:pw@pooler:6543/postgres"),
             ],
             false,
@@ -485,7 +485,7 @@ mod tests {
     fn a_long_poll_whose_listen_fails_polls_and_answers_the_change() {
         let host = Host2::new(
             &[
-                ("SUPABASE_JWT_SECRET", SECRET),
+                ("BACKUP_JWT_SECRET", SECRET),
                 ("BACKUP_DB_URL", "postgres://u:pw@direct:5432/postgres"),
                 ("SUPABASE_DB_URL", "postgres://u:pw@pooler:6543/postgres"),
             ],
@@ -512,7 +512,7 @@ mod tests {
     fn a_polling_long_poll_that_sees_no_change_answers_304_when_the_wait_ends() {
         let host = Host2::new(
             &[
-                ("SUPABASE_JWT_SECRET", SECRET),
+                ("BACKUP_JWT_SECRET", SECRET),
                 (
                     "SUPABASE_DB_URL",
                     "postgres://u:pw@h:5432/db?pgbouncer=true",
@@ -531,7 +531,7 @@ mod tests {
     fn a_long_poll_with_working_listen_waits_on_it_and_never_sleeps() {
         let host = Host2::new(
             &[
-                ("SUPABASE_JWT_SECRET", SECRET),
+                ("BACKUP_JWT_SECRET", SECRET),
                 ("SUPABASE_DB_URL", "postgres://u:pw@h:5432/db"),
             ],
             false,

@@ -92,37 +92,131 @@ pub fn cors(env: &impl Env) -> Cors {
     Cors::from_setting(get(env, "ALLOWED_ORIGINS").as_deref())
 }
 
-/// Where user tokens are verified.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TokenKeySource {
-    /// `SUPABASE_JWKS` holds the key set inline (and maybe an HS256 secret).
-    Inline { jwks: String, hs256: Option<String> },
-    /// Fetch `{SUPABASE_URL}/auth/v1/.well-known/jwks.json` (and maybe HS256).
-    Fetch { url: String, hs256: Option<String> },
-    /// Only `SUPABASE_JWT_SECRET` (legacy projects, local development).
-    Hs256Only(String),
+/// Where user tokens are checked: the settings behind [`crate::auth`].
+///
+/// Hosted Supabase injects `SUPABASE_URL`, `SUPABASE_JWKS`, the API keys and
+/// never a JWT secret (and `supabase secrets set` refuses names starting
+/// with `SUPABASE_`), so the HS256 secret of local development is our own
+/// `BACKUP_JWT_SECRET`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TokenKeys {
+    /// `SUPABASE_JWKS`: the key set the platform injects. The Supabase CLI
+    /// includes the legacy HS256 secret as a `kty: "oct"` key.
+    pub jwks: Option<String>,
+    /// `SUPABASE_URL` without a trailing slash: where the published key set
+    /// and the Auth server are.
+    pub project_url: Option<String>,
+    /// `BACKUP_JWT_SECRET`: an HS256 secret for local development.
+    pub hs256: Option<String>,
+    /// The `apikey` Supabase Auth is called with: the `default` (else the
+    /// first) of `SUPABASE_PUBLISHABLE_KEYS`, else `SUPABASE_ANON_KEY`.
+    /// Publishable keys come first because a project can deactivate its
+    /// legacy anon key while the platform still injects it.
+    pub api_key: Option<String>,
 }
 
-/// `SUPABASE_JWKS`, `SUPABASE_URL` and `SUPABASE_JWT_SECRET`.
+impl TokenKeys {
+    /// `{SUPABASE_URL}/auth/v1/.well-known/jwks.json`.
+    pub fn jwks_url(&self) -> Option<String> {
+        let base = self.project_url.as_deref()?;
+        Some(format!("{base}/auth/v1/.well-known/jwks.json"))
+    }
+
+    /// `{SUPABASE_URL}/auth/v1/user`.
+    pub fn user_url(&self) -> Option<String> {
+        Some(format!("{}/auth/v1/user", self.project_url.as_deref()?))
+    }
+}
+
+impl std::fmt::Debug for TokenKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let redacted = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("TokenKeys")
+            .field("jwks", &self.jwks)
+            .field("project_url", &self.project_url)
+            .field("hs256", &redacted(&self.hs256))
+            .field("api_key", &redacted(&self.api_key))
+            .finish()
+    }
+}
+
+/// `SUPABASE_JWKS`, `SUPABASE_URL`, `BACKUP_JWT_SECRET` and the API key
+/// Supabase Auth is asked with.
 ///
 /// # Errors
-/// [`Error::Config`] naming `SUPABASE_JWT_SECRET` when none is set.
-pub fn token_keys(env: &impl Env) -> Result<TokenKeySource, Error> {
-    let hs256 = get(env, "SUPABASE_JWT_SECRET");
-    if let Some(jwks) = get(env, "SUPABASE_JWKS") {
-        return Ok(TokenKeySource::Inline { jwks, hs256 });
+/// [`Error::Config`] naming `BACKUP_JWT_SECRET` when there is no key source
+/// at all: no injected key set, no project URL and no secret.
+pub fn token_keys(env: &impl Env) -> Result<TokenKeys, Error> {
+    let keys = TokenKeys {
+        jwks: get(env, "SUPABASE_JWKS"),
+        project_url: get(env, "SUPABASE_URL").map(|u| u.trim_end_matches('/').to_string()),
+        hs256: get(env, "BACKUP_JWT_SECRET"),
+        api_key: key_set(env, "SUPABASE_PUBLISHABLE_KEYS")
+            .into_iter()
+            .next()
+            .or_else(|| get(env, "SUPABASE_ANON_KEY")),
+    };
+    if keys.jwks.is_none() && keys.project_url.is_none() && keys.hs256.is_none() {
+        return Err(Error::Config {
+            setting: "BACKUP_JWT_SECRET",
+            message: "is not set, and neither SUPABASE_JWKS nor SUPABASE_URL is available \
+                      to check access tokens with"
+                .into(),
+        });
     }
-    if let Some(url) = get(env, "SUPABASE_URL") {
-        let url = format!(
-            "{}/auth/v1/.well-known/jwks.json",
-            url.trim_end_matches('/')
-        );
-        return Ok(TokenKeySource::Fetch { url, hs256 });
+    Ok(keys)
+}
+
+/// The keys `reconcile-backups` accepts from a service caller: the legacy
+/// `SUPABASE_SERVICE_ROLE_KEY` and every key of `SUPABASE_SECRET_KEYS`.
+///
+/// # Errors
+/// [`Error::Config`] naming `SUPABASE_SECRET_KEYS` when there is none.
+pub fn service_keys(env: &impl Env) -> Result<Vec<String>, Error> {
+    let mut keys = key_set(env, "SUPABASE_SECRET_KEYS");
+    keys.extend(get(env, "SUPABASE_SERVICE_ROLE_KEY"));
+    if keys.is_empty() {
+        return Err(Error::Config {
+            setting: "SUPABASE_SECRET_KEYS",
+            message: "(or the legacy SUPABASE_SERVICE_ROLE_KEY) is not set \
+                      (or sign the request with BACKUP_WEBHOOK_SECRET)"
+                .into(),
+        });
     }
-    hs256.map(TokenKeySource::Hs256Only).ok_or(Error::Config {
-        setting: "SUPABASE_JWT_SECRET",
-        message: "(or SUPABASE_JWKS / SUPABASE_URL) is not set".into(),
-    })
+    Ok(keys)
+}
+
+/// A set of API keys as the platform injects it: a JSON object of name to
+/// key, `{"default":"sb_secret_..."}` (the shape supabase/cli's edge-runtime
+/// entry point, `internal/functions/serve/templates/main.ts`, builds for
+/// `SUPABASE_PUBLISHABLE_KEYS` and `SUPABASE_SECRET_KEYS`). Any other value
+/// is one key, as a user would write it by hand. The `default` key comes
+/// first, then the others by name: JSON objects are read without their
+/// member order.
+fn key_set(env: &impl Env, name: &str) -> Vec<String> {
+    fn add(keys: &mut Vec<String>, value: &serde_json::Value) {
+        if let Some(key) = value.as_str().map(str::trim).filter(|k| !k.is_empty()) {
+            keys.push(key.to_string());
+        }
+    }
+    let mut keys = Vec::new();
+    let Some(raw) = get(env, name) else {
+        return keys;
+    };
+    match serde_json::from_slice::<serde_json::Value>(raw.as_bytes()) {
+        Ok(serde_json::Value::Object(map)) => {
+            if let Some(default) = map.get("default") {
+                add(&mut keys, default);
+            }
+            for (name, value) in &map {
+                if name != "default" {
+                    add(&mut keys, value);
+                }
+            }
+        }
+        _ => keys.push(raw),
+    }
+    keys
 }
 
 #[cfg(test)]
@@ -168,17 +262,101 @@ mod tests {
         let err = webhook_secret(&vars(&[])).unwrap_err();
         assert!(err.public_message().contains("BACKUP_WEBHOOK_SECRET"));
         let err = token_keys(&vars(&[])).unwrap_err();
-        assert!(err.public_message().contains("SUPABASE_JWT_SECRET"));
+        assert_eq!(
+            err.public_message(),
+            "server misconfigured: BACKUP_JWT_SECRET is not set, and neither SUPABASE_JWKS \
+             nor SUPABASE_URL is available to check access tokens with"
+        );
     }
 
     #[test]
-    fn jwks_is_fetched_from_the_project_url_when_not_inline() {
+    fn the_auth_urls_come_from_the_project_url() {
+        let keys = token_keys(&vars(&[("SUPABASE_URL", "https://x.supabase.co/")])).unwrap();
         assert_eq!(
-            token_keys(&vars(&[("SUPABASE_URL", "https://x.supabase.co/")])).unwrap(),
-            TokenKeySource::Fetch {
-                url: "https://x.supabase.co/auth/v1/.well-known/jwks.json".into(),
-                hs256: None
-            }
+            keys.jwks_url().as_deref(),
+            Some("https://x.supabase.co/auth/v1/.well-known/jwks.json")
+        );
+        assert_eq!(
+            keys.user_url().as_deref(),
+            Some("https://x.supabase.co/auth/v1/user")
+        );
+        assert_eq!(keys.jwks, None);
+        assert_eq!(keys.hs256, None);
+    }
+
+    #[test]
+    fn backup_jwt_secret_alone_is_a_key_source() {
+        let keys = token_keys(&vars(&[("BACKUP_JWT_SECRET", "s3cret")])).unwrap();
+        assert_eq!(keys.hs256.as_deref(), Some("s3cret"));
+        assert_eq!(keys.jwks_url(), None);
+        assert!(!format!("{keys:?}").contains("s3cret"), "Debug redacts it");
+    }
+
+    #[test]
+    fn the_auth_api_key_prefers_the_default_publishable_key() {
+        let key = |pairs: &[(&'static str, &'static str)]| {
+            let mut all = vec![("SUPABASE_URL", "https://x.supabase.co")];
+            all.extend_from_slice(pairs);
+            token_keys(&vars(&all)).unwrap().api_key
+        };
+        assert_eq!(
+            key(&[
+                (
+                    "SUPABASE_PUBLISHABLE_KEYS",
+                    r#"{"web":"sb_publishable_w","default":"sb_publishable_d"}"#
+                ),
+                ("SUPABASE_ANON_KEY", "eyJanon"),
+            ])
+            .as_deref(),
+            Some("sb_publishable_d")
+        );
+        assert_eq!(
+            key(&[(
+                "SUPABASE_PUBLISHABLE_KEYS",
+                r#"{"web":"sb_publishable_w","app":"sb_publishable_a"}"#
+            )])
+            .as_deref(),
+            Some("sb_publishable_a"),
+            "without a default, the first by name"
+        );
+        assert_eq!(
+            key(&[("SUPABASE_PUBLISHABLE_KEYS", "sb_publishable_plain")]).as_deref(),
+            Some("sb_publishable_plain")
+        );
+        assert_eq!(
+            key(&[
+                ("SUPABASE_PUBLISHABLE_KEYS", "{}"),
+                ("SUPABASE_ANON_KEY", "eyJanon")
+            ])
+            .as_deref(),
+            Some("eyJanon")
+        );
+        assert_eq!(key(&[]), None);
+    }
+
+    #[test]
+    fn service_keys_are_every_secret_key_and_the_legacy_service_role_key() {
+        assert_eq!(
+            service_keys(&vars(&[
+                (
+                    "SUPABASE_SECRET_KEYS",
+                    r#"{"default":"sb_secret_d","cron":"sb_secret_c","empty":""}"#
+                ),
+                ("SUPABASE_SERVICE_ROLE_KEY", "eyJservice"),
+            ]))
+            .unwrap(),
+            vec!["sb_secret_d", "sb_secret_c", "eyJservice"]
+        );
+        assert_eq!(
+            service_keys(&vars(&[("SUPABASE_SECRET_KEYS", "sb_secret_plain")])).unwrap(),
+            vec!["sb_secret_plain"]
+        );
+        let err = service_keys(&vars(&[("SUPABASE_SECRET_KEYS", "{}")])).unwrap_err();
+        assert_eq!(err.status(), 500);
+        assert_eq!(
+            err.public_message(),
+            "server misconfigured: SUPABASE_SECRET_KEYS (or the legacy SUPABASE_SERVICE_ROLE_KEY) \
+             is not set (or sign the request with BACKUP_WEBHOOK_SECRET)"
         );
     }
 }

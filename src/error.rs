@@ -54,7 +54,7 @@ pub enum Error {
     Internal(String),
     /// 502: GitHub refused the dispatch or failed after bounded retries.
     DispatchFailed { dispatch_id: String, detail: String },
-    /// 502: GitHub (or the JWKS endpoint) could not be used for a read.
+    /// 502: GitHub, the JWKS endpoint or Supabase Auth could not be used for a read.
     Upstream(String),
     /// 503: the database cannot be reached.
     DatabaseUnavailable(String),

@@ -24,7 +24,8 @@ use crate::reconcile::{self, GitHubFact};
 use crate::run::{Outcome, Run};
 use crate::store::{Settings, Store};
 use serde_json::json;
-use subtle::ConstantTimeEq;
+use sha2::{Digest, Sha256};
+use subtle::{Choice, ConstantTimeEq};
 
 /// How long the sweep waits for GitHub on the cron path.
 pub const GITHUB_TIMEOUT_MS: u32 = 8_000;
@@ -59,8 +60,8 @@ impl Swept {
 /// CORS preflights.
 ///
 /// # Errors
-/// 401 unless the caller has the service role key or a valid webhook
-/// signature; 500 when neither credential is configured; 503.
+/// 401 unless the caller has a service key or a valid webhook signature;
+/// 500 when no service key is configured (and the request is not signed); 503.
 pub async fn handle(
     host: &impl Host,
     store: &impl Store,
@@ -84,24 +85,44 @@ pub async fn handle(
     ))
 }
 
-/// The service role key as a bearer token, or a Standard Webhooks signature
-/// made with `BACKUP_WEBHOOK_SECRET` (what the workflow's secret can sign).
+/// A service key (the legacy `SUPABASE_SERVICE_ROLE_KEY` or any of
+/// `SUPABASE_SECRET_KEYS`) in `apikey` or as a bearer token, or a Standard
+/// Webhooks signature made with `BACKUP_WEBHOOK_SECRET` (what the
+/// workflow's secret can sign).
+///
+/// Keys are compared as SHA-256 digests in constant time, so that neither a
+/// key's bytes nor its length can be learned from how long a refusal takes;
+/// every presented value is compared with every key.
 fn authorize(host: &impl Host, req: &Request) -> Result<(), Error> {
     if req.header("webhook-signature").is_some() {
         return config::webhook_secret(host)?.verify_request(req, host.now_ms() / 1000);
     }
-    let token = req.bearer_token()?;
-    let key = host
-        .var("SUPABASE_SERVICE_ROLE_KEY")
+    let apikey = req
+        .header("apikey")
+        .map(str::trim)
         .filter(|k| !k.is_empty());
-    match key {
-        Some(key) if bool::from(token.as_bytes().ct_eq(key.as_bytes())) => Ok(()),
-        Some(_) => Err(Error::InvalidToken("not the service role key".into())),
-        None => Err(Error::Config {
-            setting: "SUPABASE_SERVICE_ROLE_KEY",
-            message: "is not set (or sign the request with BACKUP_WEBHOOK_SECRET)".into(),
-        }),
+    let presented = [apikey, req.bearer_token().ok()];
+    if presented == [None, None] {
+        return Err(Error::MissingToken);
     }
+    let keys = config::service_keys(host)?;
+    if is_service_key(&presented, &keys) {
+        Ok(())
+    } else {
+        Err(Error::InvalidToken("not a service key".into()))
+    }
+}
+
+fn is_service_key(presented: &[Option<&str>], keys: &[String]) -> bool {
+    let digest = |v: &[u8]| -> [u8; 32] { Sha256::digest(v).into() };
+    let mut matched = Choice::from(0);
+    for p in presented.iter().flatten() {
+        let p = digest(p.as_bytes());
+        for k in keys {
+            matched |= p.ct_eq(&digest(k.as_bytes()));
+        }
+    }
+    matched.into()
 }
 
 /// Runs one sweep.
@@ -197,5 +218,22 @@ async fn ask_github(
             host.log(Level::Warn, &format!("GitHub run {id}: network error: {e}"));
             Ok((GitHubFact::Unknown, "unavailable"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_service_key_matches_only_whole_and_exact() {
+        let keys = vec!["sb_secret_abc".to_string(), "eyJ-legacy".to_string()];
+        assert!(is_service_key(&[Some("sb_secret_abc"), None], &keys));
+        assert!(is_service_key(&[Some("wrong"), Some("eyJ-legacy")], &keys));
+        for wrong in ["sb_secret_ab", "sb_secret_abcd", "SB_SECRET_ABC", "", "eyJ"] {
+            assert!(!is_service_key(&[Some(wrong)], &keys), "{wrong:?}");
+        }
+        assert!(!is_service_key(&[None, None], &keys));
+        assert!(!is_service_key(&[Some("sb_secret_abc")], &[]));
     }
 }

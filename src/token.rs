@@ -1,18 +1,32 @@
 //! User access tokens: the JWTs Supabase Auth issues to signed-in users.
 //!
 //! `trigger-backup` and `backup-status` take `Authorization: Bearer <token>`.
-//! A token is accepted when its signature verifies against the project's
-//! keys, it has not expired, it is a user token (`role = authenticated`,
-//! `aud` includes `authenticated`) and its `sub` is a UUID. Keys are either
-//! the asymmetric signing keys of the project's JWKS (ES256 or RS256, the
-//! current Supabase default) or, for legacy projects and local development,
-//! the shared HS256 secret. `alg: none` and every other algorithm are refused.
+//! A token is accepted when it has not expired, it is a user token (`role =
+//! authenticated`, `aud` includes `authenticated`), its `sub` is a UUID, and
+//! its signature verifies. `alg: none` and every algorithm other than HS256,
+//! ES256 and RS256 are refused. The claims are checked first, so a token that
+//! cannot be accepted never costs a key fetch or a call to Supabase Auth.
 //!
-//! HS256 is verified here (RustCrypto HMAC). For ES256 and RS256 this module
-//! decides everything (algorithm, key by `kid` and `kty`, claims) and leaves
+//! Asymmetric tokens (ES256, RS256, the current Supabase default): this
+//! module picks the key of the project's JWKS by `kid` and `kty` and leaves
 //! only the signature arithmetic to the host's WebCrypto, as a
 //! [`SignatureCheck`]: the P-256 and RSA crates would more than double the
-//! size of the WebAssembly module (see README, "Size").
+//! size of the WebAssembly module (see README, "Size"). A `kid` no key has
+//! is [`Verdict::UnknownKey`]: the keys may have been rotated since the set
+//! was read, and [`crate::auth`] may fetch it again.
+//!
+//! HS256 tokens (projects still on the legacy JWT secret): verified here with
+//! RustCrypto HMAC against every candidate secret, which are the `kty: "oct"`
+//! keys of the key set (`k` is the base64url secret) and `BACKUP_JWT_SECRET`.
+//! An oct key is a candidate when its `kid` equals the token's, when it has
+//! no `kid`, or when the token has none: the Supabase CLI injects the local
+//! secret as `{"kty":"oct","k":"<base64url>"}`, without a `kid` (supabase/cli,
+//! `pkg/config/config.go`, `ResolveJWKS`, passed to the functions as
+//! `SUPABASE_JWKS` by `internal/functions/serve/serve.go`), and a wrong
+//! candidate costs one HMAC (the signature, not the `kid`, is trusted). When no candidate
+//! exists at all, which is every hosted project on the legacy secret (the
+//! platform never hands the secret to functions), only Supabase Auth can
+//! vouch for the token: [`Verdict::ValidIfAuthConfirms`].
 
 use crate::error::Error;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -33,14 +47,15 @@ pub struct User {
     pub id: Uuid,
 }
 
-/// A JSON Web Key Set, as served at `/auth/v1/.well-known/jwks.json`.
+/// A JSON Web Key Set, as served at `/auth/v1/.well-known/jwks.json` and
+/// injected as `SUPABASE_JWKS`.
 #[derive(Debug, Clone, Default)]
 pub struct Jwks {
     pub keys: Vec<Jwk>,
 }
 
-/// One public key. Unknown members are ignored.
-#[derive(Debug, Clone, Default)]
+/// One key. Unknown members are ignored.
+#[derive(Clone, Default)]
 pub struct Jwk {
     pub kty: String,
     pub kid: Option<String>,
@@ -50,19 +65,36 @@ pub struct Jwk {
     pub y: Option<String>,
     pub n: Option<String>,
     pub e: Option<String>,
+    /// The secret of a symmetric (`oct`) key, base64url.
+    pub k: Option<String>,
+}
+
+impl std::fmt::Debug for Jwk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jwk")
+            .field("kty", &self.kty)
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("k", &self.k.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Jwks {
-    /// Parses a JWKS document. Keys without a `kty` are skipped.
+    /// Parses a JWKS document (`{"keys":[...]}`, or the bare array of
+    /// keys). Keys without a `kty` are skipped.
     ///
     /// # Errors
     /// [`Error::Config`] naming `SUPABASE_JWKS` when it is not a JWKS.
     pub fn parse(text: &str) -> Result<Self, Error> {
         let doc: Value = serde_json::from_slice(text.as_bytes()).unwrap_or(Value::Null);
-        let keys = doc["keys"].as_array().ok_or_else(|| Error::Config {
-            setting: "SUPABASE_JWKS",
-            message: "must be a JSON Web Key Set ({\"keys\":[...]})".into(),
-        })?;
+        let keys = doc["keys"]
+            .as_array()
+            .or(doc.as_array())
+            .ok_or_else(|| Error::Config {
+                setting: "SUPABASE_JWKS",
+                message: "must be a JSON Web Key Set ({\"keys\":[...]})".into(),
+            })?;
         let member = |k: &Value, name: &str| k[name].as_str().map(str::to_string);
         Ok(Jwks {
             keys: keys
@@ -77,6 +109,7 @@ impl Jwks {
                         y: member(k, "y"),
                         n: member(k, "n"),
                         e: member(k, "e"),
+                        k: member(k, "k"),
                     })
                 })
                 .collect(),
@@ -87,9 +120,10 @@ impl Jwks {
 /// What tokens are checked against.
 #[derive(Clone, Default)]
 pub struct Keys {
-    /// `SUPABASE_JWT_SECRET`, for HS256 tokens.
+    /// `BACKUP_JWT_SECRET`, for HS256 tokens.
     pub hs256_secret: Option<Vec<u8>>,
-    /// The project's JWKS, for ES256 and RS256 tokens.
+    /// The keys known now (injected and fetched): asymmetric keys for ES256
+    /// and RS256 tokens, `oct` keys for HS256 tokens.
     pub jwks: Option<Jwks>,
 }
 
@@ -131,16 +165,25 @@ pub struct SignatureCheck {
     pub signature: Vec<u8>,
 }
 
-/// The outcome of checking a token.
+/// The outcome of checking a token that was not refused outright.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Fully verified (HS256).
+    /// Fully verified (HS256 with a key this instance holds).
     Valid(User),
     /// Claims are valid; accept `user` only if `check` verifies.
     ValidIfSigned(User, SignatureCheck),
+    /// Claims are valid, but no HS256 secret is held here: accept `user`
+    /// only if Supabase Auth answers for this token with the same user.
+    /// `exp` (unix seconds) bounds how long that answer may be remembered.
+    ValidIfAuthConfirms { user: User, exp: i64 },
+    /// Claims are valid, but no key has the token's `kid` (or, without a
+    /// `kid`, the token's key type): a fresher key set may.
+    UnknownKey,
 }
 
-/// Checks a user access token.
+/// Checks a user access token against the keys held now. What remains to be
+/// done (a WebCrypto check, a question to Supabase Auth, a fresher key set)
+/// is the [`Verdict`]; [`crate::auth`] does it.
 ///
 /// # Errors
 /// [`Error::InvalidToken`] (401) for every reason a token is not accepted;
@@ -168,36 +211,55 @@ pub fn verify(token: &str, keys: &Keys, now_secs: i64) -> Result<Verdict, Error>
         .map_err(|_| invalid("bad signature encoding"))?;
     let signed = &token.as_bytes()[..h64.len() + 1 + p64.len()];
 
-    let check = match header.alg.as_str() {
-        "HS256" => {
-            let secret = keys
-                .hs256_secret
-                .as_ref()
-                .ok_or_else(|| invalid("HS256 token but SUPABASE_JWT_SECRET is not set"))?;
-            let mut mac = Hmac::<Sha256>::new_from_slice(secret)
-                .map_err(|_| invalid("unusable HS256 secret"))?;
-            mac.update(signed);
-            mac.verify_slice(&signature)
-                .map_err(|_| invalid("HS256 signature mismatch"))?;
-            None
+    if !matches!(header.alg.as_str(), "HS256" | "ES256" | "RS256") {
+        return Err(invalid("the algorithm is not HS256, ES256 or RS256"));
+    }
+    let (user, exp) = check_claims(p64, now_secs)?;
+    if header.alg == "HS256" {
+        return match hs256_verifies(keys, header.kid.as_deref(), signed, &signature) {
+            None => Ok(Verdict::ValidIfAuthConfirms { user, exp }),
+            Some(true) => Ok(Verdict::Valid(user)),
+            Some(false) => Err(invalid("HS256 signature mismatch")),
+        };
+    }
+    Ok(match find_key(keys, &header)? {
+        Some(jwk) => {
+            Verdict::ValidIfSigned(user, signature_check(jwk, &header.alg, signed, signature)?)
         }
-        "ES256" | "RS256" => Some(signature_check(
-            find_key(keys, &header)?,
-            &header.alg,
-            signed,
-            signature,
-        )?),
-        _ => return Err(invalid("the algorithm is not HS256, ES256 or RS256")),
-    };
-
-    let user = check_claims(p64, now_secs)?;
-    Ok(match check {
-        None => Verdict::Valid(user),
-        Some(check) => Verdict::ValidIfSigned(user, check),
+        None => Verdict::UnknownKey,
     })
 }
 
-fn check_claims(p64: &str, now_secs: i64) -> Result<User, Error> {
+/// Whether one of the HS256 secrets the token may be signed with (see the
+/// module docs) verifies its signature; `None` when no secret is held.
+fn hs256_verifies(keys: &Keys, kid: Option<&str>, signed: &[u8], signature: &[u8]) -> Option<bool> {
+    let mut held = false;
+    let mut verified = false;
+    let mut check = |secret: &[u8]| {
+        if let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret) {
+            held |= !secret.is_empty();
+            mac.update(signed);
+            verified |= !secret.is_empty() && mac.verify_slice(signature).is_ok();
+        }
+    };
+    for key in keys.jwks.iter().flat_map(|jwks| &jwks.keys) {
+        let candidate = key.kty == "oct"
+            && key.alg.as_deref().is_none_or(|a| a == "HS256")
+            && (kid.is_none() || key.kid.is_none() || key.kid.as_deref() == kid);
+        if let Some(secret) = key.k.as_deref().filter(|_| candidate) {
+            if let Ok(secret) = URL_SAFE_NO_PAD.decode(secret.trim_end_matches('=')) {
+                check(&secret);
+            }
+        }
+    }
+    if let Some(secret) = &keys.hs256_secret {
+        check(secret);
+    }
+    held.then_some(verified)
+}
+
+/// The user and `exp` of valid claims.
+fn check_claims(p64: &str, now_secs: i64) -> Result<(User, i64), Error> {
     let claims = decode_json(p64)
         .filter(Value::is_object)
         .ok_or_else(|| invalid("bad claims"))?;
@@ -225,7 +287,7 @@ fn check_claims(p64: &str, now_secs: i64) -> Result<User, Error> {
     }
     let sub = claims["sub"].as_str().ok_or_else(|| invalid("no sub"))?;
     let id = Uuid::try_parse(sub).map_err(|_| invalid("sub is not a UUID"))?;
-    Ok(User { id })
+    Ok((User { id }, exp))
 }
 
 fn decode_json(part: &str) -> Option<Value> {
@@ -233,22 +295,27 @@ fn decode_json(part: &str) -> Option<Value> {
     serde_json::from_slice(&bytes).ok()
 }
 
-fn find_key<'a>(keys: &'a Keys, header: &Header) -> Result<&'a Jwk, Error> {
-    let jwks = keys
-        .jwks
-        .as_ref()
-        .ok_or_else(|| invalid("asymmetric token but no JWKS is configured"))?;
+/// The key for an asymmetric token; `None` when no key has its `kid` (or,
+/// without a `kid`, its key type). A key under the right `kid` but of the
+/// wrong type or algorithm is a refusal, not a miss: refetching cannot help.
+fn find_key<'a>(keys: &'a Keys, header: &Header) -> Result<Option<&'a Jwk>, Error> {
     let kty = if header.alg == "ES256" { "EC" } else { "RSA" };
-    jwks.keys
-        .iter()
+    let Some(jwks) = keys.jwks.as_ref() else {
+        return Ok(None);
+    };
+    let mut named = jwks.keys.iter().filter(|k| match &header.kid {
+        Some(want) => k.kid.as_ref() == Some(want),
+        None => k.kty == kty,
+    });
+    let Some(first) = named.next() else {
+        return Ok(None);
+    };
+    std::iter::once(first)
+        .chain(named)
         .filter(|k| k.kty == kty)
-        .filter(|k| k.alg.as_deref().is_none_or(|a| a == header.alg))
-        .find(|k| match (&header.kid, &k.kid) {
-            (Some(want), Some(have)) => want == have,
-            (Some(_), None) => false,
-            (None, _) => true,
-        })
-        .ok_or_else(|| invalid("no matching key in the JWKS"))
+        .find(|k| k.alg.as_deref().is_none_or(|a| a == header.alg))
+        .map(Some)
+        .ok_or_else(|| invalid("the key under this kid is not of the token's algorithm"))
 }
 
 fn b64_member(value: &Option<String>, len: Option<usize>) -> Result<String, Error> {
@@ -303,7 +370,17 @@ fn signature_check(
 /// Signs an HS256 token (tests only).
 #[cfg(test)]
 pub fn sign_hs256(secret: &[u8], claims: &serde_json::Value) -> String {
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    sign_hs256_kid(secret, None, claims)
+}
+
+/// Signs an HS256 token whose header names `kid` (tests only).
+#[cfg(test)]
+pub fn sign_hs256_kid(secret: &[u8], kid: Option<&str>, claims: &serde_json::Value) -> String {
+    let header = match kid {
+        Some(kid) => json!({"alg": "HS256", "typ": "JWT", "kid": kid}),
+        None => json!({"alg": "HS256", "typ": "JWT"}),
+    };
+    let header = URL_SAFE_NO_PAD.encode(header.to_string());
     let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
     let signing_input = format!("{header}.{payload}");
     let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
@@ -402,12 +479,137 @@ mod tests {
     }
 
     #[test]
-    fn hs256_token_is_refused_when_only_a_jwks_is_configured() {
+    fn an_hs256_token_without_a_held_secret_needs_auth_to_confirm_it() {
         let keys = Keys {
             hs256_secret: None,
-            jwks: Some(Jwks::default()),
+            jwks: Some(es256_keys().jwks.unwrap()),
         };
-        assert!(verify(&sign_hs256(SECRET, &claims()), &keys, NOW).is_err());
+        let user = User {
+            id: Uuid::parse_str(USER).unwrap(),
+        };
+        assert_eq!(
+            verify(&sign_hs256(SECRET, &claims()), &keys, NOW).unwrap(),
+            Verdict::ValidIfAuthConfirms {
+                user: user.clone(),
+                exp: NOW + 3600
+            }
+        );
+        // An oct key under another kid is not this token's key.
+        let other_kid = Keys {
+            hs256_secret: None,
+            jwks: Some(oct_jwks(&[(Some("other"), SECRET)])),
+        };
+        assert_eq!(
+            verify(
+                &sign_hs256_kid(SECRET, Some("mine"), &claims()),
+                &other_kid,
+                NOW
+            )
+            .unwrap(),
+            Verdict::ValidIfAuthConfirms {
+                user,
+                exp: NOW + 3600
+            }
+        );
+    }
+
+    #[test]
+    fn an_hs256_token_with_bad_claims_is_refused_before_auth_is_asked() {
+        let none = Keys::default();
+        for (name, value) in [
+            ("exp", json!(NOW - 100)),
+            ("role", json!("anon")),
+            ("sub", json!("not-a-uuid")),
+            ("aud", json!("other")),
+        ] {
+            let mut c = claims();
+            c[name] = value;
+            assert!(
+                matches!(
+                    verify(&sign_hs256(SECRET, &c), &none, NOW),
+                    Err(Error::InvalidToken(_))
+                ),
+                "{name}"
+            );
+        }
+    }
+
+    fn oct_jwks(keys: &[(Option<&str>, &[u8])]) -> Jwks {
+        let keys: Vec<serde_json::Value> = keys
+            .iter()
+            .map(|(kid, secret)| {
+                let mut k = json!({"kty": "oct", "k": URL_SAFE_NO_PAD.encode(secret)});
+                if let Some(kid) = kid {
+                    k["kid"] = json!(kid);
+                }
+                k
+            })
+            .collect();
+        Jwks::parse(&json!({ "keys": keys }).to_string()).unwrap()
+    }
+
+    #[test]
+    fn an_oct_key_without_kid_verifies_hs256_tokens_with_or_without_kid() {
+        // The shape the Supabase CLI injects: {"kty":"oct","k":"<base64url>"}.
+        let keys = Keys {
+            hs256_secret: None,
+            jwks: Some(oct_jwks(&[(None, SECRET)])),
+        };
+        for kid in [None, Some("any")] {
+            let token = sign_hs256_kid(SECRET, kid, &claims());
+            assert_eq!(valid_user(verify(&token, &keys, NOW).unwrap()), USER);
+        }
+        let forged = sign_hs256(b"another-secret-another-secret-another", &claims());
+        assert_eq!(
+            verify(&forged, &keys, NOW).unwrap_err(),
+            Error::InvalidToken("HS256 signature mismatch".into()),
+            "a held key that does not verify is a refusal, never a question to Auth"
+        );
+    }
+
+    #[test]
+    fn an_oct_key_is_chosen_by_kid_among_several() {
+        let keys = Keys {
+            hs256_secret: None,
+            jwks: Some(oct_jwks(&[
+                (Some("old"), b"old-secret-old-secret-old-secret-old"),
+                (Some("new"), SECRET),
+            ])),
+        };
+        let token = sign_hs256_kid(SECRET, Some("new"), &claims());
+        assert_eq!(valid_user(verify(&token, &keys, NOW).unwrap()), USER);
+        let token = sign_hs256_kid(SECRET, Some("old"), &claims());
+        assert!(
+            verify(&token, &keys, NOW).is_err(),
+            "signed with another key than its kid's"
+        );
+        let token = sign_hs256(SECRET, &claims());
+        assert_eq!(
+            valid_user(verify(&token, &keys, NOW).unwrap()),
+            USER,
+            "without a kid, each oct key is tried"
+        );
+    }
+
+    #[test]
+    fn backup_jwt_secret_is_tried_beside_the_oct_keys() {
+        let keys = Keys {
+            hs256_secret: Some(SECRET.to_vec()),
+            jwks: Some(oct_jwks(&[(
+                None,
+                b"the-cli-secret-the-cli-secret-the-cli",
+            )])),
+        };
+        let token = sign_hs256_kid(SECRET, Some("x"), &claims());
+        assert_eq!(valid_user(verify(&token, &keys, NOW).unwrap()), USER);
+    }
+
+    #[test]
+    fn a_jwks_may_be_a_bare_array_and_never_prints_a_secret() {
+        let jwks = Jwks::parse(r#"[{"kty":"oct","k":"c2VjcmV0LXZhbHVl","kid":"a"}]"#).unwrap();
+        assert_eq!(jwks.keys.len(), 1);
+        assert!(!format!("{jwks:?}").contains("c2VjcmV0"));
+        assert!(Jwks::parse(r#"{"nokeys":1}"#).is_err());
     }
 
     fn es256_keys() -> Keys {
@@ -455,17 +657,56 @@ mod tests {
     }
 
     #[test]
-    fn an_asymmetric_token_with_an_unknown_kid_or_bad_claims_is_refused_before_any_signature_check()
-    {
-        assert!(verify(&es256_token("k2", &claims()), &es256_keys(), NOW).is_err());
-        let mut expired = claims();
-        expired["exp"] = json!(NOW - 100);
-        assert!(verify(&es256_token("k1", &expired), &es256_keys(), NOW).is_err());
+    fn an_asymmetric_token_with_an_unknown_kid_is_a_key_miss_not_a_refusal() {
+        assert_eq!(
+            verify(&es256_token("k2", &claims()), &es256_keys(), NOW).unwrap(),
+            Verdict::UnknownKey
+        );
         let no_jwks = Keys {
             hs256_secret: Some(SECRET.to_vec()),
             jwks: None,
         };
-        assert!(verify(&es256_token("k1", &claims()), &no_jwks, NOW).is_err());
+        assert_eq!(
+            verify(&es256_token("k1", &claims()), &no_jwks, NOW).unwrap(),
+            Verdict::UnknownKey
+        );
+    }
+
+    #[test]
+    fn an_asymmetric_token_with_bad_claims_is_refused_before_any_key_lookup() {
+        let mut expired = claims();
+        expired["exp"] = json!(NOW - 100);
+        for keys in [es256_keys(), Keys::default()] {
+            assert!(matches!(
+                verify(&es256_token("k2", &expired), &keys, NOW),
+                Err(Error::InvalidToken(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn a_known_kid_of_the_wrong_key_type_is_refused() {
+        let header = URL_SAFE_NO_PAD.encode(json!({"alg": "RS256", "kid": "only-ec"}).to_string());
+        let keys = Keys {
+            hs256_secret: None,
+            jwks: Some(
+                Jwks::parse(
+                    &json!({"keys": [{"kty": "EC", "crv": "P-256", "kid": "only-ec",
+                "x": URL_SAFE_NO_PAD.encode([1u8; 32]), "y": URL_SAFE_NO_PAD.encode([2u8; 32])}]})
+                    .to_string(),
+                )
+                .unwrap(),
+            ),
+        };
+        let token = format!(
+            "{header}.{}.{}",
+            URL_SAFE_NO_PAD.encode(claims().to_string()),
+            URL_SAFE_NO_PAD.encode([1u8; 256])
+        );
+        assert!(matches!(
+            verify(&token, &keys, NOW),
+            Err(Error::InvalidToken(_))
+        ));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 // core is checked against the JWS format rather than against itself.
 
 import assert from "node:assert/strict";
-import { b64url } from "../scripts/signing.ts";
+import { asymmetricUserToken, b64url, signingKey } from "../scripts/signing.ts";
 import { freshDatabase } from "./support/db.ts";
 import {
   ADMIN_ID,
@@ -13,58 +13,6 @@ import {
   NON_ADMIN_ID,
   startStack,
 } from "./support/stack.ts";
-
-type Alg = "ES256" | "RS256";
-
-interface KeyPair {
-  alg: Alg;
-  kid: string;
-  privateKey: CryptoKey;
-  jwk: JsonWebKey & { kid: string; alg: Alg; use: string };
-}
-
-async function keyPair(alg: Alg, kid: string): Promise<KeyPair> {
-  const params = alg === "ES256" ? { name: "ECDSA", namedCurve: "P-256" } : {
-    name: "RSASSA-PKCS1-v1_5",
-    modulusLength: 2048,
-    publicExponent: new Uint8Array([1, 0, 1]),
-    hash: "SHA-256",
-  };
-  const pair = await crypto.subtle.generateKey(params, true, [
-    "sign",
-    "verify",
-  ]) as CryptoKeyPair;
-  const pub = await crypto.subtle.exportKey("jwk", pair.publicKey);
-  return {
-    alg,
-    kid,
-    privateKey: pair.privateKey,
-    jwk: { ...pub, kid, alg, use: "sig" },
-  };
-}
-
-async function sign(
-  key: KeyPair,
-  claims: Record<string, unknown>,
-  kid = key.kid,
-): Promise<string> {
-  const header = b64url(JSON.stringify({ alg: key.alg, kid, typ: "JWT" }));
-  const payload = b64url(JSON.stringify({
-    role: "authenticated",
-    aud: "authenticated",
-    exp: Math.floor(Date.now() / 1000) + 600,
-    ...claims,
-  }));
-  const algorithm = key.alg === "ES256"
-    ? { name: "ECDSA", hash: "SHA-256" }
-    : { name: "RSASSA-PKCS1-v1_5" };
-  const sig = await crypto.subtle.sign(
-    algorithm,
-    key.privateKey,
-    new TextEncoder().encode(`${header}.${payload}`),
-  );
-  return `${header}.${payload}.${b64url(new Uint8Array(sig))}`;
-}
 
 /** GET the history with a token: 200 for an admin, 401/403 otherwise. */
 async function history(
@@ -102,21 +50,21 @@ function jwksServer(keys: () => JsonWebKey[] | null) {
 Deno.test("user tokens signed with the project's asymmetric keys", async (t) => {
   const db = await freshDatabase();
   await db.sql`insert into backup_admins (user_id) values (${ADMIN_ID})`;
-  const es = await keyPair("ES256", "es-1");
-  const rs = await keyPair("RS256", "rs-1");
-  const stranger = await keyPair("ES256", "es-1"); // same kid, another key
+  const es = await signingKey("ES256", "es-1");
+  const rs = await signingKey("RS256", "rs-1");
+  const stranger = await signingKey("ES256", "es-1"); // same kid, another key
   const inline = await startStack({
     databaseUrl: db.url,
     env: {
       SUPABASE_JWKS: JSON.stringify({ keys: [es.jwk, rs.jwk] }),
-      SUPABASE_JWT_SECRET: null,
+      BACKUP_JWT_SECRET: null,
     },
   });
   let published: JsonWebKey[] | null = [es.jwk];
   const auth = jwksServer(() => published);
   const fetched = await startStack({
     databaseUrl: db.url,
-    env: { SUPABASE_URL: auth.url, SUPABASE_JWT_SECRET: null },
+    env: { SUPABASE_URL: auth.url, BACKUP_JWT_SECRET: null },
   });
   try {
     await t.step(
@@ -125,7 +73,7 @@ Deno.test("user tokens signed with the project's asymmetric keys", async (t) => 
         for (const key of [es, rs]) {
           const r = await history(
             inline.url,
-            await sign(key, { sub: ADMIN_ID }),
+            await asymmetricUserToken(key, ADMIN_ID),
           );
           assert.equal(r.status, 200, `${key.alg}: ${JSON.stringify(r.body)}`);
           assert.deepEqual(r.body.runs, []);
@@ -138,7 +86,7 @@ Deno.test("user tokens signed with the project's asymmetric keys", async (t) => 
       async () => {
         const r = await history(
           inline.url,
-          await sign(es, { sub: NON_ADMIN_ID }),
+          await asymmetricUserToken(es, NON_ADMIN_ID),
         );
         assert.equal(r.status, 403);
         assert.equal(r.body.error.code, "not_admin");
@@ -148,7 +96,7 @@ Deno.test("user tokens signed with the project's asymmetric keys", async (t) => 
     await t.step(
       "a tampered, foreign, expired or unknown-kid token gets 401",
       async () => {
-        const good = await sign(es, { sub: ADMIN_ID });
+        const good = await asymmetricUserToken(es, ADMIN_ID);
         const [h, , s] = good.split(".");
         const forged = `${h}.${
           b64url(
@@ -163,19 +111,18 @@ Deno.test("user tokens signed with the project's asymmetric keys", async (t) => 
           ["tampered claims", forged],
           [
             "another key with the same kid",
-            await sign(stranger, { sub: ADMIN_ID }),
+            await asymmetricUserToken(stranger, ADMIN_ID),
           ],
           [
             "expired",
-            await sign(es, {
-              sub: ADMIN_ID,
+            await asymmetricUserToken(es, ADMIN_ID, {
               exp: Math.floor(Date.now() / 1000) - 120,
             }),
           ],
-          ["unknown kid", await sign(es, { sub: ADMIN_ID }, "es-2")],
+          ["unknown kid", await asymmetricUserToken(es, ADMIN_ID, {}, "es-2")],
           [
             "RS256 header over an ES256 key",
-            (await sign(rs, { sub: ADMIN_ID })).replace(
+            (await asymmetricUserToken(rs, ADMIN_ID)).replace(
               /^[^.]+/,
               b64url(JSON.stringify({ alg: "RS256", kid: "es-1" })),
             ),
@@ -216,7 +163,7 @@ Deno.test("user tokens signed with the project's asymmetric keys", async (t) => 
     await t.step(
       "without SUPABASE_JWKS the key set is fetched from SUPABASE_URL once and cached",
       async () => {
-        const token = await sign(es, { sub: ADMIN_ID });
+        const token = await asymmetricUserToken(es, ADMIN_ID);
         for (let i = 0; i < 3; i++) {
           assert.equal((await history(fetched.url, token)).status, 200);
         }
@@ -234,10 +181,13 @@ Deno.test("user tokens signed with the project's asymmetric keys", async (t) => 
         published = null;
         const cold = await startStack({
           databaseUrl: db.url,
-          env: { SUPABASE_URL: auth.url, SUPABASE_JWT_SECRET: null },
+          env: { SUPABASE_URL: auth.url, BACKUP_JWT_SECRET: null },
         });
         try {
-          const r = await history(cold.url, await sign(es, { sub: ADMIN_ID }));
+          const r = await history(
+            cold.url,
+            await asymmetricUserToken(es, ADMIN_ID),
+          );
           assert.equal(r.status, 502);
           assert.equal(r.body.error.code, "upstream_unavailable");
         } finally {

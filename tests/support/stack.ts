@@ -54,7 +54,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     DENO_NO_UPDATE_CHECK: "1",
     PORT: String(port),
     SUPABASE_DB_URL: opts.databaseUrl,
-    SUPABASE_JWT_SECRET: TEST_JWT_SECRET,
+    BACKUP_JWT_SECRET: TEST_JWT_SECRET,
     BACKUP_WEBHOOK_SECRET: TEST_WEBHOOK_SECRET,
     GITHUB_TOKEN: TEST_GITHUB_TOKEN,
     GITHUB_REPOSITORY: "acme/app",
@@ -115,13 +115,15 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   };
 }
 
-/** An HS256 user token signed with the stack's JWT secret (by default). */
+/** An HS256 user token signed with the stack's JWT secret (by default);
+ * `header` adds members to its JOSE header (e.g. a `kid`). */
 export function userToken(
   sub: string,
   overrides: Record<string, unknown> = {},
   secret = TEST_JWT_SECRET,
+  header: Record<string, unknown> = {},
 ): Promise<string> {
-  return signing.userToken(sub, overrides, secret);
+  return signing.userToken(sub, overrides, secret, header);
 }
 
 /** Standard Webhooks headers signed with the stack's secret (by default). */
