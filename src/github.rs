@@ -6,8 +6,7 @@
 //! (5xx, 429, a rate-limited 403, a network error), or refused.
 
 use crate::dispatch_id::DispatchId;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 
 /// The API version this code was written against.
 pub const API_VERSION: &str = "2022-11-28";
@@ -90,14 +89,13 @@ impl GitHubConfig {
                 self.api_url, self.repository, self.workflow
             ),
             headers,
-            body: Some(
-                json!({
-                    "ref": self.workflow_ref,
-                    "inputs": { "dispatch_id": dispatch_id.to_string() },
-                    "return_run_details": true,
-                })
-                .to_string(),
-            ),
+            // A struct of strings, a bool and a UUID always serializes.
+            body: serde_json::to_string(&DispatchBodyOut {
+                git_ref: &self.workflow_ref,
+                inputs: DispatchInputs { dispatch_id },
+                return_run_details: true,
+            })
+            .ok(),
             timeout_ms: 10_000,
         }
     }
@@ -115,6 +113,21 @@ impl GitHubConfig {
             timeout_ms,
         }
     }
+}
+
+/// The body of a workflow dispatch.
+#[derive(Serialize)]
+struct DispatchBodyOut<'a> {
+    #[serde(rename = "ref")]
+    git_ref: &'a str,
+    inputs: DispatchInputs,
+    return_run_details: bool,
+}
+
+/// The workflow's inputs: the dispatch id and nothing else.
+#[derive(Serialize)]
+struct DispatchInputs {
+    dispatch_id: DispatchId,
 }
 
 /// How a dispatch attempt ended.
@@ -374,7 +387,7 @@ mod tests {
         let body: serde_json::Value = serde_json::from_str(req.body.as_deref().unwrap()).unwrap();
         assert_eq!(
             body,
-            json!({"ref": "main", "inputs": {"dispatch_id": id.to_string()}, "return_run_details": true})
+            serde_json::json!({"ref": "main", "inputs": {"dispatch_id": id.to_string()}, "return_run_details": true})
         );
         let header = |n: &str| {
             req.headers

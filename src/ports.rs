@@ -9,6 +9,7 @@ use crate::config::Env;
 use crate::dispatch_id::DispatchId;
 use crate::github::{OutboundRequest, OutboundResponse};
 use crate::token::SignatureCheck;
+use serde::de::{DeserializeOwned, IgnoredAny};
 
 /// Log levels the host understands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,13 +73,19 @@ impl From<DbError> for crate::error::Error {
 
 /// Raw SQL access. Parameters are text or NULL and are cast in the SQL,
 /// so no client-side type inference can change their meaning. Rows come
-/// back as a JSON array of objects.
+/// back typed: each is read straight into `T`, a serde-derived row struct
+/// whose fields are the statement's column names.
 #[allow(async_fn_in_trait)]
 pub trait Db {
-    /// Runs one statement (one implicit transaction).
-    async fn query(
+    /// Runs one statement (one implicit transaction) and reads its rows.
+    async fn query<T: DeserializeOwned>(
         &self,
         sql: &str,
         params: &[Option<String>],
-    ) -> Result<serde_json::Value, DbError>;
+    ) -> Result<Vec<T>, DbError>;
+
+    /// Runs one statement whose rows, if any, are not read.
+    async fn execute(&self, sql: &str, params: &[Option<String>]) -> Result<(), DbError> {
+        self.query::<IgnoredAny>(sql, params).await.map(drop)
+    }
 }

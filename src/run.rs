@@ -81,8 +81,10 @@ pub enum TriggerSource {
     Schedule,
 }
 
-/// A row of `backup_history`. Times are unix milliseconds.
-#[derive(Debug, Clone, PartialEq)]
+/// A row of `backup_history`. Times are unix milliseconds. Read straight
+/// from the object `src/sql/select_run.sql` builds, whose keys are these
+/// field names.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Run {
     pub id: i64,
     pub dispatch_id: DispatchId,
@@ -394,10 +396,6 @@ macro_rules! wire_names {
             /// The wire name.
             pub fn as_str(self) -> &'static str {
                 match self { $($ty::$variant => $name),+ }
-            }
-            /// Parses a wire name.
-            pub fn parse(s: &str) -> Option<Self> {
-                match s { $($name => Some($ty::$variant),)+ _ => None }
             }
         }
     };

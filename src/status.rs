@@ -25,11 +25,13 @@ use crate::dispatch_id::DispatchId;
 use crate::error::Error;
 use crate::http::{Request, Response};
 use crate::ports::Host;
-use crate::run::{Run, Status};
+use crate::run::{FailureReason, Run, Status, TriggerSource};
 use crate::store::{Cursor, Store, SweeperRecord};
 use crate::time::iso8601;
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 /// The longest long-poll, in seconds: well inside the Edge Function
 /// wall-clock limit (150 s) and the usual proxy idle timeouts (60 s).
@@ -142,11 +144,11 @@ pub async fn handle(
                 None
             };
             let sweeper = store.sweeper().await?;
-            let body = Tagged::new(&json!({
-                "runs": page.iter().map(|(r, _)| view(r)).collect::<Vec<_>>(),
-                "next_cursor": next,
-                "sweeper": sweeper_view(&sweeper, host.now_ms()),
-            }));
+            let body = Tagged::new(&Page {
+                runs: page.iter().map(|(r, _)| view(r)).collect(),
+                next_cursor: next,
+                sweeper: sweeper_view(&sweeper, host.now_ms()),
+            });
             Ok(body.answer(seen.as_deref()))
         }
         Query::One { id, wait_ms } => {
@@ -162,7 +164,7 @@ pub async fn handle(
                     None
                 };
                 let run = store.get(id).await?.ok_or(Error::UnknownDispatchId)?;
-                let body = Tagged::new(&json!({ "run": view(&run) }));
+                let body = Tagged::new(&One { run: view(&run) });
                 let remaining = deadline - host.now_ms();
                 if !body.seen_by(seen.as_deref()) || remaining <= 0 || wait_ms == 0 {
                     return Ok(body.answer(seen.as_deref()));
@@ -189,8 +191,9 @@ struct Tagged {
 }
 
 impl Tagged {
-    fn new(body: &Value) -> Self {
-        let text = body.to_string();
+    fn new(body: &impl Serialize) -> Self {
+        // Only maps with non-string keys fail to serialize; no answer has one.
+        let text = serde_json::to_string(body).unwrap_or_default();
         let digest = Sha256::digest(text.as_bytes());
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut tag = String::with_capacity(26);
@@ -222,36 +225,74 @@ impl Tagged {
     }
 }
 
+/// The history answer.
+#[derive(Serialize)]
+struct Page<'a> {
+    runs: Vec<RunView<'a>>,
+    next_cursor: Option<String>,
+    sweeper: SweeperView<'a>,
+}
+
+/// The one-run answer (no sweeper: its ETag must change only with the run).
+#[derive(Serialize)]
+struct One<'a> {
+    run: RunView<'a>,
+}
+
 /// A run as the frontend shows it: everything useful in the row, times in
 /// ISO 8601, the duration, and the phase a progress bar can show.
-pub fn view(run: &Run) -> Value {
+#[derive(Debug, Serialize)]
+pub struct RunView<'a> {
+    pub dispatch_id: DispatchId,
+    pub status: Status,
+    pub phase: &'a str,
+    pub failure_reason: Option<FailureReason>,
+    pub error_text: Option<&'a str>,
+    pub trigger_source: TriggerSource,
+    pub triggered_by: Option<Uuid>,
+    pub reason: Option<&'a str>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub updated_at: String,
+    pub duration_ms: Option<i64>,
+    pub s3_key: Option<&'a str>,
+    pub size_bytes: Option<u64>,
+    pub sha256: Option<&'a str>,
+    pub workflow_run_id: Option<u64>,
+    pub run_attempt: u32,
+    pub run_url: Option<&'a str>,
+    pub progress: Option<&'a Value>,
+}
+
+/// The view of `run`.
+pub fn view(run: &Run) -> RunView<'_> {
     // Only a finished run has a duration: a running one's would change
     // every millisecond, and so would its ETag, and a long-poll could never
     // wait. Clients show the elapsed time from started_at themselves.
     let begun = run.started_at.unwrap_or(run.created_at);
-    let duration_ms = run.finished_at.map(|end| (end - begun).max(0));
-    json!({
-        "dispatch_id": run.dispatch_id.to_string(),
-        "status": run.status.as_str(),
-        "phase": phase(run),
-        "failure_reason": run.failure_reason.map(|r| r.as_str()),
-        "error_text": run.error_text,
-        "trigger_source": run.trigger_source.as_str(),
-        "triggered_by": run.triggered_by.map(|u| u.to_string()),
-        "reason": run.reason,
-        "created_at": iso8601(run.created_at),
-        "started_at": run.started_at.map(iso8601),
-        "finished_at": run.finished_at.map(iso8601),
-        "updated_at": iso8601(run.updated_at),
-        "duration_ms": duration_ms,
-        "s3_key": run.s3_key,
-        "size_bytes": run.size_bytes,
-        "sha256": run.sha256,
-        "workflow_run_id": run.workflow_run_id,
-        "run_attempt": run.run_attempt,
-        "run_url": run.run_url,
-        "progress": run.progress,
-    })
+    RunView {
+        dispatch_id: run.dispatch_id,
+        status: run.status,
+        phase: phase(run),
+        failure_reason: run.failure_reason,
+        error_text: run.error_text.as_deref(),
+        trigger_source: run.trigger_source,
+        triggered_by: run.triggered_by,
+        reason: run.reason.as_deref(),
+        created_at: iso8601(run.created_at),
+        started_at: run.started_at.map(iso8601),
+        finished_at: run.finished_at.map(iso8601),
+        updated_at: iso8601(run.updated_at),
+        duration_ms: run.finished_at.map(|end| (end - begun).max(0)),
+        s3_key: run.s3_key.as_deref(),
+        size_bytes: run.size_bytes,
+        sha256: run.sha256.as_deref(),
+        workflow_run_id: run.workflow_run_id,
+        run_attempt: run.run_attempt,
+        run_url: run.run_url.as_deref(),
+        progress: run.progress.as_ref(),
+    }
 }
 
 /// Whether the sweeper ran within the last [`SWEEPER_STALE_MS`]. A sweep
@@ -262,33 +303,44 @@ pub fn sweeper_healthy(last_run_at: Option<i64>, now_ms: i64) -> bool {
 }
 
 /// The history answer's `sweeper` object.
-pub fn sweeper_view(record: &SweeperRecord, now_ms: i64) -> Value {
-    json!({
-        "last_run_at": record.last_run_at.map(iso8601),
-        "healthy": sweeper_healthy(record.last_run_at, now_ms),
-        "problem": record.problem,
-    })
+#[derive(Debug, PartialEq, Eq, Serialize)]
+pub struct SweeperView<'a> {
+    pub last_run_at: Option<String>,
+    pub healthy: bool,
+    pub problem: Option<&'a str>,
+}
+
+/// The view of the sweeper's record at `now_ms`.
+pub fn sweeper_view(record: &SweeperRecord, now_ms: i64) -> SweeperView<'_> {
+    SweeperView {
+        last_run_at: record.last_run_at.map(iso8601),
+        healthy: sweeper_healthy(record.last_run_at, now_ms),
+        problem: record.problem.as_deref(),
+    }
 }
 
 /// `queued` (dispatched, not started yet), `running`, the latest reported
 /// progress phase (e.g. `dumped`, `uploaded`), or the final status.
-pub fn phase(run: &Run) -> String {
+pub fn phase(run: &Run) -> &str {
     match run.status {
-        Status::InProgress if run.started_at.is_none() => "queued".into(),
+        Status::InProgress if run.started_at.is_none() => "queued",
         Status::InProgress => run
             .progress
             .as_ref()
-            .and_then(|p| p["phase"].as_str())
+            // `progress` is the one open object: the workflow may report any
+            // members; `phase` is the one shown.
+            .and_then(|p| p.get("phase"))
+            .and_then(Value::as_str)
             .filter(|p| !p.is_empty() && p.len() <= 40)
-            .unwrap_or("running")
-            .to_string(),
-        other => other.as_str().to_string(),
+            .unwrap_or("running"),
+        other => other.as_str(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn get(query: &str) -> Request {
         Request::new(
@@ -360,7 +412,7 @@ mod tests {
     fn the_sweeper_view_shows_the_last_run_health_and_problem() {
         let now = 1_800_000_000_000;
         assert_eq!(
-            sweeper_view(&SweeperRecord::default(), now),
+            serde_json::to_value(sweeper_view(&SweeperRecord::default(), now)).unwrap(),
             json!({"last_run_at": null, "healthy": false, "problem": null})
         );
         let stale = SweeperRecord {
@@ -368,7 +420,7 @@ mod tests {
             problem: Some("pg_net is not enabled".into()),
         };
         assert_eq!(
-            sweeper_view(&stale, now),
+            serde_json::to_value(sweeper_view(&stale, now)).unwrap(),
             json!({"last_run_at": iso8601(now - 4 * 60_000), "healthy": false, "problem": "pg_net is not enabled"})
         );
     }

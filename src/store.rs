@@ -13,7 +13,9 @@ use crate::dispatch_id::DispatchId;
 use crate::error::Error;
 use crate::ports::{Db, DbError};
 use crate::reconcile::Deadlines;
-use crate::run::{FailureReason, OutcomeSource, Run, Status, TriggerSource};
+use crate::run::Run;
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -104,29 +106,22 @@ impl<'a, D: Db> PgStore<'a, D> {
         PgStore { db }
     }
 
-    /// Runs a statement returning `select_run.sql`'s `run` column: each
-    /// run with its position in the history.
+    /// Runs a statement returning `select_run.sql`'s columns: each run
+    /// with its position in the history.
     async fn runs(
         &self,
         sql: &str,
         params: &[Option<String>],
     ) -> Result<Vec<(Run, Cursor)>, DbError> {
-        let rows = self.db.query(sql, params).await?;
-        let rows = rows
-            .as_array()
-            .ok_or_else(|| DbError::Other("query did not return rows".into()))?;
-        rows.iter()
+        let rows: Vec<RunRow> = self.db.query(sql, params).await?;
+        rows.into_iter()
             .map(|row| {
-                let us = row["run"]["created_us"]
-                    .as_str()
-                    .and_then(|s| s.parse().ok());
-                match (decode_run(&row["run"]), us) {
-                    (Some(run), Some(us)) => {
-                        let cursor = (us, run.id);
-                        Ok((run, cursor))
-                    }
-                    _ => Err(DbError::Other("unreadable run row".into())),
-                }
+                let us = row
+                    .created_us
+                    .parse()
+                    .map_err(|_| DbError::Other("unreadable history position".into()))?;
+                let cursor = (us, row.run.id);
+                Ok((row.run, cursor))
             })
             .collect()
     }
@@ -139,6 +134,51 @@ impl<'a, D: Db> PgStore<'a, D> {
             .next()
             .map(|(run, _)| run))
     }
+
+    /// The one row of `backup_settings` a statement reads.
+    async fn settings_row<T: DeserializeOwned>(&self, sql: &str) -> Result<T, DbError> {
+        self.db
+            .query(sql, &[])
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| DbError::Other("backup_settings has no row".into()))
+    }
+}
+
+// The rows the statements below return, by column name.
+
+/// `select_run.sql`: the run, and its exact position in the history
+/// (microseconds, as text: a JS number would lose precision).
+#[derive(Deserialize)]
+struct RunRow {
+    run: Run,
+    created_us: String,
+}
+
+#[derive(Deserialize)]
+struct AdminRow {
+    ok: bool,
+}
+
+#[derive(Deserialize)]
+struct DeliveryRow {
+    id: DispatchId,
+}
+
+/// Seconds as stored; times as unix ms (float8: exact below 2^53).
+#[derive(Deserialize)]
+struct SettingsRow {
+    start: i64,
+    max: i64,
+    grace: i64,
+    backoff_ms: Option<i64>,
+}
+
+#[derive(Deserialize)]
+struct SweeperRow {
+    last_run_ms: Option<i64>,
+    problem: Option<String>,
 }
 
 fn text<T: ToString>(v: T) -> Option<String> {
@@ -147,45 +187,6 @@ fn text<T: ToString>(v: T) -> Option<String> {
 
 fn opt<T: ToString>(v: &Option<T>) -> Option<String> {
     v.as_ref().map(ToString::to_string)
-}
-
-/// Reads the object `select_run.sql` builds.
-fn decode_run(v: &Value) -> Option<Run> {
-    let text = |k: &str| v[k].as_str().map(str::to_string);
-    let int = |k: &str| v[k].as_i64();
-    let wire = |k: &str| v[k].as_str();
-    Some(Run {
-        id: int("id")?,
-        dispatch_id: DispatchId::parse("dispatch_id", wire("dispatch_id")?).ok()?,
-        status: Status::parse(wire("status")?)?,
-        failure_reason: match wire("failure_reason") {
-            None => None,
-            Some(r) => Some(FailureReason::parse(r)?),
-        },
-        outcome_source: match wire("outcome_source") {
-            None => None,
-            Some(r) => Some(OutcomeSource::parse(r)?),
-        },
-        trigger_source: TriggerSource::parse(wire("trigger_source")?)?,
-        triggered_by: match wire("triggered_by") {
-            None => None,
-            Some(u) => Some(Uuid::try_parse(u).ok()?),
-        },
-        reason: text("reason"),
-        workflow_run_id: v["workflow_run_id"].as_u64(),
-        run_attempt: u32::try_from(int("run_attempt")?).ok()?,
-        run_url: text("run_url"),
-        created_at: int("created_at")?,
-        started_at: int("started_at"),
-        finished_at: int("finished_at"),
-        updated_at: int("updated_at")?,
-        s3_key: text("s3_key"),
-        size_bytes: v["size_bytes"].as_u64(),
-        sha256: text("sha256"),
-        error_text: text("error_text"),
-        progress: Some(v["progress"].clone()).filter(|p| !p.is_null()),
-        version: int("version")?,
-    })
 }
 
 /// `$1..$13` of `insert_run.sql` and `update_run.sql`: the columns a
@@ -217,14 +218,14 @@ const RUN_COLUMNS: &str = include_str!(concat!(env!("OUT_DIR"), "/run_columns.sq
 
 impl<D: Db> Store for PgStore<'_, D> {
     async fn is_admin(&self, user: Uuid) -> Result<bool, DbError> {
-        let rows = self
+        let rows: Vec<AdminRow> = self
             .db
             .query(
                 "select public.is_backup_admin($1::uuid) as ok",
                 &[text(user)],
             )
             .await?;
-        Ok(rows[0]["ok"] == Value::Bool(true))
+        Ok(rows.first().is_some_and(|r| r.ok))
     }
 
     async fn insert(&self, run: &Run, webhook_id: Option<&str>) -> Result<Run, DbError> {
@@ -280,22 +281,19 @@ impl<D: Db> Store for PgStore<'_, D> {
     }
 
     async fn delivery(&self, webhook_id: &str) -> Result<Option<DispatchId>, DbError> {
-        let rows = self
+        let rows: Vec<DeliveryRow> = self
             .db
             .query(
                 "select dispatch_id::text as id from public.backup_report_deliveries where webhook_id = $1::text",
                 &[text(webhook_id)],
             )
             .await?;
-        Ok(rows
-            .get(0)
-            .and_then(|r| r["id"].as_str())
-            .and_then(|s| DispatchId::parse("dispatch_id", s).ok()))
+        Ok(rows.into_iter().next().map(|r| r.id))
     }
 
     async fn record_delivery(&self, webhook_id: &str, id: DispatchId) -> Result<(), DbError> {
         self.db
-            .query(
+            .execute(
                 "insert into public.backup_report_deliveries (webhook_id, dispatch_id) values ($1::text, $2::uuid) on conflict do nothing",
                 &[text(webhook_id), text(id)],
             )
@@ -304,37 +302,27 @@ impl<D: Db> Store for PgStore<'_, D> {
     }
 
     async fn settings(&self) -> Result<Settings, DbError> {
-        let rows = self
-            .db
-            .query(
+        let row: SettingsRow = self
+            .settings_row(
                 "select start_deadline_seconds as start, max_runtime_seconds as max, \
                  report_grace_seconds as grace, \
-                 coalesce(floor(extract(epoch from github_backoff_until) * 1000)::int8, 0)::text as backoff \
+                 floor(extract(epoch from github_backoff_until) * 1000)::float8 as backoff_ms \
                  from public.backup_settings where id",
-                &[],
             )
             .await?;
-        let row = &rows[0];
-        let seconds = |k: &str| row[k].as_i64().map(|s| s * 1000);
-        match (seconds("start"), seconds("max"), seconds("grace")) {
-            (Some(start_ms), Some(max_runtime_ms), Some(grace_ms)) => Ok(Settings {
-                deadlines: Deadlines {
-                    start_ms,
-                    max_runtime_ms,
-                    grace_ms,
-                },
-                github_backoff_until: row["backoff"]
-                    .as_str()
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0),
-            }),
-            _ => Err(DbError::Other("backup_settings has no row".into())),
-        }
+        Ok(Settings {
+            deadlines: Deadlines {
+                start_ms: row.start * 1000,
+                max_runtime_ms: row.max * 1000,
+                grace_ms: row.grace * 1000,
+            },
+            github_backoff_until: row.backoff_ms.unwrap_or(0),
+        })
     }
 
     async fn set_github_backoff(&self, until_ms: i64) -> Result<(), DbError> {
         self.db
-            .query(
+            .execute(
                 "update public.backup_settings set github_backoff_until = to_timestamp($1::float8 / 1000) where id",
                 &[text(until_ms)],
             )
@@ -344,7 +332,7 @@ impl<D: Db> Store for PgStore<'_, D> {
 
     async fn record_sweep(&self, at_ms: i64, outcome: &str) -> Result<(), DbError> {
         self.db
-            .query(
+            .execute(
                 "update public.backup_settings set last_sweep_at = to_timestamp($1::float8 / 1000), \
                  last_sweep_outcome = $2::text where id",
                 &[text(at_ms), text(outcome)],
@@ -354,20 +342,15 @@ impl<D: Db> Store for PgStore<'_, D> {
     }
 
     async fn sweeper(&self) -> Result<SweeperRecord, DbError> {
-        let rows = self
-            .db
-            .query(
-                "select (floor(extract(epoch from last_sweep_at) * 1000)::int8)::text as last_run, \
+        let row: SweeperRow = self
+            .settings_row(
+                "select floor(extract(epoch from last_sweep_at) * 1000)::float8 as last_run_ms, \
                  sweep_problem as problem from public.backup_settings where id",
-                &[],
             )
             .await?;
-        let row = rows
-            .get(0)
-            .ok_or_else(|| DbError::Other("backup_settings has no row".into()))?;
         Ok(SweeperRecord {
-            last_run_at: row["last_run"].as_str().and_then(|s| s.parse().ok()),
-            problem: row["problem"].as_str().map(str::to_string),
+            last_run_at: row.last_run_ms,
+            problem: row.problem,
         })
     }
 

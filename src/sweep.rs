@@ -16,14 +16,15 @@
 //! must not make a schedule that never fires look healthy.
 
 use crate::config;
+use crate::dispatch_id::DispatchId;
 use crate::error::Error;
 use crate::github::{self, read_workflow_run};
 use crate::http::{Request, Response};
 use crate::ports::{Host, Level};
 use crate::reconcile::{self, GitHubFact};
-use crate::run::{Outcome, Run};
+use crate::run::{FailureReason, Outcome, Run, Status};
 use crate::store::{Settings, Store};
-use serde_json::json;
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 use subtle::{Choice, ConstantTimeEq};
 
@@ -32,6 +33,41 @@ pub const GITHUB_TIMEOUT_MS: u32 = 8_000;
 /// How long trigger-backup's opportunistic sweep waits for GitHub.
 pub const QUICK_GITHUB_TIMEOUT_MS: u32 = 3_000;
 
+/// What happened with GitHub during a sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GitHubCheck {
+    /// GitHub answered with the run.
+    Ok,
+    /// Not asked: nothing runs, or the run is too young to need it.
+    Skipped,
+    /// Not asked: the run has no workflow run id yet.
+    NoRunId,
+    /// Not asked: the GitHub settings are missing.
+    NotConfigured,
+    /// Not asked, or refused: GitHub's rate limit.
+    RateLimited,
+    /// No usable answer (network error, 5xx, an unreadable body).
+    Unavailable,
+    /// GitHub does not know the run.
+    NotFound,
+}
+
+impl GitHubCheck {
+    /// The wire name (as serde writes it), for `last_sweep_outcome`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GitHubCheck::Ok => "ok",
+            GitHubCheck::Skipped => "skipped",
+            GitHubCheck::NoRunId => "no_run_id",
+            GitHubCheck::NotConfigured => "not_configured",
+            GitHubCheck::RateLimited => "rate_limited",
+            GitHubCheck::Unavailable => "unavailable",
+            GitHubCheck::NotFound => "not_found",
+        }
+    }
+}
+
 /// What a sweep did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Swept {
@@ -39,9 +75,8 @@ pub struct Swept {
     pub checked: u32,
     /// Runs brought to a terminal state, as written.
     pub changed: Vec<Run>,
-    /// What happened with GitHub: `ok`, `skipped`, `no_run_id`,
-    /// `not_configured`, `rate_limited`, `unavailable`, `not_found`.
-    pub github: &'static str,
+    /// What happened with GitHub.
+    pub github: GitHubCheck,
 }
 
 impl Swept {
@@ -49,11 +84,27 @@ impl Swept {
     /// the sweep ended a run, else what happened with GitHub.
     pub fn outcome(&self) -> &'static str {
         if self.changed.is_empty() {
-            self.github
+            self.github.as_str()
         } else {
             "changed"
         }
     }
+}
+
+/// The endpoint's answer.
+#[derive(Serialize)]
+struct Answer {
+    checked: u32,
+    changed: Vec<Ended>,
+    github: GitHubCheck,
+}
+
+/// A run the sweep ended.
+#[derive(Serialize)]
+struct Ended {
+    dispatch_id: DispatchId,
+    status: Status,
+    failure_reason: Option<FailureReason>,
 }
 
 /// Serves the endpoint; `app` has already checked the method and answered
@@ -73,15 +124,19 @@ pub async fn handle(
     store.record_sweep(host.now_ms(), swept.outcome()).await?;
     Ok(Response::json(
         200,
-        &json!({
-            "checked": swept.checked,
-            "changed": swept.changed.iter().map(|r| json!({
-                "dispatch_id": r.dispatch_id.to_string(),
-                "status": r.status.as_str(),
-                "failure_reason": r.failure_reason.map(|f| f.as_str()),
-            })).collect::<Vec<_>>(),
-            "github": swept.github,
-        }),
+        &Answer {
+            checked: swept.checked,
+            changed: swept
+                .changed
+                .iter()
+                .map(|r| Ended {
+                    dispatch_id: r.dispatch_id,
+                    status: r.status,
+                    failure_reason: r.failure_reason,
+                })
+                .collect(),
+            github: swept.github,
+        },
     ))
 }
 
@@ -138,7 +193,7 @@ pub async fn sweep(
         return Ok(Swept {
             checked: 0,
             changed: Vec::new(),
-            github: "skipped",
+            github: GitHubCheck::Skipped,
         });
     };
     let settings = store.settings().await?;
@@ -173,28 +228,28 @@ async fn ask_github(
     run: &Run,
     settings: &Settings,
     timeout_ms: u32,
-) -> Result<(GitHubFact, &'static str), Error> {
+) -> Result<(GitHubFact, GitHubCheck), Error> {
     let Some(id) = run.workflow_run_id else {
-        return Ok((GitHubFact::Unknown, "no_run_id"));
+        return Ok((GitHubFact::Unknown, GitHubCheck::NoRunId));
     };
     let now = host.now_ms();
     // A run younger than the grace period cannot have finished and then
     // stayed silent for the grace period: no call needed.
     if now - run.created_at < settings.deadlines.grace_ms {
-        return Ok((GitHubFact::Unknown, "skipped"));
+        return Ok((GitHubFact::Unknown, GitHubCheck::Skipped));
     }
     if now < settings.github_backoff_until {
-        return Ok((GitHubFact::Unknown, "rate_limited"));
+        return Ok((GitHubFact::Unknown, GitHubCheck::RateLimited));
     }
     let Ok(cfg) = config::github(host) else {
-        return Ok((GitHubFact::Unknown, "not_configured"));
+        return Ok((GitHubFact::Unknown, GitHubCheck::NotConfigured));
     };
     match host.fetch(cfg.get_run_request(id, timeout_ms)).await {
         Ok(r) if r.status == 200 => Ok(match read_workflow_run(&r.body) {
-            Some(w) => (GitHubFact::Run(w), "ok"),
-            None => (GitHubFact::Unknown, "unavailable"),
+            Some(w) => (GitHubFact::Run(w), GitHubCheck::Ok),
+            None => (GitHubFact::Unknown, GitHubCheck::Unavailable),
         }),
-        Ok(r) if r.status == 404 => Ok((GitHubFact::Unknown, "not_found")),
+        Ok(r) if r.status == 404 => Ok((GitHubFact::Unknown, GitHubCheck::NotFound)),
         Ok(r) => {
             if let Some(until) = github::rate_limited_until(&r, now) {
                 store.set_github_backoff(until).await?;
@@ -205,18 +260,18 @@ async fn ask_github(
                         crate::time::iso8601(until)
                     ),
                 );
-                Ok((GitHubFact::Unknown, "rate_limited"))
+                Ok((GitHubFact::Unknown, GitHubCheck::RateLimited))
             } else {
                 host.log(
                     Level::Warn,
                     &format!("GitHub run {id}: {}", github::describe(&r)),
                 );
-                Ok((GitHubFact::Unknown, "unavailable"))
+                Ok((GitHubFact::Unknown, GitHubCheck::Unavailable))
             }
         }
         Err(e) => {
             host.log(Level::Warn, &format!("GitHub run {id}: network error: {e}"));
-            Ok((GitHubFact::Unknown, "unavailable"))
+            Ok((GitHubFact::Unknown, GitHubCheck::Unavailable))
         }
     }
 }

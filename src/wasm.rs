@@ -278,11 +278,11 @@ impl Host for JsHost {
 }
 
 impl Db for JsHost {
-    async fn query(
+    async fn query<T: serde::de::DeserializeOwned>(
         &self,
         sql: &str,
         params: &[Option<String>],
-    ) -> Result<serde_json::Value, DbError> {
+    ) -> Result<Vec<T>, DbError> {
         let array = Array::new();
         for p in params {
             array.push(&p.as_deref().map_or(JsValue::NULL, JsValue::from_str));

@@ -1,4 +1,5 @@
--- One backup_history row as the JSON object the core reads (`Run`).
+-- One backup_history row as the JSON object the core reads straight into
+-- `Run` (its serde field names), and the row's position in the history.
 -- Times become unix milliseconds so that no client library reinterprets them.
 select jsonb_build_object(
   'id', h.id,
@@ -13,8 +14,6 @@ select jsonb_build_object(
   'run_attempt', h.run_attempt,
   'run_url', h.run_url,
   'created_at', floor(extract(epoch from h.created_at) * 1000)::int8,
-  -- Exact, for history cursors (text: a JSON number would lose precision).
-  'created_us', ((extract(epoch from h.created_at) * 1000000)::int8)::text,
   'started_at', floor(extract(epoch from h.started_at) * 1000)::int8,
   'finished_at', floor(extract(epoch from h.finished_at) * 1000)::int8,
   'updated_at', floor(extract(epoch from h.updated_at) * 1000)::int8,
@@ -24,5 +23,7 @@ select jsonb_build_object(
   'error_text', h.error_text,
   'progress', h.progress,
   'version', h.version
-) as run
+) as run,
+-- Exact, for history cursors (text: a JSON number would lose precision).
+((extract(epoch from h.created_at) * 1000000)::int8)::text as created_us
 from public.backup_history h
