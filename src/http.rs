@@ -139,31 +139,6 @@ impl Request {
     }
 }
 
-/// Parses a JSON object body into `T` (a serde-derived struct).
-///
-/// # Errors
-/// [`Error::InvalidBody`] when the body is not a JSON object of that shape
-/// at the top level (not JSON, an array, a duplicate member), and
-/// [`Error::InvalidField`] naming the member whose value has the wrong type,
-/// with `rule(member)` as its message.
-pub fn parse_json_object<T: serde::de::DeserializeOwned>(
-    body: &[u8],
-    rule: impl Fn(&str) -> &'static str,
-) -> Result<T, Error> {
-    let invalid_body = || Error::InvalidBody("the body must be a JSON object".into());
-    if !body.trim_ascii_start().starts_with(b"{") {
-        return Err(invalid_body());
-    }
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let parsed: T =
-        serde_path_to_error::deserialize(&mut de).map_err(|e| match e.path().iter().next() {
-            Some(serde_path_to_error::Segment::Map { key }) => Error::field(key, rule(key)),
-            _ => invalid_body(),
-        })?;
-    de.end().map_err(|_| invalid_body())?;
-    Ok(parsed)
-}
-
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());

@@ -16,6 +16,7 @@
 //! | [`time`] | ISO 8601 in and out |
 //! | [`config`] | settings from the environment, named when missing |
 //! | [`http`] | requests and responses as plain data, CORS |
+//! | [`body`] | JSON request bodies, typed, each failure named by member |
 //! | [`error`] | the one error enum, mapped to HTTP in one place |
 //! | [`ports`] | what the core asks of its host (clock, fetch, SQL, ...) |
 //! | [`change_feed`] | how a long-poll hears of a change: LISTEN, or polling |
@@ -28,6 +29,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod body;
 pub mod change_feed;
 pub mod config;
 pub mod dispatch_id;

@@ -6,9 +6,9 @@
 //! failure report must not be lost to its size. Unknown members are ignored
 //! so that newer workflows can send more than this version reads.
 
+use crate::body;
 use crate::dispatch_id::DispatchId;
 use crate::error::Error;
-use crate::http::parse_json_object;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -65,19 +65,20 @@ pub struct Report {
     pub progress: Option<Value>,
 }
 
-/// The body as sent: every member optional, so that a missing one is named
-/// by [`Report::parse`] rather than by serde. Unknown members are ignored.
-#[derive(Deserialize)]
-struct WireReport {
-    event: Option<Event>,
-    dispatch_id: Option<String>,
-    workflow_run_id: Option<u64>,
-    run_attempt: Option<u64>,
-    s3_key: Option<String>,
-    size_bytes: Option<u64>,
-    sha256: Option<String>,
-    error_text: Option<String>,
-    progress: Option<Map<String, Value>>,
+crate::json_object! {
+    /// The body as sent. Unknown members are ignored, so that newer
+    /// workflows can send more than this version reads.
+    struct WireReport {
+        event: Event,
+        dispatch_id: String,
+        workflow_run_id: u64,
+        run_attempt: u64,
+        s3_key: String,
+        size_bytes: u64,
+        sha256: String,
+        error_text: String,
+        progress: Map<String, Value>,
+    }
 }
 
 /// The message of a member's 400.
@@ -100,7 +101,7 @@ impl Report {
     /// [`Error::InvalidBody`] when the body is not a JSON object, and
     /// [`Error::InvalidField`] naming the first invalid field otherwise.
     pub fn parse(body: &[u8]) -> Result<Self, Error> {
-        let wire: WireReport = parse_json_object(body, rule)?;
+        let wire: WireReport = body::parse(body, rule)?;
         let event = wire
             .event
             .ok_or_else(|| Error::field("event", rule("event")))?;
@@ -152,17 +153,27 @@ impl Report {
             })
             .transpose()?;
 
-        let error_text = wire.error_text.map(|t| truncate_error_text(&t));
+        // A failure report must never be lost to its text: NUL characters
+        // (which PostgreSQL text cannot hold) are dropped, not refused.
+        let error_text = wire
+            .error_text
+            .map(|t| truncate_error_text(&t.replace('\0', "")));
 
         let progress = match wire.progress {
             None => None,
             Some(p) => {
                 let p = Value::Object(p);
-                if p.to_string().len() > MAX_PROGRESS_BYTES {
+                let text = p.to_string();
+                if text.len() > MAX_PROGRESS_BYTES {
                     return Err(Error::field(
                         "progress",
                         "must serialize to at most 1024 bytes",
                     ));
+                }
+                // JSON writes NUL as \u0000 (in a key or a value), which
+                // PostgreSQL jsonb refuses.
+                if text.contains("\\u0000") {
+                    return Err(Error::field("progress", "must not contain NUL characters"));
                 }
                 Some(p)
             }
@@ -296,6 +307,25 @@ mod tests {
         let mut missing = base.clone();
         missing.as_object_mut().unwrap().remove("run_attempt");
         assert_eq!(field_of(parse(missing).unwrap_err()), "run_attempt");
+    }
+
+    #[test]
+    fn nul_characters_are_dropped_from_error_text_and_refused_in_progress() {
+        let r = parse(json!({"event": "failed", "dispatch_id": ID, "workflow_run_id": 1, "run_attempt": 1, "error_text": "pg_dump:\u{0} broken\u{0}"})).unwrap();
+        assert_eq!(r.error_text.as_deref(), Some("pg_dump: broken"));
+        for progress in [
+            json!({"phase": "du\u{0}mp"}),
+            json!({"a\u{0}": 1}),
+            json!({"x": ["\u{0}"]}),
+        ] {
+            let err = parse(json!({"event": "progress", "dispatch_id": ID, "workflow_run_id": 1, "run_attempt": 1, "progress": progress})).unwrap_err();
+            assert_eq!(
+                err,
+                Error::field("progress", "must not contain NUL characters")
+            );
+        }
+        let err = parse(json!({"event": "succeeded", "dispatch_id": ID, "workflow_run_id": 1, "run_attempt": 1, "s3_key": "a\u{0}b"})).unwrap_err();
+        assert_eq!(field_of(err), "s3_key");
     }
 
     #[test]

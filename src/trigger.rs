@@ -11,14 +11,12 @@ use crate::config;
 use crate::dispatch_id::DispatchId;
 use crate::error::Error;
 use crate::github::{self, DispatchAnswer};
-use crate::http::{parse_json_object, Request, Response};
+use crate::http::{Request, Response};
 use crate::ports::{DbError, Host, Level};
 use crate::run::{self, Outcome, Run, Status};
 use crate::store::{in_progress_error, Store, ONE_IN_PROGRESS};
 use crate::sweep;
-use serde::de::IgnoredAny;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use serde::Serialize;
 
 /// Longest accepted `reason`.
 pub const MAX_REASON_CHARS: usize = 500;
@@ -108,13 +106,11 @@ struct Accepted {
     run_url: Option<String>,
 }
 
-/// The optional body of a trigger: `{"reason": string}`.
-#[derive(Deserialize)]
-struct TriggerBody {
-    reason: Option<String>,
-    /// Anything else, so that it can be refused by name.
-    #[serde(flatten)]
-    unknown: BTreeMap<String, IgnoredAny>,
+crate::json_object! {
+    /// The optional body of a trigger: `{"reason": string}`.
+    struct TriggerBody {
+        reason: String,
+    }
 }
 
 /// The optional body: nothing, or `{"reason": string}`.
@@ -123,20 +119,23 @@ fn parse_body(body: &[u8]) -> Result<Option<String>, Error> {
         return Ok(None);
     }
     let parsed: TriggerBody =
-        parse_json_object(body, |_| "must be a string").map_err(|e| match e {
+        crate::body::parse(body, |_| "must be a string").map_err(|e| match e {
             Error::InvalidBody(_) => {
                 Error::InvalidBody("the body must be empty or a JSON object".into())
             }
             other => other,
         })?;
-    if let Some(unknown) = parsed.unknown.keys().next() {
+    if let Some(unknown) = parsed.unknown {
         return Err(Error::field(
-            unknown,
+            &unknown,
             "is not a known field (only reason is accepted)",
         ));
     }
     match parsed.reason {
         None => Ok(None),
+        Some(s) if s.contains('\0') => {
+            Err(Error::field("reason", "must not contain NUL characters"))
+        }
         Some(s) if s.chars().count() <= MAX_REASON_CHARS => {
             let s = s.trim();
             Ok((!s.is_empty()).then(|| s.to_string()))
