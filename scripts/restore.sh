@@ -7,6 +7,7 @@
 # BACKUP is one of
 #   a dispatch id      the backup_history row, read from backup-status
 #   an object key      <prefix>/<timestamp>_<dispatch id>.tar.gz or .dump
+#                      in $BACKUP_S3_BUCKET, or s3://<bucket>/<key>
 #   a file             a copy of the object on this machine (an existing path)
 #   an https:// URL    a download link, e.g. a presigned S3 GET URL
 # The target URL may also come from TARGET_DATABASE_URL (kept out of `ps`).
@@ -41,7 +42,7 @@ set -euo pipefail
 umask 077
 
 usage() {
-  sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+  sed -n '2,13s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
   exit 2
 }
 die() { # STATUS MESSAGE
@@ -61,7 +62,10 @@ while (($#)); do
       expected_sha=${2,,}
       shift
       ;;
-    --sha256=*) expected_sha=${1#--sha256=} expected_sha=${expected_sha,,} ;;
+    --sha256=*)
+      expected_sha=${1#--sha256=}
+      expected_sha=${expected_sha,,}
+      ;;
     -h | --help) usage ;;
     --) shift; args+=("$@"); break ;;
     -*) die 2 "unknown option '$1'" ;;
@@ -119,6 +123,10 @@ if [[ $backup =~ ^${uuid_re}$ ]]; then
   key=$(jq -r '.s3_key // empty' "$work/run.json")
   url=$(jq -r '.download_url // empty' "$work/run.json")
   if [[ -n $url ]]; then source_kind=url; else source_kind=s3; fi
+elif [[ $backup =~ ^s3://([^/]+)/(.+)$ ]]; then
+  source_kind=s3
+  BACKUP_S3_BUCKET=${BASH_REMATCH[1]}
+  key=${BASH_REMATCH[2]}
 elif [[ $backup =~ ^https?:// ]]; then
   source_kind=url
   url=$backup
@@ -207,7 +215,7 @@ if [[ $format == supabase ]]; then
     die 3 "REFUSED: the archive holds unexpected files: $members"
   mkdir "$work/parts"
   tar --extract --gzip --file="$object" --directory="$work/parts" --no-same-owner \
-    manifest.json roles.sql schema.sql data.sql
+    manifest.json roles.sql schema.sql data.sql || die 3 "REFUSED: the archive cannot be unpacked"
   manifest="$work/parts/manifest.json"
   jq -e '.format == "supabase" and (.parts | map(.name)) == ["roles.sql", "schema.sql", "data.sql"]' \
     "$manifest" >/dev/null 2>&1 || die 3 "REFUSED: the manifest is not a supabase-format manifest"

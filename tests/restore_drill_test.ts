@@ -27,6 +27,7 @@ import { freshDatabase, testDatabaseUrl, withDatabase } from "./support/db.ts";
 import type { FreshDatabase } from "./support/db.ts";
 import {
   ADMIN_ID,
+  NON_ADMIN_ID,
   startStack,
   TEST_WEBHOOK_SECRET,
   trigger,
@@ -551,6 +552,38 @@ Deno.test(
           } finally {
             await fresh.close();
             await Deno.remove(dir, { recursive: true });
+          }
+        },
+      );
+      await t.step(
+        "restore.sh says why it cannot look a backup up, and restores nothing",
+        async () => {
+          const unknown = "01900000-0000-7000-8000-000000000000";
+          const cases: [Record<string, string>, RegExp][] = [
+            [
+              { DISPATCH_ID: unknown },
+              new RegExp(
+                `^restore: backup-status answered 404 for ${unknown}: unknown_dispatch_id: `,
+              ),
+            ],
+            [
+              { BACKUP_ADMIN_TOKEN: await userToken(NON_ADMIN_ID) },
+              /^restore: backup-status answered 403 for [0-9a-f-]{36}: not_admin: /,
+            ],
+            [
+              { BACKUP_ADMIN_TOKEN: "" },
+              /^restore: looking up dispatch id [0-9a-f-]{36} needs BACKUP_STATUS_URL and BACKUP_ADMIN_TOKEN$/,
+            ],
+          ];
+          for (const [change, message] of cases) {
+            const res = await runReadme("supabase", {
+              ...env,
+              TARGET_DATABASE_URL: spare.url("postgres"),
+              ...change,
+            });
+            assert.equal(res.code, 2, res.stdout + res.stderr);
+            assert.match(res.stderr.trim(), message);
+            assert.equal(res.stdout, "");
           }
         },
       );
