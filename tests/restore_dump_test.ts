@@ -8,7 +8,7 @@
 
 import assert from "node:assert/strict";
 import { startSupabaseCluster } from "./support/supabase_fixture.ts";
-import { run, runStep, startRunner } from "./support/workflow_harness.ts";
+import { ROOT, run, runStep, startRunner } from "./support/workflow_harness.ts";
 import type { Runner } from "./support/workflow_harness.ts";
 import { startReceiver } from "./support/workflow_receiver.ts";
 
@@ -195,4 +195,51 @@ Deno.test("check_backup_settings.sh refuses a BACKUP_FORMAT other than supabase 
   } finally {
     await runner.close();
   }
+});
+
+// scripts/test.sh shellchecks workflow/*.sh; restore.sh runs on users'
+// machines and deserves the same.
+Deno.test("scripts/restore.sh passes shellcheck", async () => {
+  const r = await run("shellcheck", [`${ROOT}/scripts/restore.sh`]);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+});
+
+Deno.test("scripts/restore.sh without a backup prints its usage and exits 2", async () => {
+  const r = await run("bash", [`${ROOT}/scripts/restore.sh`]);
+  assert.equal(r.code, 2);
+  assert.equal(r.stdout, "");
+  assert.match(
+    r.stderr,
+    /^Restores a backup made by \.github\/workflows\/backup\.yml\.\n\n  scripts\/restore\.sh \[--force\] \[--sha256 HEX\] BACKUP \[TARGET_DATABASE_URL\]\n/,
+  );
+  const bad = await run("bash", [
+    `${ROOT}/scripts/restore.sh`,
+    "--sha256",
+    "abc",
+    "backups/x.tar.gz",
+    "postgresql://u@127.0.0.1:1/db",
+  ]);
+  assert.equal(bad.code, 2);
+  assert.equal(bad.stderr, "restore: --sha256 takes 64 hex digits\n");
+  const noTarget = await run("bash", [
+    `${ROOT}/scripts/restore.sh`,
+    "backups/x.tar.gz",
+  ], { env: { PATH: Deno.env.get("PATH")! }, clearEnv: true });
+  assert.equal(noTarget.code, 2);
+  assert.equal(
+    noTarget.stderr,
+    "restore: no target: pass TARGET_DATABASE_URL or set it in the environment\n",
+  );
+});
+
+Deno.test("restore.sh's platform schemas are the ones the workflow leaves out of the schema part", () => {
+  const dump = Deno.readTextFileSync(`${ROOT}/workflow/dump_database.sh`);
+  const restore = Deno.readTextFileSync(`${ROOT}/scripts/restore.sh`);
+  const fromDump = dump.match(/^\s{2}platform_schemas='([^']+)'$/m)?.[1]
+    .split("|").map((s) => s.replaceAll("*", ".*"));
+  const fromRestore = restore.match(/^platform='\^\(([^)]+)\)\$'$/m)?.[1]
+    .split("|");
+  assert.ok(fromDump && fromRestore);
+  assert.ok(fromDump.includes("auth") && fromDump.includes("storage"));
+  assert.deepEqual(fromRestore, fromDump);
 });
