@@ -102,7 +102,7 @@ lookup() {
     die 2 "backup-status is unreachable"
   rm -f "$work/auth.header"
   if [[ $code != 200 ]]; then
-    die 2 "backup-status answered $code for $1: $(jq -r '.error.code + ": " + .error.message' \
+    die 2 "backup-status answered $code for $1: $(jq -r '(.error.code // "?") + ": " + (.error.message // "")' \
       "$work/status.json" 2>/dev/null || echo '?')"
   fi
   jq -e '.run | type == "object"' "$work/status.json" >/dev/null ||
@@ -145,17 +145,19 @@ if [[ -z $dispatch_id && -n ${BACKUP_STATUS_URL:-} && -n ${BACKUP_ADMIN_TOKEN:-}
     die 3 "backup_history has a different object for $dispatch_id: $(jq -r '.s3_key' "$work/run.json")"
   fi
 fi
+recorded_sha=""
 recorded_size=""
 if [[ -f $work/run.json ]]; then
   recorded_sha=$(jq -r '.sha256 // empty' "$work/run.json")
   recorded_size=$(jq -r '.size_bytes // empty' "$work/run.json")
+fi
+hash_source="--sha256"
+if [[ -n $recorded_sha ]]; then
   if [[ -n $expected_sha && $expected_sha != "$recorded_sha" ]]; then
-    die 3 "--sha256 differs from backup_history's $recorded_sha"
+    die 3 "REFUSED: --sha256 differs from backup_history's $recorded_sha"
   fi
   expected_sha=$recorded_sha
   hash_source="backup_history ($dispatch_id)"
-elif [[ -n $expected_sha ]]; then
-  hash_source="--sha256"
 fi
 
 # --- Fetch ---------------------------------------------------------------------

@@ -556,32 +556,53 @@ Deno.test(
         },
       );
       await t.step(
-        "restore.sh says why it cannot look a backup up, and restores nothing",
+        "restore.sh says why it cannot look a backup up or trust it, and restores nothing",
         async () => {
           const unknown = "01900000-0000-7000-8000-000000000000";
-          const cases: [Record<string, string>, RegExp][] = [
+          const cases: [Record<string, string>, number, RegExp][] = [
             [
               { DISPATCH_ID: unknown },
+              2,
               new RegExp(
                 `^restore: backup-status answered 404 for ${unknown}: unknown_dispatch_id: `,
               ),
             ],
             [
               { BACKUP_ADMIN_TOKEN: await userToken(NON_ADMIN_ID) },
+              2,
               /^restore: backup-status answered 403 for [0-9a-f-]{36}: not_admin: /,
             ],
             [
               { BACKUP_ADMIN_TOKEN: "" },
+              2,
               /^restore: looking up dispatch id [0-9a-f-]{36} needs BACKUP_STATUS_URL and BACKUP_ADMIN_TOKEN$/,
             ],
           ];
-          for (const [change, message] of cases) {
-            const res = await runReadme("supabase", {
+          const other = "0".repeat(64);
+          cases.push([
+            { SHA_OPTION: other },
+            3,
+            new RegExp(
+              `^restore: REFUSED: --sha256 differs from backup_history's ${b.run.sha256}$`,
+            ),
+          ]);
+          for (const [change, code, message] of cases) {
+            const e: Record<string, string> = {
               ...env,
               TARGET_DATABASE_URL: spare.url("postgres"),
               ...change,
-            });
-            assert.equal(res.code, 2, res.stdout + res.stderr);
+            };
+            // --sha256 is not in the README's command: run the script.
+            const res = e.SHA_OPTION
+              ? await run("bash", [
+                `${ROOT}/scripts/restore.sh`,
+                "--sha256",
+                e.SHA_OPTION,
+                e.DISPATCH_ID,
+                e.TARGET_DATABASE_URL,
+              ], { env: e })
+              : await runReadme("supabase", e);
+            assert.equal(res.code, code, res.stdout + res.stderr);
             assert.match(res.stderr.trim(), message);
             assert.equal(res.stdout, "");
           }
