@@ -44,6 +44,9 @@ command -v shellcheck >/dev/null 2>&1 || apt_missing+=(shellcheck)
 command -v node >/dev/null 2>&1 || apt_missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || apt_missing+=(npm)
 command -v python3 >/dev/null 2>&1 || apt_missing+=(python3 python3-pip)
+# The workflow's steps and scripts/restore.sh (the restore drill runs both).
+command -v jq >/dev/null 2>&1 || apt_missing+=(jq)
+command -v curl >/dev/null 2>&1 || apt_missing+=(curl)
 if ((${#apt_missing[@]})); then
   # Tests start their own throwaway clusters; don't let the package create and
   # start a system-wide one on port 5432.

@@ -73,7 +73,10 @@ Deno.test({
       );
       const { run } = await r.json();
       assert.equal(run.status, "success");
-      assert.match(run.s3_key, new RegExp(`^dev/\\d{8}T\\d{6}Z_${id}\\.dump$`));
+      assert.match(
+        run.s3_key,
+        new RegExp(`^dev/\\d{8}T\\d{6}Z_${id}\\.tar\\.gz$`),
+      );
       assert.ok(run.size_bytes > 1000, `a real dump: ${run.size_bytes} bytes`);
       assert.match(run.sha256, /^[0-9a-f]{64}$/);
       assert.equal(dev.github.dispatches.length, 1);

@@ -82,6 +82,9 @@ async function startE2E(
     vars: {
       BACKUP_S3_BUCKET: bucket,
       BACKUP_S3_ENDPOINT_URL: s3Endpoint(),
+      // pg_dump -Fc, as these tests were written for; the supabase format
+      // (the default) runs end to end in restore_drill_test.ts.
+      BACKUP_FORMAT: "custom",
       ...o.vars,
     },
   };

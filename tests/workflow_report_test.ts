@@ -406,6 +406,9 @@ async function startEnv(
     vars: {
       BACKUP_FINALIZE_URL: receiver.url,
       BACKUP_S3_BUCKET: "no-such-bucket",
+      // These tests are about pg_dump -Fc and its reports; the supabase
+      // format (the default) has its own in restore_drill_test.ts.
+      BACKUP_FORMAT: "custom",
       ...overrides.vars,
     },
   };

@@ -24,7 +24,11 @@ prefix=${prefix#/}; prefix=${prefix%/}
 if [[ ! $prefix =~ ^[A-Za-z0-9!_.*\'()/-]{1,200}$ || $prefix == *//* ]]; then
   bk_fail "Variable BACKUP_S3_PREFIX may only contain letters, digits, / and !_.*'()-."
 fi
-for tool in psql aws sha256sum stat; do
+case ${BACKUP_FORMAT:-supabase} in
+  supabase | custom) ;;
+  *) bk_fail "Variable BACKUP_FORMAT must be \"supabase\" (the default) or \"custom\"." ;;
+esac
+for tool in psql aws sha256sum stat tar gzip; do
   command -v "$tool" > /dev/null || bk_fail "Required tool '$tool' is not installed on the runner."
 done
-echo "Settings complete: bucket $BACKUP_S3_BUCKET, prefix $prefix${BACKUP_S3_ENDPOINT_URL:+, custom endpoint}"
+echo "Settings complete: ${BACKUP_FORMAT:-supabase} format, bucket $BACKUP_S3_BUCKET, prefix $prefix${BACKUP_S3_ENDPOINT_URL:+, custom endpoint}"

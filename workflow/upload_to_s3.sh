@@ -7,7 +7,13 @@ size_bytes=$(jq -r .size_bytes "$BK_DIR/dump.json")
 sha256=$(jq -r .sha256 "$BK_DIR/dump.json")
 prefix=${BACKUP_S3_PREFIX:-backups}
 prefix=${prefix#/}; prefix=${prefix%/}
-s3_key="$prefix/${started_at}_${DISPATCH_ID}.dump"
+format=$(jq -r .format "$BK_DIR/dump.json")
+# The key's extension says how to restore the object (scripts/restore.sh).
+if [[ $format == custom ]]; then
+  s3_key="$prefix/${started_at}_${DISPATCH_ID}.dump"; content_type=application/octet-stream
+else
+  s3_key="$prefix/${started_at}_${DISPATCH_ID}.tar.gz"; content_type=application/gzip
+fi
 
 aws_args=()
 if [[ -n ${BACKUP_S3_ENDPOINT_URL:-} ]]; then
@@ -19,8 +25,8 @@ if [[ -n ${BACKUP_S3_ENDPOINT_URL:-} ]]; then
 fi
 aws "${aws_args[@]}" s3 cp "$dump_file" "s3://$BACKUP_S3_BUCKET/$s3_key" \
   --only-show-errors --no-progress \
-  --content-type application/octet-stream \
-  --metadata "sha256=$sha256,dispatch-id=$DISPATCH_ID" \
+  --content-type "$content_type" \
+  --metadata "sha256=$sha256,dispatch-id=$DISPATCH_ID,format=$format" \
   || bk_fail "Upload to s3://$BACKUP_S3_BUCKET/$s3_key failed (see the error above)."
 stored=$(aws "${aws_args[@]}" s3api head-object --bucket "$BACKUP_S3_BUCKET" --key "$s3_key" \
   --query ContentLength --output text) \
