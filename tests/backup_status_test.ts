@@ -6,6 +6,7 @@
 // shared; each step starts from an empty history.
 
 import assert from "node:assert/strict";
+import { insertRun, type RunColumns, SUCCESS } from "./support/runs.ts";
 import { assertError, serverSuite } from "./support/suite.ts";
 import type { Sql } from "./support/db.ts";
 import {
@@ -141,24 +142,12 @@ async function send(
   assert.equal(r.body.changed, true, JSON.stringify(r.body));
 }
 
-/** Inserts a history row with SQL; a finished success unless told. */
-async function insertRun(
+/** Places a history row with SQL; a finished success unless told. */
+async function insertFinished(
   sql: Sql,
-  fields: Record<string, string | number | null> = {},
+  fields: RunColumns = {},
 ): Promise<string> {
-  const row: Record<string, string | number | null> = {
-    dispatch_id: crypto.randomUUID(),
-    status: "success",
-    outcome_source: "report",
-    trigger_source: "schedule",
-    s3_key: "backups/x.dump",
-    created_at: "2026-01-01T00:00:00Z",
-    started_at: "2026-01-01T00:00:01Z",
-    finished_at: "2026-01-01T00:00:05Z",
-    ...fields,
-  };
-  await sql`insert into backup_history ${sql(row)}`;
-  return String(row.dispatch_id);
+  return (await insertRun(sql, { ...SUCCESS, ...fields })).dispatch_id;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -192,7 +181,7 @@ const behaviour = suite.behaviour;
 behaviour(
   "backup-status answers 401 without a valid token and 403 to a non-admin, before looking at the query",
   async (ctx) => {
-    const id = await insertRun(ctx.sql);
+    const id = await insertFinished(ctx.sql);
     for (const query of ["", `dispatch_id=${id}`, "limit=0", "bogus=1"]) {
       assertError(
         await status(ctx, query, { token: null }),
@@ -423,7 +412,7 @@ behaviour(
 behaviour(
   "backup-status shows a failed run's failure_reason, error_text and exact duration",
   async (ctx) => {
-    const failed = await insertRun(ctx.sql, {
+    const failed = await insertFinished(ctx.sql, {
       status: "failed",
       failure_reason: "step_failed",
       s3_key: null,
@@ -445,7 +434,7 @@ behaviour(
     assert.equal(f.triggered_by, null);
 
     // Never started (GitHub refused the dispatch): counted from created_at.
-    const refused = await insertRun(ctx.sql, {
+    const refused = await insertFinished(ctx.sql, {
       status: "failed",
       failure_reason: "dispatch_failed",
       outcome_source: "dispatch",
@@ -591,7 +580,7 @@ behaviour(
 behaviour(
   "backup-status answers a matching If-None-Match with 304 and no body, and a changed run with a new ETag",
   async (ctx) => {
-    const id = await insertRun(ctx.sql, {
+    const id = await insertFinished(ctx.sql, {
       status: "failed",
       failure_reason: "step_failed",
       s3_key: null,
@@ -632,7 +621,7 @@ behaviour(
     });
     assert.equal(same.status, 304);
     assert.equal(same.text, "");
-    await insertRun(ctx.sql, { created_at: "2026-06-01T00:00:00Z" });
+    await insertFinished(ctx.sql, { created_at: "2026-06-01T00:00:00Z" });
     const grown = await status(ctx, "limit=5", {
       headers: { "if-none-match": pageTag },
     });
@@ -644,7 +633,7 @@ behaviour(
 behaviour(
   "backup-status long-poll answers at once without If-None-Match or with a stale one",
   async (ctx) => {
-    const id = await insertRun(ctx.sql);
+    const id = await insertFinished(ctx.sql);
     const a = await getRun(ctx, id, "&wait=25");
     assert.ok(a.ms < 1000, `no If-None-Match: answered after ${a.ms} ms`);
     const b = await getRun(ctx, id, "&wait=25", { "if-none-match": '"stale"' });
@@ -660,7 +649,7 @@ behaviour(
 behaviour(
   "backup-status long-poll times out with 304 and the same ETag after `wait` seconds",
   async (ctx) => {
-    const id = await insertRun(ctx.sql);
+    const id = await insertFinished(ctx.sql);
     const tag = (await getRun(ctx, id)).headers.get("etag") ?? "";
     const a = await status(ctx, `dispatch_id=${id}&wait=1`, {
       headers: { "if-none-match": tag },
@@ -846,7 +835,7 @@ behaviour(
 behaviour(
   "backup-status's one-run answer has no sweeper, so a sweep does not change its ETag",
   async (ctx) => {
-    const id = await insertRun(ctx.sql);
+    const id = await insertFinished(ctx.sql);
     const a = await getRun(ctx, id);
     assert.deepEqual(Object.keys(a.body), ["run"]);
     const tag = a.headers.get("etag") ?? "";
@@ -866,7 +855,7 @@ behaviour(
 behaviour(
   "backup-status refuses bad parameters with 400 invalid_parameter naming the parameter",
   async (ctx) => {
-    const id = await insertRun(ctx.sql);
+    const id = await insertFinished(ctx.sql);
     const cases: [query: string, name: string][] = [
       ["status=failed", "status"],
       [`dispatch_id=${id}&foo=1`, "foo"],

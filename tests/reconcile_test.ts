@@ -10,6 +10,7 @@
 // settings and an empty GitHub script.
 
 import assert from "node:assert/strict";
+import { insertRun } from "./support/runs.ts";
 import {
   assertError,
   call as callChecked,
@@ -209,10 +210,10 @@ function ghRun(
 }
 
 /**
- * Inserts a running manual backup placed in the past: created
- * `createdAgo` seconds ago, started `startedAgo` seconds ago (null: never).
+ * Places a running manual backup in the past: created `createdAgo` seconds
+ * ago, started `startedAgo` seconds ago (null: never).
  */
-async function insertRun(
+async function insertRunning(
   sql: Sql,
   o: {
     createdAgo: number;
@@ -220,21 +221,15 @@ async function insertRun(
     workflowRunId?: number | null;
   },
 ): Promise<string> {
-  const id = crypto.randomUUID();
   const runId = o.workflowRunId ?? null;
-  await sql`
-    insert into backup_history
-      (dispatch_id, trigger_source, triggered_by, created_at, updated_at,
-       started_at, workflow_run_id, run_url)
-    values (
-      ${id}::uuid, 'manual', ${ADMIN_ID}::uuid,
-      now() - ${o.createdAgo}::float8 * interval '1 second',
-      now() - ${o.createdAgo}::float8 * interval '1 second',
-      now() - ${o.startedAgo ?? null}::float8 * interval '1 second',
-      ${runId}::int8,
-      case when ${runId}::int8 is null then null
-           else 'https://github.com/acme/app/actions/runs/' || ${runId}::int8 end)`;
-  return id;
+  const row = await insertRun(sql, {
+    triggered_by: ADMIN_ID,
+    workflow_run_id: runId,
+    run_url: runId === null
+      ? null
+      : `https://github.com/acme/app/actions/runs/${runId}`,
+  }, { createdAgo: o.createdAgo, startedAgo: o.startedAgo ?? null });
+  return row.dispatch_id;
 }
 
 async function backoffUntilMs(sql: Sql): Promise<number | null> {
@@ -298,7 +293,7 @@ const behaviour = suite.behaviour;
 behaviour(
   "a run never started is left alone at 9 minutes and failed/lost (source deadline) at 11",
   async (ctx) => {
-    const id = await insertRun(ctx.sql, { createdAgo: 9 * MIN });
+    const id = await insertRunning(ctx.sql, { createdAgo: 9 * MIN });
     const early = await sweep(ctx);
     assert.equal(early.status, 200, early.text);
     assert.deepEqual(early.body, nothing("no_run_id"));
@@ -329,7 +324,7 @@ behaviour(
   "the start deadline is read from backup_settings (60 s: a run 61 s old is lost)",
   async (ctx) => {
     await ctx.sql`update backup_settings set start_deadline_seconds = 60`;
-    const young = await insertRun(ctx.sql, { createdAgo: 50 });
+    const young = await insertRunning(ctx.sql, { createdAgo: 50 });
     assert.deepEqual((await sweep(ctx)).body, nothing("no_run_id"));
     untouched(await row(ctx.sql, young));
 
@@ -352,7 +347,7 @@ behaviour(
 behaviour(
   "past the start deadline GitHub's 'queued' does not save a run, 'in_progress' does",
   async (ctx) => {
-    const queued = await insertRun(ctx.sql, {
+    const queued = await insertRunning(ctx.sql, {
       createdAgo: 11 * MIN,
       workflowRunId: 7001,
     });
@@ -370,7 +365,7 @@ behaviour(
     assertRunRequests(ctx.gh, [7001]);
 
     ctx.gh.reset();
-    const running = await insertRun(ctx.sql, {
+    const running = await insertRunning(ctx.sql, {
       createdAgo: 11 * MIN,
       workflowRunId: 7002,
     });
@@ -386,7 +381,7 @@ behaviour(
 behaviour(
   "a started run is left alone before the max runtime and failed/timed_out after it",
   async (ctx) => {
-    const id = await insertRun(ctx.sql, {
+    const id = await insertRunning(ctx.sql, {
       createdAgo: 2 * HOUR,
       startedAgo: 2 * HOUR - 2 * MIN,
     });
@@ -416,7 +411,7 @@ behaviour(
   "the max runtime is read from backup_settings and counts from created_at when GitHub says running",
   async (ctx) => {
     await ctx.sql`update backup_settings set max_runtime_seconds = 60`;
-    const started = await insertRun(ctx.sql, {
+    const started = await insertRunning(ctx.sql, {
       createdAgo: 50,
       startedAgo: 45,
     });
@@ -444,7 +439,7 @@ behaviour(
     // Never reported `started`, but GitHub says it is running: no `lost`,
     // and the max runtime counts from the dispatch.
     await ctx.sql`update backup_settings set max_runtime_seconds = 120`;
-    const silent = await insertRun(ctx.sql, {
+    const silent = await insertRunning(ctx.sql, {
       createdAgo: 121,
       workflowRunId: 7010,
     });
@@ -481,7 +476,7 @@ behaviour(
       await ctx.sql`truncate backup_history`;
       ctx.gh.reset();
       runId++;
-      const id = await insertRun(ctx.sql, {
+      const id = await insertRunning(ctx.sql, {
         createdAgo: 5 * MIN,
         startedAgo: 4 * MIN,
         workflowRunId: runId,
@@ -507,7 +502,7 @@ behaviour(
 behaviour(
   "GitHub's conclusion of a later attempt is recorded with that attempt",
   async (ctx) => {
-    const id = await insertRun(ctx.sql, {
+    const id = await insertRunning(ctx.sql, {
       createdAgo: 30 * MIN,
       startedAgo: 29 * MIN,
       workflowRunId: 7150,
@@ -534,7 +529,7 @@ behaviour(
     for (const [conclusion] of CONCLUSIONS) {
       await ctx.sql`truncate backup_history`;
       ctx.gh.reset();
-      const id = await insertRun(ctx.sql, {
+      const id = await insertRunning(ctx.sql, {
         createdAgo: 5 * MIN,
         startedAgo: 4 * MIN,
         workflowRunId: 7200,
@@ -551,7 +546,7 @@ behaviour(
     // final report may still be in flight, so it is not `lost` yet...
     await ctx.sql`truncate backup_history`;
     ctx.gh.reset();
-    const id = await insertRun(ctx.sql, {
+    const id = await insertRunning(ctx.sql, {
       createdAgo: 11 * MIN,
       workflowRunId: 7201,
     });
@@ -578,7 +573,7 @@ behaviour(
 behaviour(
   "a run younger than the grace period is not looked up on GitHub",
   async (ctx) => {
-    const id = await insertRun(ctx.sql, {
+    const id = await insertRunning(ctx.sql, {
       createdAgo: 20,
       startedAgo: 10,
       workflowRunId: 7300,
@@ -592,7 +587,7 @@ behaviour(
 behaviour(
   "a completed run of another workflow run id (a 404) changes nothing",
   async (ctx) => {
-    const id = await insertRun(ctx.sql, {
+    const id = await insertRunning(ctx.sql, {
       createdAgo: 5 * MIN,
       startedAgo: 4 * MIN,
       workflowRunId: 7400,
@@ -613,7 +608,7 @@ behaviour(
 behaviour(
   "a GitHub 500 or network error changes nothing before a deadline; the deadlines still apply",
   async (ctx) => {
-    const id = await insertRun(ctx.sql, {
+    const id = await insertRunning(ctx.sql, {
       createdAgo: 5 * MIN,
       startedAgo: 4 * MIN,
       workflowRunId: 7500,
@@ -631,7 +626,7 @@ behaviour(
 
     // Past the start deadline, an outage does not keep a run alive.
     await ctx.sql`truncate backup_history`;
-    const lost = await insertRun(ctx.sql, {
+    const lost = await insertRunning(ctx.sql, {
       createdAgo: 11 * MIN,
       workflowRunId: 7501,
     });
@@ -652,7 +647,7 @@ behaviour(
 behaviour(
   "a 403 rate limit stores x-ratelimit-reset; until then no GitHub call, only deadlines",
   async (ctx) => {
-    const id = await insertRun(ctx.sql, {
+    const id = await insertRunning(ctx.sql, {
       createdAgo: 5 * MIN,
       startedAgo: 4 * MIN,
       workflowRunId: 7600,
@@ -703,7 +698,7 @@ behaviour(
     await ctx.sql`truncate backup_history`;
     await ctx.sql`
       update backup_settings set github_backoff_until = now() - interval '1 second'`;
-    const next = await insertRun(ctx.sql, {
+    const next = await insertRunning(ctx.sql, {
       createdAgo: 5 * MIN,
       startedAgo: 4 * MIN,
       workflowRunId: 7601,
@@ -719,7 +714,7 @@ behaviour(
 behaviour(
   "a 429 with Retry-After stores now + Retry-After; the next sweep makes no GitHub call",
   async (ctx) => {
-    const id = await insertRun(ctx.sql, {
+    const id = await insertRunning(ctx.sql, {
       createdAgo: 5 * MIN,
       startedAgo: 4 * MIN,
       workflowRunId: 7700,
@@ -763,7 +758,7 @@ behaviour(
     for (const workflowRunId of [null, 7800]) {
       await ctx.sql`truncate backup_history`;
       ctx.gh.reset();
-      const id = await insertRun(ctx.sql, {
+      const id = await insertRunning(ctx.sql, {
         createdAgo: 11 * MIN,
         workflowRunId,
       });
@@ -792,7 +787,7 @@ behaviour(
     // The losers of the version guard re-read and decide again; a report
     // that keeps losing must not become a 500 (finalize.rs gives up after
     // MAX_RACES = 5 attempts with "too many concurrent writes").
-    const id = await insertRun(ctx.sql, {
+    const id = await insertRunning(ctx.sql, {
       createdAgo: 2 * MIN,
       startedAgo: MIN,
       workflowRunId: 7850,
@@ -1056,7 +1051,7 @@ behaviour(
 behaviour(
   "trigger-backup ends a stuck run (11 minutes, never started) and starts a new backup with 202",
   async (ctx) => {
-    const stuck = await insertRun(ctx.sql, {
+    const stuck = await insertRunning(ctx.sql, {
       createdAgo: 11 * MIN,
       workflowRunId: 8100,
     });
@@ -1107,7 +1102,7 @@ behaviour(
 behaviour(
   "trigger-backup still answers 409 for a run that is not stuck (9 minutes, GitHub queued)",
   async (ctx) => {
-    const running = await insertRun(ctx.sql, {
+    const running = await insertRunning(ctx.sql, {
       createdAgo: 9 * MIN,
       workflowRunId: 8200,
     });
@@ -1125,7 +1120,7 @@ behaviour(
 behaviour(
   "trigger-backup waits at most about 3 s for GitHub during its sweep; the deadline still applies",
   async (ctx) => {
-    const stuck = await insertRun(ctx.sql, {
+    const stuck = await insertRunning(ctx.sql, {
       createdAgo: 11 * MIN,
       workflowRunId: 8300,
     });
@@ -1151,7 +1146,7 @@ behaviour(
 behaviour(
   "10 concurrent triggers with a stuck row: exactly one 202 and one dispatch, the rest 409",
   async (ctx) => {
-    const stuck = await insertRun(ctx.sql, { createdAgo: 11 * MIN });
+    const stuck = await insertRunning(ctx.sql, { createdAgo: 11 * MIN });
     ctx.gh.script(runDetails(8400));
     ctx.gh.fallback = () => runDetails(8499);
     const answers = await Promise.all(
@@ -1188,7 +1183,7 @@ behaviour(
       await ctx.sql`truncate backup_history, backup_report_deliveries`;
       ctx.gh.reset();
       ctx.gh.fallback = () => runDetails();
-      await insertRun(ctx.sql, { createdAgo: 11 * MIN });
+      await insertRunning(ctx.sql, { createdAgo: 11 * MIN });
       const answers = await Promise.all(
         Array.from({ length: 10 }, () => trigger(ctx.stack)),
       );
@@ -1211,7 +1206,7 @@ behaviour(
 behaviour(
   "a late succeeded report for a replaced stuck run is still recorded beside the new run",
   async (ctx) => {
-    const stuck = await insertRun(ctx.sql, {
+    const stuck = await insertRunning(ctx.sql, {
       createdAgo: 11 * MIN,
       workflowRunId: 8500,
     });
@@ -1254,7 +1249,7 @@ behaviour(
     for (let i = 0; i < 8; i++) {
       const event = i % 2 === 0 ? "started" : "succeeded";
       await ctx.sql`truncate backup_history, backup_report_deliveries`;
-      const id = await insertRun(ctx.sql, {
+      const id = await insertRunning(ctx.sql, {
         createdAgo: 11 * MIN,
         workflowRunId: 8600 + i,
       });
@@ -1298,7 +1293,7 @@ behaviour(
 behaviour(
   "GitHub's odd answers: malformed JSON, a past x-ratelimit-reset, a body over 64 KiB",
   async (ctx) => {
-    const id = await insertRun(ctx.sql, {
+    const id = await insertRunning(ctx.sql, {
       createdAgo: 5 * MIN,
       startedAgo: 4 * MIN,
       workflowRunId: 8700,
@@ -1340,7 +1335,7 @@ behaviour(
 behaviour(
   "reconcile-backups answers 401 without or with a wrong key, 405 for GET, 200 with a webhook signature",
   async (ctx) => {
-    const id = await insertRun(ctx.sql, { createdAgo: 11 * MIN });
+    const id = await insertRunning(ctx.sql, { createdAgo: 11 * MIN });
     const none = await sweep(ctx, {
       headers: { "content-type": "application/json" },
     });
@@ -1444,7 +1439,7 @@ behaviour(
                g
           from generate_series(1, 100000) g`;
     });
-    const id = await insertRun(ctx.sql, { createdAgo: MIN });
+    const id = await insertRunning(ctx.sql, { createdAgo: MIN });
     await ctx.sql`analyze backup_history`;
     assert.equal(await rowCount(ctx.sql), 100_001);
 
@@ -1506,7 +1501,7 @@ behaviour(
     // trigger-backup ends a stuck run with its own quick sweep before it
     // inserts the new one: that sweep is not the schedule, and is not
     // recorded.
-    const stuck = await insertRun(ctx.sql, { createdAgo: 11 * MIN });
+    const stuck = await insertRunning(ctx.sql, { createdAgo: 11 * MIN });
     ctx.gh.script(runDetails(7601));
     const t = await trigger(ctx.stack);
     assert.equal(t.status, 202, JSON.stringify(t.body));

@@ -2,6 +2,7 @@
 // PostgreSQL: each test gets a fresh migrated database from tests/support/db.ts.
 
 import assert from "node:assert/strict";
+import { insertRun } from "./support/runs.ts";
 import {
   freshDatabase,
   type Queryable,
@@ -45,22 +46,6 @@ async function assertPgError(
   if ("constraint" in expected) actual.constraint = error.constraint_name;
   if ("message" in expected) actual.message = error.message;
   assert.deepEqual(actual, expected, String(error));
-}
-
-/** Inserts a backup_history row; returns its id and dispatch id. */
-async function insertRun(
-  sql: Sql,
-  fields: Record<string, unknown> = {},
-): Promise<{ id: string; dispatch_id: string }> {
-  const row = {
-    dispatch_id: crypto.randomUUID(),
-    trigger_source: "manual",
-    ...fields,
-  };
-  const [r] = await sql<{ id: string; dispatch_id: string }[]>`
-    insert into public.backup_history ${sql(row)}
-    returning id::text, dispatch_id::text`;
-  return r;
 }
 
 /** The columns a finished run needs besides its status. */
