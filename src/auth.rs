@@ -19,6 +19,7 @@ use crate::http::Request;
 use crate::ports::Host;
 use crate::store::Store;
 use crate::token::{self, Jwks, Keys, User, Verdict};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
 use uuid::Uuid;
@@ -267,17 +268,23 @@ enum AuthAnswer {
     Unavailable(String),
 }
 
+/// The one member of Auth's user object that is used; the rest (email,
+/// metadata, identities) is not read.
+#[derive(Deserialize)]
+struct AuthUser {
+    id: String,
+}
+
 fn auth_answer(status: u16, body: &str) -> AuthAnswer {
     let why = format!("HTTP {status}");
     match status {
-        200 => {
-            let json: serde_json::Value =
-                serde_json::from_slice(body.as_bytes()).unwrap_or_default();
-            match json["id"].as_str().and_then(|id| Uuid::try_parse(id).ok()) {
-                Some(id) => AuthAnswer::User(id),
-                None => AuthAnswer::Unavailable(format!("{why} without a user id")),
-            }
-        }
+        200 => match serde_json::from_str::<AuthUser>(body)
+            .ok()
+            .and_then(|user| Uuid::try_parse(&user.id).ok())
+        {
+            Some(id) => AuthAnswer::User(id),
+            None => AuthAnswer::Unavailable(format!("{why} without a user id")),
+        },
         429 => AuthAnswer::Unavailable(why),
         400..=499 => AuthAnswer::Refused(why),
         _ => AuthAnswer::Unavailable(why),
@@ -322,7 +329,13 @@ mod tests {
             auth_answer(200, &format!(r#"{{"id":"{id}","aud":"authenticated"}}"#)),
             AuthAnswer::User(Uuid::parse_str(id).unwrap())
         );
-        assert!(matches!(auth_answer(200, "{}"), AuthAnswer::Unavailable(_)));
+        for not_a_user in ["{}", r#"{"id":"not-a-uuid"}"#, r#"{"id":42}"#, "<html>", ""] {
+            assert_eq!(
+                auth_answer(200, not_a_user),
+                AuthAnswer::Unavailable("HTTP 200 without a user id".into()),
+                "{not_a_user:?}"
+            );
+        }
         assert_eq!(
             auth_answer(
                 401,

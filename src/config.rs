@@ -8,6 +8,8 @@ use crate::error::Error;
 use crate::github::GitHubConfig;
 use crate::http::Cors;
 use crate::webhook::WebhookSecret;
+use serde::Deserialize;
+use std::collections::BTreeMap;
 
 /// Reads one setting; empty values count as unset.
 pub trait Env {
@@ -189,34 +191,38 @@ pub fn service_keys(env: &impl Env) -> Result<Vec<String>, Error> {
 /// A set of API keys as the platform injects it: a JSON object of name to
 /// key, `{"default":"sb_secret_..."}` (the shape supabase/cli's edge-runtime
 /// entry point, `internal/functions/serve/templates/main.ts`, builds for
-/// `SUPABASE_PUBLISHABLE_KEYS` and `SUPABASE_SECRET_KEYS`). Any other value
-/// is one key, as a user would write it by hand. The `default` key comes
-/// first, then the others by name: JSON objects are read without their
-/// member order.
+/// `SUPABASE_PUBLISHABLE_KEYS` and `SUPABASE_SECRET_KEYS`), or one key as a
+/// JSON string.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum KeySet {
+    /// By name, so that the order is the same whatever order the members
+    /// were written in.
+    Named(BTreeMap<String, String>),
+    One(String),
+}
+
+/// The keys of a key set, `default` first, then the others by name; empty
+/// ones are dropped. A value that is not JSON is one key, as a user would
+/// write it by hand; an object that is not a set of names to keys gives
+/// none, so that its text (`{...}`) never becomes a key anyone may present.
 fn key_set(env: &impl Env, name: &str) -> Vec<String> {
-    fn add(keys: &mut Vec<String>, value: &serde_json::Value) {
-        if let Some(key) = value.as_str().map(str::trim).filter(|k| !k.is_empty()) {
-            keys.push(key.to_string());
-        }
-    }
-    let mut keys = Vec::new();
     let Some(raw) = get(env, name) else {
-        return keys;
+        return Vec::new();
     };
-    match serde_json::from_slice::<serde_json::Value>(raw.as_bytes()) {
-        Ok(serde_json::Value::Object(map)) => {
-            if let Some(default) = map.get("default") {
-                add(&mut keys, default);
-            }
-            for (name, value) in &map {
-                if name != "default" {
-                    add(&mut keys, value);
-                }
-            }
+    let keys = match serde_json::from_str::<KeySet>(&raw) {
+        Ok(KeySet::Named(mut by_name)) => {
+            let default = by_name.remove("default");
+            default.into_iter().chain(by_name.into_values()).collect()
         }
-        _ => keys.push(raw),
-    }
-    keys
+        Ok(KeySet::One(key)) => vec![key],
+        Err(_) if raw.starts_with('{') => Vec::new(),
+        Err(_) => vec![raw],
+    };
+    keys.into_iter()
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty())
+        .collect()
 }
 
 #[cfg(test)]
@@ -332,6 +338,21 @@ mod tests {
             Some("eyJanon")
         );
         assert_eq!(key(&[]), None);
+    }
+
+    #[test]
+    fn a_key_set_is_read_in_each_shape_it_comes_in() {
+        let keys = |raw: &'static str| key_set(&vars(&[("KEYS", raw)]), "KEYS");
+        assert_eq!(
+            keys(r#"{"b":"sb_b","default":" sb_d ","a":"sb_a","c":""}"#),
+            ["sb_d", "sb_a", "sb_b"],
+            "default first, then by name; trimmed, empty ones dropped"
+        );
+        assert_eq!(keys(r#""sb_secret_quoted""#), ["sb_secret_quoted"]);
+        assert_eq!(keys("sb_secret_plain"), ["sb_secret_plain"]);
+        for not_a_set in [r#"{"default":1}"#, r#"{"default":"sb_d""#, "{}"] {
+            assert_eq!(keys(not_a_set), Vec::<String>::new(), "{not_a_set}");
+        }
     }
 
     #[test]

@@ -32,7 +32,8 @@ use crate::error::Error;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use serde_json::{json, Value};
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use uuid::Uuid;
 
@@ -47,6 +48,36 @@ pub struct User {
     pub id: Uuid,
 }
 
+/// A signature algorithm, as a JOSE header or a JWK's `alg` names it. Only
+/// the three Supabase Auth signs with are told apart; `none` and the rest
+/// are `Unsupported`, which no token is accepted with and no key matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Alg {
+    #[serde(rename = "HS256")]
+    Hs256,
+    #[serde(rename = "ES256")]
+    Es256,
+    #[serde(rename = "RS256")]
+    Rs256,
+    #[serde(other)]
+    Unsupported,
+}
+
+/// A JWK's key type. Types added later (`OKP`, ...) are `Unknown`: such a
+/// key stays in the set but matches no token, as RFC 7517 asks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Kty {
+    #[serde(rename = "EC")]
+    Ec,
+    #[serde(rename = "RSA")]
+    Rsa,
+    /// A symmetric key: an HS256 secret.
+    #[serde(rename = "oct")]
+    Oct,
+    #[serde(other)]
+    Unknown,
+}
+
 /// A JSON Web Key Set, as served at `/auth/v1/.well-known/jwks.json` and
 /// injected as `SUPABASE_JWKS`.
 #[derive(Debug, Clone, Default)]
@@ -55,11 +86,11 @@ pub struct Jwks {
 }
 
 /// One key. Unknown members are ignored.
-#[derive(Clone, Default)]
+#[derive(Clone, Deserialize)]
 pub struct Jwk {
-    pub kty: String,
+    pub kty: Kty,
     pub kid: Option<String>,
-    pub alg: Option<String>,
+    pub alg: Option<Alg>,
     pub crv: Option<String>,
     pub x: Option<String>,
     pub y: Option<String>,
@@ -80,37 +111,43 @@ impl std::fmt::Debug for Jwk {
     }
 }
 
+/// The standard shape of a key set.
+#[derive(Deserialize)]
+struct JwksDoc {
+    keys: Vec<Entry>,
+}
+
+/// A member of `keys`. One that is not a key this module can read (no
+/// `kty`, a member of the wrong type) is skipped, not fatal: RFC 7517 §5
+/// has the rest of the set used, and one odd key must not lock out every
+/// user.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Entry {
+    Key(Jwk),
+    Other(IgnoredAny),
+}
+
 impl Jwks {
     /// Parses a JWKS document (`{"keys":[...]}`, or the bare array of
-    /// keys). Keys without a `kty` are skipped.
+    /// keys). Keys it cannot read are skipped.
     ///
     /// # Errors
     /// [`Error::Config`] naming `SUPABASE_JWKS` when it is not a JWKS.
     pub fn parse(text: &str) -> Result<Self, Error> {
-        let doc: Value = serde_json::from_slice(text.as_bytes()).unwrap_or(Value::Null);
-        let keys = doc["keys"]
-            .as_array()
-            .or(doc.as_array())
-            .ok_or_else(|| Error::Config {
+        let entries = serde_json::from_str::<JwksDoc>(text)
+            .map(|doc| doc.keys)
+            .or_else(|_| serde_json::from_str::<Vec<Entry>>(text))
+            .map_err(|_| Error::Config {
                 setting: "SUPABASE_JWKS",
                 message: "must be a JSON Web Key Set ({\"keys\":[...]})".into(),
             })?;
-        let member = |k: &Value, name: &str| k[name].as_str().map(str::to_string);
         Ok(Jwks {
-            keys: keys
-                .iter()
-                .filter_map(|k| {
-                    Some(Jwk {
-                        kty: member(k, "kty")?,
-                        kid: member(k, "kid"),
-                        alg: member(k, "alg"),
-                        crv: member(k, "crv"),
-                        x: member(k, "x"),
-                        y: member(k, "y"),
-                        n: member(k, "n"),
-                        e: member(k, "e"),
-                        k: member(k, "k"),
-                    })
+            keys: entries
+                .into_iter()
+                .filter_map(|entry| match entry {
+                    Entry::Key(key) => Some(key),
+                    Entry::Other(_) => None,
                 })
                 .collect(),
         })
@@ -139,13 +176,95 @@ impl std::fmt::Debug for Keys {
     }
 }
 
+/// The JOSE header; other members (`typ`, ...) are ignored.
+#[derive(Deserialize)]
 struct Header {
-    alg: String,
+    alg: Alg,
     kid: Option<String>,
+}
+
+/// The claims this module checks; the others are ignored. A claim of the
+/// wrong JSON type makes the claims unreadable ("bad claims").
+#[derive(Deserialize)]
+struct Claims {
+    /// NumericDate: seconds, fractions allowed.
+    exp: Option<f64>,
+    nbf: Option<f64>,
+    role: Option<String>,
+    aud: Option<Audience>,
+    sub: Option<String>,
+}
+
+/// `aud`, which RFC 7519 allows as one string or an array of them.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn includes(&self, audience: &str) -> bool {
+        match self {
+            Audience::One(a) => a == audience,
+            Audience::Many(list) => list.iter().any(|a| a == audience),
+        }
+    }
 }
 
 fn invalid(reason: &str) -> Error {
     Error::InvalidToken(reason.to_string())
+}
+
+/// The hash of every signature checked here, as WebCrypto names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Hash {
+    #[serde(rename = "SHA-256")]
+    Sha256,
+}
+
+/// The one curve of ES256, as WebCrypto and JWKs name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Curve {
+    #[serde(rename = "P-256")]
+    P256,
+}
+
+/// The `algorithm` of WebCrypto's `importKey`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "name")]
+pub enum ImportAlgorithm {
+    /// `{"name":"ECDSA","namedCurve":"P-256"}`
+    #[serde(rename = "ECDSA")]
+    Ecdsa {
+        #[serde(rename = "namedCurve")]
+        named_curve: Curve,
+    },
+    /// `{"name":"RSASSA-PKCS1-v1_5","hash":"SHA-256"}`
+    #[serde(rename = "RSASSA-PKCS1-v1_5")]
+    RsassaPkcs1V15 { hash: Hash },
+}
+
+/// The `algorithm` of WebCrypto's `verify`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "name")]
+pub enum VerifyAlgorithm {
+    /// `{"name":"ECDSA","hash":"SHA-256"}`
+    #[serde(rename = "ECDSA")]
+    Ecdsa { hash: Hash },
+    /// `{"name":"RSASSA-PKCS1-v1_5"}` (the hash was fixed at import).
+    #[serde(rename = "RSASSA-PKCS1-v1_5")]
+    RsassaPkcs1V15,
+}
+
+/// The public members of a key, all WebCrypto is given to import.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kty")]
+pub enum PublicJwk {
+    #[serde(rename = "EC")]
+    Ec { crv: Curve, x: String, y: String },
+    #[serde(rename = "RSA")]
+    Rsa { n: String, e: String },
 }
 
 /// The asymmetric signature a token's acceptance still depends on: the
@@ -153,12 +272,9 @@ fn invalid(reason: &str) -> Error {
 /// then `crypto.subtle.verify`), using exactly these parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignatureCheck {
-    /// WebCrypto `importKey` algorithm, e.g. `{"name":"ECDSA","namedCurve":"P-256"}`.
-    pub import_algorithm: serde_json::Value,
-    /// WebCrypto `verify` algorithm, e.g. `{"name":"ECDSA","hash":"SHA-256"}`.
-    pub verify_algorithm: serde_json::Value,
-    /// The public JWK (only its public members).
-    pub jwk: serde_json::Value,
+    pub import_algorithm: ImportAlgorithm,
+    pub verify_algorithm: VerifyAlgorithm,
+    pub jwk: PublicJwk,
     /// `base64url(header) "." base64url(payload)`.
     pub signed: Vec<u8>,
     /// The decoded signature (raw `r || s` for ES256, as WebCrypto expects).
@@ -198,24 +314,17 @@ pub fn verify(token: &str, keys: &Keys, now_secs: i64) -> Result<Verdict, Error>
     else {
         return Err(invalid("not a compact JWS"));
     };
-    let header = decode_json(h64)
-        .and_then(|h| {
-            Some(Header {
-                alg: h["alg"].as_str()?.to_string(),
-                kid: h["kid"].as_str().map(str::to_string),
-            })
-        })
-        .ok_or_else(|| invalid("bad header"))?;
+    let header: Header = decode_json(h64).ok_or_else(|| invalid("bad header"))?;
     let signature = URL_SAFE_NO_PAD
         .decode(s64)
         .map_err(|_| invalid("bad signature encoding"))?;
     let signed = &token.as_bytes()[..h64.len() + 1 + p64.len()];
 
-    if !matches!(header.alg.as_str(), "HS256" | "ES256" | "RS256") {
+    if header.alg == Alg::Unsupported {
         return Err(invalid("the algorithm is not HS256, ES256 or RS256"));
     }
     let (user, exp) = check_claims(p64, now_secs)?;
-    if header.alg == "HS256" {
+    if header.alg == Alg::Hs256 {
         return match hs256_verifies(keys, header.kid.as_deref(), signed, &signature) {
             None => Ok(Verdict::ValidIfAuthConfirms { user, exp }),
             Some(true) => Ok(Verdict::Valid(user)),
@@ -224,7 +333,7 @@ pub fn verify(token: &str, keys: &Keys, now_secs: i64) -> Result<Verdict, Error>
     }
     Ok(match find_key(keys, &header)? {
         Some(jwk) => {
-            Verdict::ValidIfSigned(user, signature_check(jwk, &header.alg, signed, signature)?)
+            Verdict::ValidIfSigned(user, signature_check(jwk, header.alg, signed, signature)?)
         }
         None => Verdict::UnknownKey,
     })
@@ -243,8 +352,8 @@ fn hs256_verifies(keys: &Keys, kid: Option<&str>, signed: &[u8], signature: &[u8
         }
     };
     for key in keys.jwks.iter().flat_map(|jwks| &jwks.keys) {
-        let candidate = key.kty == "oct"
-            && key.alg.as_deref().is_none_or(|a| a == "HS256")
+        let candidate = key.kty == Kty::Oct
+            && key.alg.is_none_or(|a| a == Alg::Hs256)
             && (kid.is_none() || key.kid.is_none() || key.kid.as_deref() == kid);
         if let Some(secret) = key.k.as_deref().filter(|_| candidate) {
             if let Ok(secret) = URL_SAFE_NO_PAD.decode(secret.trim_end_matches('=')) {
@@ -260,46 +369,46 @@ fn hs256_verifies(keys: &Keys, kid: Option<&str>, signed: &[u8], signature: &[u8
 
 /// The user and `exp` of valid claims.
 fn check_claims(p64: &str, now_secs: i64) -> Result<(User, i64), Error> {
-    let claims = decode_json(p64)
-        .filter(Value::is_object)
-        .ok_or_else(|| invalid("bad claims"))?;
-    let time = |name: &str| claims[name].as_f64().map(|t| t as i64);
-    let exp = time("exp").ok_or_else(|| invalid("no exp"))?;
+    let claims: Claims = decode_json(p64).ok_or_else(|| invalid("bad claims"))?;
+    let exp = claims.exp.ok_or_else(|| invalid("no exp"))? as i64;
     if exp + LEEWAY_SECONDS < now_secs {
         return Err(invalid("expired"));
     }
-    if let Some(nbf) = time("nbf") {
+    if let Some(nbf) = claims.nbf.map(|t| t as i64) {
         if nbf - LEEWAY_SECONDS > now_secs {
             return Err(invalid("not yet valid"));
         }
     }
-    if claims["role"].as_str() != Some("authenticated") {
+    if claims.role.as_deref() != Some("authenticated") {
         return Err(invalid("not a signed-in user's token"));
     }
-    let aud_ok = match &claims["aud"] {
-        Value::Null => true,
-        Value::String(a) => a == "authenticated",
-        Value::Array(list) => list.iter().any(|a| a == "authenticated"),
-        _ => false,
-    };
-    if !aud_ok {
+    if !claims.aud.is_none_or(|aud| aud.includes("authenticated")) {
         return Err(invalid("wrong audience"));
     }
-    let sub = claims["sub"].as_str().ok_or_else(|| invalid("no sub"))?;
-    let id = Uuid::try_parse(sub).map_err(|_| invalid("sub is not a UUID"))?;
+    let sub = claims.sub.ok_or_else(|| invalid("no sub"))?;
+    let id = Uuid::try_parse(&sub).map_err(|_| invalid("sub is not a UUID"))?;
     Ok((User { id }, exp))
 }
 
-fn decode_json(part: &str) -> Option<Value> {
+/// A base64url JSON object, typed. Objects only: serde would also read a
+/// struct from a JSON array, member by position.
+fn decode_json<T: DeserializeOwned>(part: &str) -> Option<T> {
     let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
-    serde_json::from_slice(&bytes).ok()
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
+    serde_json::from_str(std::str::from_utf8(&bytes).ok()?).ok()
 }
 
 /// The key for an asymmetric token; `None` when no key has its `kid` (or,
 /// without a `kid`, its key type). A key under the right `kid` but of the
 /// wrong type or algorithm is a refusal, not a miss: refetching cannot help.
 fn find_key<'a>(keys: &'a Keys, header: &Header) -> Result<Option<&'a Jwk>, Error> {
-    let kty = if header.alg == "ES256" { "EC" } else { "RSA" };
+    let kty = if header.alg == Alg::Es256 {
+        Kty::Ec
+    } else {
+        Kty::Rsa
+    };
     let Some(jwks) = keys.jwks.as_ref() else {
         return Ok(None);
     };
@@ -313,7 +422,7 @@ fn find_key<'a>(keys: &'a Keys, header: &Header) -> Result<Option<&'a Jwk>, Erro
     std::iter::once(first)
         .chain(named)
         .filter(|k| k.kty == kty)
-        .find(|k| k.alg.as_deref().is_none_or(|a| a == header.alg))
+        .find(|k| k.alg.is_none_or(|a| a == header.alg))
         .map(Some)
         .ok_or_else(|| invalid("the key under this kid is not of the token's algorithm"))
 }
@@ -331,11 +440,11 @@ fn b64_member(value: &Option<String>, len: Option<usize>) -> Result<String, Erro
 
 fn signature_check(
     jwk: &Jwk,
-    alg: &str,
+    alg: Alg,
     signed: &[u8],
     signature: Vec<u8>,
 ) -> Result<SignatureCheck, Error> {
-    if alg == "ES256" {
+    if alg == Alg::Es256 {
         if jwk.crv.as_deref() != Some("P-256") {
             return Err(invalid("ES256 key is not on P-256"));
         }
@@ -343,12 +452,15 @@ fn signature_check(
             return Err(invalid("ES256 signature is not 64 bytes"));
         }
         Ok(SignatureCheck {
-            import_algorithm: json!({"name": "ECDSA", "namedCurve": "P-256"}),
-            verify_algorithm: json!({"name": "ECDSA", "hash": "SHA-256"}),
-            jwk: json!({
-                "kty": "EC", "crv": "P-256",
-                "x": b64_member(&jwk.x, Some(32))?, "y": b64_member(&jwk.y, Some(32))?,
-            }),
+            import_algorithm: ImportAlgorithm::Ecdsa {
+                named_curve: Curve::P256,
+            },
+            verify_algorithm: VerifyAlgorithm::Ecdsa { hash: Hash::Sha256 },
+            jwk: PublicJwk::Ec {
+                crv: Curve::P256,
+                x: b64_member(&jwk.x, Some(32))?,
+                y: b64_member(&jwk.y, Some(32))?,
+            },
             signed: signed.to_vec(),
             signature,
         })
@@ -358,9 +470,12 @@ fn signature_check(
             return Err(invalid("RSA keys under 2048 bits are refused"));
         }
         Ok(SignatureCheck {
-            import_algorithm: json!({"name": "RSASSA-PKCS1-v1_5", "hash": "SHA-256"}),
-            verify_algorithm: json!({"name": "RSASSA-PKCS1-v1_5"}),
-            jwk: json!({"kty": "RSA", "n": n, "e": b64_member(&jwk.e, None)?}),
+            import_algorithm: ImportAlgorithm::RsassaPkcs1V15 { hash: Hash::Sha256 },
+            verify_algorithm: VerifyAlgorithm::RsassaPkcs1V15,
+            jwk: PublicJwk::Rsa {
+                n,
+                e: b64_member(&jwk.e, None)?,
+            },
             signed: signed.to_vec(),
             signature,
         })
@@ -377,8 +492,8 @@ pub fn sign_hs256(secret: &[u8], claims: &serde_json::Value) -> String {
 #[cfg(test)]
 pub fn sign_hs256_kid(secret: &[u8], kid: Option<&str>, claims: &serde_json::Value) -> String {
     let header = match kid {
-        Some(kid) => json!({"alg": "HS256", "typ": "JWT", "kid": kid}),
-        None => json!({"alg": "HS256", "typ": "JWT"}),
+        Some(kid) => serde_json::json!({"alg": "HS256", "typ": "JWT", "kid": kid}),
+        None => serde_json::json!({"alg": "HS256", "typ": "JWT"}),
     };
     let header = URL_SAFE_NO_PAD.encode(header.to_string());
     let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
@@ -410,6 +525,11 @@ mod tests {
 
     fn claims() -> serde_json::Value {
         json!({"sub": USER, "role": "authenticated", "aud": "authenticated", "exp": NOW + 3600})
+    }
+
+    /// A value as it crosses to the host (the same serde derive).
+    fn wire(value: &impl Serialize) -> serde_json::Value {
+        serde_json::to_value(value).unwrap()
     }
 
     fn valid_user(verdict: Verdict) -> String {
@@ -642,16 +762,20 @@ mod tests {
             panic!("an asymmetric token needs the host's signature check");
         };
         assert_eq!(user.id.to_string(), USER);
+        // What the host hands WebCrypto, member for member.
         assert_eq!(
-            check.import_algorithm,
+            wire(&check.import_algorithm),
             json!({"name": "ECDSA", "namedCurve": "P-256"})
         );
         assert_eq!(
-            check.verify_algorithm,
+            wire(&check.verify_algorithm),
             json!({"name": "ECDSA", "hash": "SHA-256"})
         );
-        assert_eq!(check.jwk["kty"], "EC");
-        assert_eq!(check.jwk["x"], URL_SAFE_NO_PAD.encode([1u8; 32]));
+        assert_eq!(
+            wire(&check.jwk),
+            json!({"kty": "EC", "crv": "P-256",
+                   "x": URL_SAFE_NO_PAD.encode([1u8; 32]), "y": URL_SAFE_NO_PAD.encode([2u8; 32])})
+        );
         assert_eq!(check.signature, vec![9u8; 64]);
         assert_eq!(check.signed, token.rsplit_once('.').unwrap().0.as_bytes());
     }
@@ -722,5 +846,193 @@ mod tests {
             URL_SAFE_NO_PAD.encode([1u8; 128])
         );
         assert!(verify(&token, &keys, NOW).is_err());
+    }
+
+    fn token_with(header: &serde_json::Value, claims: &serde_json::Value) -> String {
+        format!(
+            "{}.{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string()),
+            URL_SAFE_NO_PAD.encode([9u8; 64])
+        )
+    }
+
+    #[test]
+    fn each_refusal_names_its_reason() {
+        let refusal = |header: serde_json::Value, claims: serde_json::Value| match verify(
+            &token_with(&header, &claims),
+            &es256_keys(),
+            NOW,
+        ) {
+            Err(Error::InvalidToken(reason)) => reason,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        let es = json!({"alg": "ES256", "kid": "k1"});
+        let cases = [
+            (json!({"kid": "k1"}), claims(), "bad header"),
+            (json!({"alg": 256}), claims(), "bad header"),
+            (json!(["ES256", "k1"]), claims(), "bad header"),
+            (
+                json!({"alg": "none"}),
+                claims(),
+                "the algorithm is not HS256, ES256 or RS256",
+            ),
+            (
+                json!({"alg": "EdDSA"}),
+                claims(),
+                "the algorithm is not HS256, ES256 or RS256",
+            ),
+            (es.clone(), json!([USER, "authenticated"]), "bad claims"),
+            (
+                es.clone(),
+                json!({"sub": USER, "role": "authenticated", "exp": "soon"}),
+                "bad claims",
+            ),
+            (
+                es.clone(),
+                json!({"sub": USER, "role": "authenticated", "aud": 7, "exp": NOW}),
+                "bad claims",
+            ),
+            (
+                es.clone(),
+                json!({"sub": USER, "role": "authenticated"}),
+                "no exp",
+            ),
+            (
+                es.clone(),
+                json!({"sub": USER, "role": "authenticated", "exp": NOW, "nbf": NOW + 31}),
+                "not yet valid",
+            ),
+            (
+                es.clone(),
+                json!({"sub": USER, "exp": NOW}),
+                "not a signed-in user's token",
+            ),
+            (
+                es.clone(),
+                json!({"sub": USER, "role": "authenticated", "aud": ["x", "y"], "exp": NOW}),
+                "wrong audience",
+            ),
+            (
+                es.clone(),
+                json!({"role": "authenticated", "exp": NOW}),
+                "no sub",
+            ),
+            (
+                es,
+                json!({"sub": "42", "role": "authenticated", "exp": NOW}),
+                "sub is not a UUID",
+            ),
+        ];
+        for (header, claims, reason) in cases {
+            assert_eq!(
+                refusal(header.clone(), claims.clone()),
+                reason,
+                "{header} {claims}"
+            );
+        }
+    }
+
+    #[test]
+    fn aud_may_be_one_string_a_list_or_absent() {
+        for aud in [
+            json!("authenticated"),
+            json!(["other", "authenticated"]),
+            json!(null),
+        ] {
+            let mut c = claims();
+            c["aud"] = aud.clone();
+            let token = token_with(&json!({"alg": "ES256", "kid": "k1"}), &c);
+            assert!(
+                matches!(
+                    verify(&token, &es256_keys(), NOW),
+                    Ok(Verdict::ValidIfSigned(..))
+                ),
+                "{aud}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_rs256_check_hands_webcrypto_the_rsa_parameters() {
+        let n = URL_SAFE_NO_PAD.encode([7u8; 256]);
+        let keys = Keys {
+            hs256_secret: None,
+            jwks: Some(
+                Jwks::parse(
+                    &json!({"keys": [{"kty": "RSA", "kid": "r1", "alg": "RS256",
+                    "use": "sig", "n": n, "e": "AQAB", "d": "private-part"}]})
+                    .to_string(),
+                )
+                .unwrap(),
+            ),
+        };
+        let token = token_with(&json!({"alg": "RS256", "kid": "r1"}), &claims());
+        let Verdict::ValidIfSigned(_, check) = verify(&token, &keys, NOW).unwrap() else {
+            panic!("an RS256 token needs the host's signature check");
+        };
+        assert_eq!(
+            wire(&check.import_algorithm),
+            json!({"name": "RSASSA-PKCS1-v1_5", "hash": "SHA-256"})
+        );
+        assert_eq!(
+            wire(&check.verify_algorithm),
+            json!({"name": "RSASSA-PKCS1-v1_5"})
+        );
+        assert_eq!(
+            wire(&check.jwk),
+            json!({"kty": "RSA", "n": n, "e": "AQAB"}),
+            "only the public members reach the host"
+        );
+    }
+
+    #[test]
+    fn keys_of_unknown_type_or_shape_are_skipped_not_fatal() {
+        let x = URL_SAFE_NO_PAD.encode([1u8; 32]);
+        let y = URL_SAFE_NO_PAD.encode([2u8; 32]);
+        let jwks = Jwks::parse(
+            &json!({"keys": [
+                {"kty": "OKP", "crv": "Ed25519", "kid": "ed", "x": x},
+                {"kid": "no-kty"},
+                {"kty": "EC", "kid": "odd", "x": 5},
+                "not a key",
+                null,
+                {"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256", "x": x, "y": y},
+            ]})
+            .to_string(),
+        )
+        .unwrap();
+        let kinds: Vec<_> = jwks
+            .keys
+            .iter()
+            .map(|k| (k.kty, k.kid.as_deref()))
+            .collect();
+        assert_eq!(kinds, [(Kty::Unknown, Some("ed")), (Kty::Ec, Some("k1"))]);
+        let keys = Keys {
+            hs256_secret: None,
+            jwks: Some(jwks),
+        };
+        let es = |kid: &str| token_with(&json!({"alg": "ES256", "kid": kid}), &claims());
+        assert!(matches!(
+            verify(&es("k1"), &keys, NOW),
+            Ok(Verdict::ValidIfSigned(..))
+        ));
+        assert_eq!(
+            verify(&es("ed"), &keys, NOW).unwrap_err(),
+            Error::InvalidToken("the key under this kid is not of the token's algorithm".into())
+        );
+        assert_eq!(verify(&es("odd"), &keys, NOW).unwrap(), Verdict::UnknownKey);
+        for not_a_set in ["", "null", "{}", r#"{"keys":{}}"#, r#"{"keys":"x"}"#, "[1"] {
+            assert!(
+                matches!(
+                    Jwks::parse(not_a_set),
+                    Err(Error::Config {
+                        setting: "SUPABASE_JWKS",
+                        ..
+                    })
+                ),
+                "{not_a_set:?}"
+            );
+        }
     }
 }

@@ -261,7 +261,9 @@ impl Host for JsHost {
     }
 
     async fn verify_signature(&self, check: &SignatureCheck) -> Result<bool, String> {
-        let js = |v: &serde_json::Value| to_js(v).map_err(|e| message_of(&e));
+        fn js(v: &impl Serialize) -> Result<JsValue, String> {
+            to_js(v).map_err(|e| message_of(&e))
+        }
         let promise = JsHost::verify_signature(
             self,
             &js(&check.import_algorithm)?,
