@@ -170,8 +170,8 @@ export function judge(
       fix:
         `the function crashed at start; read its logs (${
           logsAt(base, name)
-        }); ${redeploy} (the WebAssembly file is a static_files entry ` +
-        `of supabase/config.toml)`,
+        }); ${redeploy} (it ships the embedded core, ` +
+        `pkg/backup_core_wasm.js, with the function)`,
     };
   }
   return {
@@ -252,7 +252,7 @@ export function describeSweeper(body: unknown): Check {
     finding: `not healthy, ${last}: ${problem}`,
     fix: "pg_cron runs the sweep every minute through pg_net: check the " +
       "`backup-sweep` job (select * from cron.job) and the Vault secrets " +
-      "backup_functions_url and backup_service_role_key (README, " +
+      "backup_functions_url and backup_service_key (README, " +
       '"Who runs it")',
   };
 }
