@@ -3,13 +3,13 @@
 //! response and its cause is logged.
 
 use crate::config;
-use std::future::Future;
-use std::pin::Pin;
 use crate::error::Error;
 use crate::http::{Request, Response};
 use crate::ports::{Host, Level};
 use crate::store::Store;
 use crate::{finalize, status, sweep, trigger};
+use std::future::Future;
+use std::pin::Pin;
 
 /// The functions. This is the one list of them: each name is written here
 /// only. The local server routes by [`FUNCTION_NAMES`] (exported to the host
@@ -94,7 +94,8 @@ pub async fn handle(host: &impl Host, store: &impl Store, name: &str, req: &Requ
                 // state machine for all four, so the engine compiles (lazily,
                 // on first use) only the endpoint a request reaches. That
                 // keeps a cold instance's first request fast.
-                let endpoint: Pin<Box<dyn Future<Output = Result<Response, Error>> + '_>> = match f {
+                let endpoint: Pin<Box<dyn Future<Output = Result<Response, Error>> + '_>> = match f
+                {
                     Function::Trigger => Box::pin(trigger::handle(host, store, req)),
                     Function::Finalize => Box::pin(finalize::handle(host, store, req)),
                     Function::Status => Box::pin(status::handle(host, store, req)),

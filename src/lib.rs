@@ -9,6 +9,7 @@
 //! | [`run`] | a `backup_history` row and **the state machine** |
 //! | [`reconcile`] | deadlines and GitHub's record: ending silent runs |
 //! | [`report`] | what the workflow reports to `finalize-backup` |
+//! | [`progress`] | the one open object in a report, in one canonical form |
 //! | [`webhook`] | Standard Webhooks signatures on those reports |
 //! | [`token`] | user access tokens (HS256, ES256, RS256) |
 //! | [`auth`] | the caller: a verified user who is a backup admin |
@@ -38,6 +39,7 @@ pub mod finalize;
 pub mod github;
 pub mod http;
 pub mod ports;
+pub mod progress;
 pub mod reconcile;
 pub mod report;
 pub mod run;

@@ -9,8 +9,8 @@
 use crate::body;
 use crate::dispatch_id::DispatchId;
 use crate::error::Error;
+use crate::progress::{self, Canonical};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 /// `error_text` is cut to this many characters (the column allows 4000).
 pub const MAX_ERROR_TEXT_CHARS: usize = 3900;
@@ -62,7 +62,8 @@ pub struct Report {
     pub size_bytes: Option<u64>,
     pub sha256: Option<String>,
     pub error_text: Option<String>,
-    pub progress: Option<Value>,
+    /// The JSON text of an object, validated: the one open value.
+    pub progress: Option<String>,
 }
 
 crate::json_object! {
@@ -77,7 +78,7 @@ crate::json_object! {
         size_bytes: u64,
         sha256: String,
         error_text: String,
-        progress: Map<String, Value>,
+        progress: Canonical,
     }
 }
 
@@ -161,21 +162,21 @@ impl Report {
 
         let progress = match wire.progress {
             None => None,
-            Some(p) => {
-                let p = Value::Object(p);
-                let text = p.to_string();
+            Some(Canonical(text)) => {
+                if !text.starts_with('{') {
+                    return Err(Error::field("progress", rule("progress")));
+                }
                 if text.len() > MAX_PROGRESS_BYTES {
                     return Err(Error::field(
                         "progress",
-                        "must serialize to at most 1024 bytes",
+                        "must be at most 1024 bytes of JSON",
                     ));
                 }
-                // JSON writes NUL as \u0000 (in a key or a value), which
-                // PostgreSQL jsonb refuses.
-                if text.contains("\\u0000") {
+                // PostgreSQL jsonb refuses NUL, in a key or a value.
+                if progress::has_nul(&text) {
                     return Err(Error::field("progress", "must not contain NUL characters"));
                 }
-                Some(p)
+                Some(text)
             }
         };
 
@@ -225,7 +226,7 @@ mod tests {
 
     const ID: &str = "0193a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2b";
 
-    fn parse(v: Value) -> Result<Report, Error> {
+    fn parse(v: serde_json::Value) -> Result<Report, Error> {
         Report::parse(v.to_string().as_bytes())
     }
 

@@ -23,7 +23,6 @@ use crate::dispatch_id::DispatchId;
 use crate::error::Error;
 use crate::report::{Event, Report};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use uuid::Uuid;
 
 /// The three statuses frontends depend on.
@@ -105,7 +104,8 @@ pub struct Run {
     pub size_bytes: Option<u64>,
     pub sha256: Option<String>,
     pub error_text: Option<String>,
-    pub progress: Option<Value>,
+    /// The latest `progress` report: the JSON text of an object.
+    pub progress: Option<String>,
     pub version: i64,
 }
 
@@ -468,7 +468,7 @@ mod tests {
             size_bytes: (event == Event::Succeeded).then_some(123),
             sha256: None,
             error_text: (event == Event::Failed).then(|| "step pg_dump failed".to_string()),
-            progress: (event == Event::Progress).then(|| serde_json::json!({"phase": "dumped"})),
+            progress: (event == Event::Progress).then(|| r#"{"phase":"dumped"}"#.to_string()),
         }
     }
 
@@ -538,7 +538,7 @@ mod tests {
     #[test]
     fn progress_records_the_phase() {
         let next = applied(&fresh(), Event::Progress, 1);
-        assert_eq!(next.progress, Some(serde_json::json!({"phase": "dumped"})));
+        assert_eq!(next.progress.as_deref(), Some(r#"{"phase":"dumped"}"#));
         assert_eq!(
             apply_report(&next, &report(Event::Progress, 1), NOW),
             Ok(Outcome::Unchanged)

@@ -25,12 +25,14 @@ use crate::dispatch_id::DispatchId;
 use crate::error::Error;
 use crate::http::{Request, Response};
 use crate::ports::Host;
+use crate::progress;
 use crate::run::{FailureReason, Run, Status, TriggerSource};
 use crate::store::{Cursor, Store, SweeperRecord};
 use crate::time::iso8601;
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use uuid::Uuid;
 
 /// The longest long-poll, in seconds: well inside the Edge Function
@@ -245,7 +247,7 @@ struct One<'a> {
 pub struct RunView<'a> {
     pub dispatch_id: DispatchId,
     pub status: Status,
-    pub phase: &'a str,
+    pub phase: Cow<'a, str>,
     pub failure_reason: Option<FailureReason>,
     pub error_text: Option<&'a str>,
     pub trigger_source: TriggerSource,
@@ -262,7 +264,8 @@ pub struct RunView<'a> {
     pub workflow_run_id: Option<u64>,
     pub run_attempt: u32,
     pub run_url: Option<&'a str>,
-    pub progress: Option<&'a Value>,
+    /// The open `progress` object, written out as the workflow sent it.
+    pub progress: Option<&'a RawValue>,
 }
 
 /// The view of `run`.
@@ -291,7 +294,12 @@ pub fn view(run: &Run) -> RunView<'_> {
         workflow_run_id: run.workflow_run_id,
         run_attempt: run.run_attempt,
         run_url: run.run_url.as_deref(),
-        progress: run.progress.as_ref(),
+        // Stored from a validated object; text that no longer parses is
+        // left out rather than sent broken.
+        progress: run
+            .progress
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok()),
     }
 }
 
@@ -321,19 +329,18 @@ pub fn sweeper_view(record: &SweeperRecord, now_ms: i64) -> SweeperView<'_> {
 
 /// `queued` (dispatched, not started yet), `running`, the latest reported
 /// progress phase (e.g. `dumped`, `uploaded`), or the final status.
-pub fn phase(run: &Run) -> &str {
+pub fn phase(run: &Run) -> Cow<'_, str> {
     match run.status {
-        Status::InProgress if run.started_at.is_none() => "queued",
+        Status::InProgress if run.started_at.is_none() => "queued".into(),
         Status::InProgress => run
             .progress
-            .as_ref()
+            .as_deref()
             // `progress` is the one open object: the workflow may report any
-            // members; `phase` is the one shown.
-            .and_then(|p| p.get("phase"))
-            .and_then(Value::as_str)
+            // members; `phase`, when it is a short string, is the one shown.
+            .and_then(progress::phase)
             .filter(|p| !p.is_empty() && p.len() <= 40)
-            .unwrap_or("running"),
-        other => other.as_str(),
+            .map_or("running".into(), Cow::Owned),
+        other => other.as_str().into(),
     }
 }
 

@@ -12,11 +12,11 @@
 use crate::dispatch_id::DispatchId;
 use crate::error::Error;
 use crate::ports::{Db, DbError};
+use crate::progress;
 use crate::reconcile::Deadlines;
 use crate::run::Run;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::Value;
 use uuid::Uuid;
 
 /// The name of the partial unique index that allows one running backup.
@@ -120,8 +120,12 @@ impl<'a, D: Db> PgStore<'a, D> {
                     .created_us
                     .parse()
                     .map_err(|_| DbError::Other("unreadable history position".into()))?;
-                let cursor = (us, row.run.id);
-                Ok((row.run, cursor))
+                let mut run = row.run;
+                // jsonb reorders and spaces the object: back to the form a
+                // report's progress is compared in.
+                run.progress = run.progress.as_deref().and_then(progress::canonical_object);
+                let cursor = (us, run.id);
+                Ok((run, cursor))
             })
             .collect()
     }
@@ -205,7 +209,7 @@ fn mutable_params(run: &Run) -> Vec<Option<String>> {
         opt(&run.size_bytes),
         run.sha256.clone(),
         run.error_text.clone(),
-        run.progress.as_ref().map(Value::to_string),
+        run.progress.clone(),
     ]
 }
 

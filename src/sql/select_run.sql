@@ -21,7 +21,8 @@ select jsonb_build_object(
   'size_bytes', h.size_bytes,
   'sha256', h.sha256,
   'error_text', h.error_text,
-  'progress', h.progress,
+  -- jsonb as its text: the core keeps the open object as JSON text.
+  'progress', h.progress::text,
   'version', h.version
 ) as run,
 -- Exact, for history cursors (text: a JSON number would lose precision).
