@@ -126,3 +126,65 @@ pub async fn handle(host: &impl Host, store: &impl Store, name: &str, req: &Requ
         response
     }
 }
+
+/// Whole requests through the in-memory ports of `src/testing.rs`.
+#[cfg(test)]
+mod flows {
+    use crate::testing::kit::*;
+
+    #[test]
+    fn other_methods_get_405_and_unknown_functions_404() {
+        let (host, store) = (host(), store());
+        let get = Request::new(
+            "GET",
+            "http://x/functions/v1/finalize-backup",
+            vec![],
+            vec![],
+        );
+        let r = block_on(app::handle(&host, &store, "finalize-backup", &get));
+        assert_eq!(r.status, 405);
+        assert_eq!(r.header("allow"), Some("POST"));
+        assert_eq!(
+            block_on(app::handle(&host, &store, "nope", &get)).status,
+            404
+        );
+    }
+
+    #[test]
+    fn cors_preflight_and_error_responses_carry_allowed_origins_only() {
+        let (host, store) = (host(), store());
+        let pre = Request::new(
+            "OPTIONS",
+            "http://x/functions/v1/trigger-backup",
+            vec![("origin".into(), "http://localhost:3000".into())],
+            vec![],
+        );
+        let r = block_on(app::handle(&host, &store, "trigger-backup", &pre));
+        assert_eq!(r.status, 204);
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            Some("http://localhost:3000")
+        );
+        let evil = Request::new(
+            "OPTIONS",
+            "http://x/functions/v1/trigger-backup",
+            vec![("origin".into(), "https://evil.test".into())],
+            vec![],
+        );
+        let r = block_on(app::handle(&host, &store, "trigger-backup", &evil));
+        assert_eq!(r.status, 403);
+        assert_eq!(r.header("access-control-allow-origin"), None);
+        let unauth = Request::new(
+            "POST",
+            "http://x/functions/v1/trigger-backup",
+            vec![("origin".into(), "http://localhost:3000".into())],
+            vec![],
+        );
+        let r = block_on(app::handle(&host, &store, "trigger-backup", &unauth));
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            r.header("access-control-allow-origin"),
+            Some("http://localhost:3000")
+        );
+    }
+}

@@ -384,3 +384,281 @@ mod tests {
         );
     }
 }
+
+/// Whole requests through the in-memory ports of `src/testing.rs`.
+#[cfg(test)]
+mod flows {
+    use crate::testing::kit::*;
+
+    #[test]
+    fn an_hs256_token_verifies_against_an_oct_key_of_the_injected_jwks() {
+        use base64::Engine;
+        let k = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(JWT_SECRET);
+        let (host, store) = (
+            hosted(&json!({"keys": [ec_key("es-1"), {"kty": "oct", "k": k}]})),
+            store(),
+        );
+        let r = status_with(&host, &store, &token(&host, ADMIN));
+        assert_eq!(r.status, 200, "{}", r.body);
+        let r = status_with(&host, &store, &token(&host, OTHER));
+        assert_eq!(r.status, 403);
+        let forged = sign_hs256(
+            b"not-the-project-secret-not-the-project",
+            &hs256_claims(&host, ADMIN, 600),
+        );
+        let r = status_with(&host, &store, &forged);
+        assert_eq!(r.status, 401);
+        assert_eq!(error_code(&r), "invalid_token");
+        assert!(
+            host.fetched.borrow().is_empty(),
+            "no JWKS fetch, no Auth call"
+        );
+    }
+
+    #[test]
+    fn an_hs256_token_without_a_held_key_is_accepted_when_auth_answers_for_its_sub() {
+        let (host, store) = (hosted(&json!({"keys": [ec_key("es-1")]})), store());
+        let t = token(&host, ADMIN);
+        auth_says_user(&host, ADMIN);
+        let r = status_with(&host, &store, &t);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let fetched = host.fetched.borrow();
+        assert_eq!(fetched.len(), 1);
+        assert_eq!(fetched[0].method, "GET");
+        assert_eq!(fetched[0].url, "https://ref.supabase.co/auth/v1/user");
+        let header = |n: &str| {
+            fetched[0]
+                .headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(header("authorization"), Some(format!("Bearer {t}")));
+        assert_eq!(header("apikey").as_deref(), Some(PUBLISHABLE));
+    }
+
+    #[test]
+    fn auth_is_asked_with_the_legacy_anon_key_when_there_is_no_publishable_key() {
+        let (mut host, store) = (hosted(&json!({"keys": []})), store());
+        host.env.remove("SUPABASE_PUBLISHABLE_KEYS");
+        auth_says_user(&host, ADMIN);
+        assert_eq!(status_with(&host, &store, &token(&host, ADMIN)).status, 200);
+        let fetched = host.fetched.borrow();
+        assert!(fetched[0]
+            .headers
+            .contains(&("apikey".into(), "eyJ-legacy-anon".into())));
+    }
+
+    #[test]
+    fn a_token_auth_refuses_is_a_401_and_auth_down_is_a_502() {
+        let (host, store) = (hosted(&json!({"keys": []})), store());
+        for status in [401, 403] {
+            host.answer(
+                status,
+                &[],
+                r#"{"code":401,"error_code":"bad_jwt","msg":"invalid JWT"}"#,
+            );
+            let r = status_with(&host, &store, &token(&host, ADMIN));
+            assert_eq!(r.status, 401, "Auth answered {status}");
+            assert_eq!(
+                body(&r),
+                json!({"error": {"code": "invalid_token", "message": "the access token is invalid or expired"}})
+            );
+        }
+        host.fetch_answers
+            .borrow_mut()
+            .push_back(Err("connection refused".into()));
+        host.answer(503, &[], "upstream connect error");
+        for _ in 0..2 {
+            let r = status_with(&host, &store, &token(&host, ADMIN));
+            assert_eq!(r.status, 502);
+            assert_eq!(
+                body(&r),
+                json!({"error": {"code": "upstream_unavailable", "message": "an upstream service is unavailable"}})
+            );
+        }
+        assert_eq!(
+            host.fetched.borrow().len(),
+            4,
+            "refusals are not remembered"
+        );
+    }
+
+    #[test]
+    fn auth_answering_for_another_user_is_a_401() {
+        let (host, store) = (hosted(&json!({"keys": []})), store());
+        auth_says_user(&host, OTHER);
+        let r = status_with(&host, &store, &token(&host, ADMIN));
+        assert_eq!(r.status, 401);
+        assert_eq!(error_code(&r), "invalid_token");
+    }
+
+    #[test]
+    fn auths_yes_is_remembered_for_60_seconds_and_never_past_exp() {
+        let (host, store) = (hosted(&json!({"keys": []})), store());
+        let t = token(&host, ADMIN);
+        auth_says_user(&host, ADMIN);
+        assert_eq!(status_with(&host, &store, &t).status, 200);
+        host.now.set(host.now.get() + 59_000);
+        assert_eq!(status_with(&host, &store, &t).status, 200);
+        assert_eq!(host.fetched.borrow().len(), 1, "served from memory");
+        host.now.set(host.now.get() + 2_000);
+        auth_says_user(&host, ADMIN);
+        assert_eq!(status_with(&host, &store, &t).status, 200);
+        assert_eq!(host.fetched.borrow().len(), 2, "asked again after 60 s");
+
+        // A token expiring in 20 s is remembered for 20 s only (the 30 s
+        // leeway on exp still lets its claims pass after that).
+        let short = sign_hs256(JWT_SECRET.as_bytes(), &hs256_claims(&host, ADMIN, 20));
+        auth_says_user(&host, ADMIN);
+        assert_eq!(status_with(&host, &store, &short).status, 200);
+        host.now.set(host.now.get() + 21_000);
+        auth_says_user(&host, ADMIN);
+        assert_eq!(status_with(&host, &store, &short).status, 200);
+        assert_eq!(
+            host.fetched.borrow().len(),
+            4,
+            "asked again once exp passed"
+        );
+
+        // Another token of the same user is another question.
+        host.answer(401, &[], "{}");
+        let other = sign_hs256(JWT_SECRET.as_bytes(), &hs256_claims(&host, ADMIN, 601));
+        assert_eq!(status_with(&host, &store, &other).status, 401);
+    }
+
+    #[test]
+    fn junk_never_reaches_auth() {
+        let (host, store) = (hosted(&json!({"keys": []})), store());
+        let mut bad = vec![
+            sign_hs256(JWT_SECRET.as_bytes(), &hs256_claims(&host, ADMIN, -120)),
+            sign_hs256(
+                JWT_SECRET.as_bytes(),
+                &hs256_claims(&host, "not-a-uuid", 600),
+            ),
+            "not.a.jwt".to_string(),
+        ];
+        let mut anon = hs256_claims(&host, ADMIN, 600);
+        anon["role"] = json!("anon");
+        bad.push(sign_hs256(JWT_SECRET.as_bytes(), &anon));
+        for t in bad {
+            let r = status_with(&host, &store, &t);
+            assert_eq!(r.status, 401, "{t}");
+        }
+        assert!(host.fetched.borrow().is_empty());
+    }
+
+    #[test]
+    fn auth_cannot_be_asked_without_an_api_key_or_a_project_url() {
+        let (mut host, store) = (hosted(&json!({"keys": []})), store());
+        host.env.remove("SUPABASE_PUBLISHABLE_KEYS");
+        host.env.remove("SUPABASE_ANON_KEY");
+        let r = status_with(&host, &store, &token(&host, ADMIN));
+        assert_eq!(r.status, 500);
+        assert_eq!(
+            body(&r)["error"]["message"],
+            "server misconfigured: SUPABASE_PUBLISHABLE_KEYS (or SUPABASE_ANON_KEY) is not set: \
+             Supabase Auth cannot be asked about HS256 access tokens without an API key"
+        );
+        host.env.remove("SUPABASE_URL");
+        let r = status_with(&host, &store, &token(&host, ADMIN));
+        assert_eq!(r.status, 401, "no key and no one to ask: refused");
+        assert!(host.fetched.borrow().is_empty());
+    }
+
+    #[test]
+    fn no_key_source_at_all_is_a_500_naming_backup_jwt_secret() {
+        let (mut host, store) = (host(), store());
+        host.env.remove("BACKUP_JWT_SECRET");
+        let r = status_with(&host, &store, &token(&host, ADMIN));
+        assert_eq!(r.status, 500);
+        assert_eq!(error_code(&r), "config_missing");
+        assert!(body(&r)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("BACKUP_JWT_SECRET"));
+    }
+
+    #[test]
+    fn a_kid_missing_from_the_injected_jwks_is_found_by_one_refetch() {
+        let (host, store) = (hosted(&json!({"keys": [ec_key("es-1")]})), store());
+        host.signature_ok.set(true);
+        host.answer(
+            200,
+            &[],
+            &json!({"keys": [ec_key("es-1"), ec_key("es-2")]}).to_string(),
+        );
+        let rotated = es256_token(&host, "es-2", ADMIN);
+        assert_eq!(status_with(&host, &store, &rotated).status, 200);
+        assert_eq!(
+            host.fetched.borrow()[0].url,
+            "https://ref.supabase.co/auth/v1/.well-known/jwks.json"
+        );
+        // Injected keys still count, and the fetched set is kept.
+        assert_eq!(
+            status_with(&host, &store, &es256_token(&host, "es-1", ADMIN)).status,
+            200
+        );
+        assert_eq!(status_with(&host, &store, &rotated).status, 200);
+        assert_eq!(host.fetched.borrow().len(), 1);
+    }
+
+    #[test]
+    fn the_jwks_is_refetched_at_most_once_a_minute() {
+        let (host, store) = (hosted(&json!({"keys": [ec_key("es-1")]})), store());
+        host.signature_ok.set(true);
+        host.answer(200, &[], &json!({"keys": [ec_key("es-1")]}).to_string());
+        for _ in 0..3 {
+            let r = status_with(&host, &store, &es256_token(&host, "unknown", ADMIN));
+            assert_eq!(r.status, 401);
+            assert_eq!(error_code(&r), "invalid_token");
+        }
+        assert_eq!(host.fetched.borrow().len(), 1, "one fetch for three misses");
+        host.now.set(host.now.get() + 60_000);
+        host.answer(200, &[], &json!({"keys": [ec_key("unknown")]}).to_string());
+        let r = status_with(&host, &store, &es256_token(&host, "unknown", ADMIN));
+        assert_eq!(r.status, 200, "a minute later the set is fetched again");
+        assert_eq!(host.fetched.borrow().len(), 2);
+    }
+
+    #[test]
+    fn a_failed_refetch_is_a_502_until_the_next_attempt_is_due() {
+        let (host, store) = (hosted(&json!({"keys": [ec_key("es-1")]})), store());
+        host.signature_ok.set(true);
+        host.answer(503, &[], "");
+        for _ in 0..2 {
+            let r = status_with(&host, &store, &es256_token(&host, "es-2", ADMIN));
+            assert_eq!(r.status, 502);
+            assert_eq!(error_code(&r), "upstream_unavailable");
+        }
+        assert_eq!(host.fetched.borrow().len(), 1);
+        assert_eq!(
+            status_with(&host, &store, &es256_token(&host, "es-1", ADMIN)).status,
+            200,
+            "injected keys keep working"
+        );
+    }
+
+    #[test]
+    fn without_an_injected_jwks_the_fetched_set_is_kept_ten_minutes() {
+        let (mut host, store) = (hosted(&json!({})), store());
+        host.env.remove("SUPABASE_JWKS");
+        host.signature_ok.set(true);
+        host.answer(200, &[], &json!({"keys": [ec_key("es-1")]}).to_string());
+        for _ in 0..3 {
+            assert_eq!(
+                status_with(&host, &store, &es256_token(&host, "es-1", ADMIN)).status,
+                200
+            );
+        }
+        assert_eq!(host.fetched.borrow().len(), 1);
+        host.now.set(host.now.get() + 10 * 60_000);
+        host.answer(200, &[], &json!({"keys": [ec_key("es-3")]}).to_string());
+        let r = status_with(&host, &store, &es256_token(&host, "es-1", ADMIN));
+        assert_eq!(
+            r.status, 401,
+            "a key dropped from the set is no longer accepted"
+        );
+        assert_eq!(host.fetched.borrow().len(), 2);
+    }
+}

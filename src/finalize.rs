@@ -162,3 +162,125 @@ async fn register(
         }
     }
 }
+
+/// Whole requests through the in-memory ports of `src/testing.rs`.
+#[cfg(test)]
+mod flows {
+    use crate::testing::kit::*;
+
+    #[test]
+    fn the_full_loop_ends_in_success() {
+        let (host, store) = (host(), store());
+        let id = dispatched(&host, &store);
+        let started = finalize(
+            &host,
+            &store,
+            "m1",
+            &json!({"event": "started", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1}),
+        );
+        assert_eq!(
+            body(&started),
+            json!({"dispatch_id": id, "status": "in_progress", "changed": true})
+        );
+        let done = finalize(
+            &host,
+            &store,
+            "m2",
+            &json!({"event": "succeeded", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "s3_key": "backups/x.dump", "size_bytes": 99, "sha256": "a".repeat(64)}),
+        );
+        assert_eq!(
+            body(&done),
+            json!({"dispatch_id": id, "status": "success", "changed": true})
+        );
+        let run = store.only();
+        assert_eq!(run.s3_key.as_deref(), Some("backups/x.dump"));
+        assert_eq!(run.size_bytes, Some(99));
+        // The same terminal report again, under a new webhook-id.
+        let again = finalize(
+            &host,
+            &store,
+            "m3",
+            &json!({"event": "succeeded", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "s3_key": "backups/x.dump"}),
+        );
+        assert_eq!(body(&again)["changed"], false);
+    }
+
+    #[test]
+    fn a_retried_delivery_is_answered_without_change() {
+        let (host, store) = (host(), store());
+        let id = dispatched(&host, &store);
+        let report = json!({"event": "failed", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "error_text": "dump failed"});
+        assert_eq!(
+            body(&finalize(&host, &store, "same", &report))["changed"],
+            true
+        );
+        let again = finalize(&host, &store, "same", &report);
+        assert_eq!(again.status, 200);
+        assert_eq!(
+            body(&again),
+            json!({"dispatch_id": id, "status": "failed", "changed": false})
+        );
+    }
+
+    #[test]
+    fn finalize_rejects_unknown_ids_bad_signatures_and_stale_timestamps() {
+        let (host, store) = (host(), store());
+        let unknown = DispatchId::issue(1, [1; 10]).to_string();
+        let r = finalize(
+            &host,
+            &store,
+            "m",
+            &json!({"event": "started", "dispatch_id": unknown, "workflow_run_id": 1, "run_attempt": 1}),
+        );
+        assert_eq!(r.status, 404);
+        let req = Request::new(
+            "POST",
+            "http://x/functions/v1/finalize-backup",
+            vec![
+                ("webhook-id".into(), "m".into()),
+                (
+                    "webhook-timestamp".into(),
+                    (host.now_ms() / 1000 - 301).to_string(),
+                ),
+                ("webhook-signature".into(), "v1,AAAA".into()),
+            ],
+            b"{}".to_vec(),
+        );
+        let r = block_on(app::handle(&host, &store, "finalize-backup", &req));
+        assert_eq!(r.status, 401);
+        assert_eq!(body(&r)["error"]["code"], "invalid_signature");
+    }
+
+    #[test]
+    fn a_scheduled_run_registers_once_per_delivery_and_per_workflow_run() {
+        let (host, store) = (host(), store());
+        let start = json!({"event": "started", "workflow_run_id": 555, "run_attempt": 1});
+        let first = finalize(&host, &store, "sched-555-1", &start);
+        assert_eq!(first.status, 201);
+        let id = body(&first)["dispatch_id"].as_str().unwrap().to_string();
+        let retry = finalize(&host, &store, "sched-555-1", &start);
+        assert_eq!(retry.status, 200);
+        assert_eq!(body(&retry)["dispatch_id"], id);
+        let resent = finalize(&host, &store, "another-id", &start);
+        assert_eq!(body(&resent)["dispatch_id"], id);
+        assert_eq!(store.runs.borrow().len(), 1);
+        assert_eq!(
+            store.only().trigger_source,
+            crate::run::TriggerSource::Schedule
+        );
+    }
+
+    #[test]
+    fn a_scheduled_run_while_another_runs_is_a_409() {
+        let (host, store) = (host(), store());
+        let running = dispatched(&host, &store);
+        let r = finalize(
+            &host,
+            &store,
+            "s",
+            &json!({"event": "started", "workflow_run_id": 9, "run_attempt": 1}),
+        );
+        assert_eq!(r.status, 409);
+        assert_eq!(body(&r)["dispatch_id"], running);
+    }
+}

@@ -444,3 +444,110 @@ mod tests {
         assert_eq!(body().answer(None).body, r#"{"run":1}"#);
     }
 }
+
+/// Whole requests through the in-memory ports of `src/testing.rs`.
+#[cfg(test)]
+mod flows {
+    use crate::testing::kit::*;
+
+    #[test]
+    fn status_pages_through_the_history_newest_first() {
+        let (host, store) = (host(), store());
+        for _ in 0..5 {
+            host.answer(204, &[], "");
+            let id = body(&trigger(&host, &store, ADMIN, ""))["dispatch_id"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            finalize(
+                &host,
+                &store,
+                &format!("f{id}"),
+                &json!({"event": "failed", "dispatch_id": id, "workflow_run_id": 1, "run_attempt": 1}),
+            );
+            host.now.set(host.now.get() + 1000);
+        }
+        let get = |q: &str| {
+            let req = Request::new(
+                "GET",
+                &format!("http://x/functions/v1/backup-status?{q}"),
+                vec![(
+                    "authorization".into(),
+                    format!("Bearer {}", token(&host, ADMIN)),
+                )],
+                vec![],
+            );
+            block_on(app::handle(&host, &store, "backup-status", &req))
+        };
+        let first = body(&get("limit=2"));
+        assert_eq!(first["runs"].as_array().unwrap().len(), 2);
+        let cursor = first["next_cursor"].as_str().unwrap().to_string();
+        let second = body(&get(&format!("limit=3&cursor={cursor}")));
+        assert_eq!(second["runs"].as_array().unwrap().len(), 3);
+        assert_eq!(second["next_cursor"], Value::Null);
+        let all: Vec<Value> = first["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(second["runs"].as_array().unwrap())
+            .map(|r| r["created_at"].clone())
+            .collect();
+        let mut sorted = all.clone();
+        sorted.sort_by(|a, b| b.as_str().cmp(&a.as_str()));
+        assert_eq!(all, sorted, "newest first");
+    }
+
+    #[test]
+    fn a_long_poll_waits_for_a_weak_etag_as_for_a_strong_one() {
+        let (host, store) = (host(), store());
+        let id = dispatched(&host, &store);
+        let first = status_get(&host, &store, &format!("dispatch_id={id}"), None);
+        assert_eq!(first.status, 200);
+        let tag = first.header("etag").unwrap().to_string();
+        for seen in [tag.clone(), format!("W/{tag}")] {
+            let before = host.now.get();
+            let r = status_get(
+                &host,
+                &store,
+                &format!("dispatch_id={id}&wait=5"),
+                Some(&seen),
+            );
+            assert_eq!(r.status, 304, "{seen}");
+            assert_eq!(r.header("etag"), Some(tag.as_str()));
+            assert!(
+                host.now.get() - before >= 5_000,
+                "{seen}: it waited for the full 5 s"
+            );
+        }
+    }
+
+    #[test]
+    fn the_history_reports_the_sweeper_and_the_single_run_answer_does_not() {
+        let (host, store) = (service_host(), store());
+        let page = |host: &FakeHost| body(&status_get(host, &store, "", None))["sweeper"].clone();
+        assert_eq!(
+            page(&host),
+            json!({"last_run_at": null, "healthy": false, "problem": null})
+        );
+        *store.sweep_problem.borrow_mut() = Some("pg_net is not enabled".into());
+        let ran = host.now.get();
+        sweep_req(&host, &store, "service-key");
+        assert_eq!(
+            page(&host),
+            json!({"last_run_at": crate::time::iso8601(ran), "healthy": true, "problem": "pg_net is not enabled"})
+        );
+        host.now.set(ran + 4 * 60_000);
+        assert_eq!(
+            page(&host),
+            json!({"last_run_at": crate::time::iso8601(ran), "healthy": false, "problem": "pg_net is not enabled"})
+        );
+        let id = dispatched(&host, &store);
+        let one = body(&status_get(
+            &host,
+            &store,
+            &format!("dispatch_id={id}"),
+            None,
+        ));
+        assert_eq!(one.as_object().unwrap().keys().collect::<Vec<_>>(), ["run"]);
+    }
+}

@@ -292,3 +292,198 @@ mod tests {
         assert!(!is_service_key(&[Some("sb_secret_abc")], &[]));
     }
 }
+
+/// Whole requests through the in-memory ports of `src/testing.rs`.
+#[cfg(test)]
+mod flows {
+    use crate::testing::kit::*;
+
+    #[test]
+    fn the_sweep_needs_the_service_role_key() {
+        let (host, store) = (service_host(), store());
+        assert_eq!(sweep_req(&host, &store, "wrong").status, 401);
+        let r = sweep_req(&host, &store, "service-key");
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            body(&r),
+            json!({"checked": 0, "changed": [], "github": "skipped"})
+        );
+    }
+
+    #[test]
+    fn the_sweep_ends_a_run_github_finished_without_a_report() {
+        let (host, store) = (service_host(), store());
+        let id = dispatched(&host, &store);
+        finalize(
+            &host,
+            &store,
+            "s",
+            &json!({"event": "started", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1}),
+        );
+        let completed = host.now.get() + 60_000;
+        host.now.set(completed + 61_000);
+        host.answer(200, &[], &json!({"id": 4242, "run_attempt": 1, "status": "completed", "conclusion": "cancelled", "updated_at": crate::time::iso8601(completed)}).to_string());
+        let r = sweep_req(&host, &store, "service-key");
+        assert_eq!(
+            body(&r),
+            json!({"checked": 1, "changed": [{"dispatch_id": id, "status": "failed", "failure_reason": "cancelled"}], "github": "ok"})
+        );
+        assert_eq!(
+            host.fetched.borrow().last().unwrap().url,
+            "https://api.github.com/repos/acme/app/actions/runs/4242"
+        );
+        // The workflow's own late report still has the last word.
+        let late = finalize(
+            &host,
+            &store,
+            "late",
+            &json!({"event": "failed", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "error_text": "pg_dump: killed"}),
+        );
+        assert_eq!(body(&late)["changed"], true);
+        assert_eq!(store.only().failure_reason, Some(FailureReason::StepFailed));
+    }
+
+    #[test]
+    fn a_rate_limited_sweep_changes_nothing_and_backs_off() {
+        let (host, store) = (service_host(), store());
+        dispatched(&host, &store);
+        host.now.set(host.now.get() + 120_000);
+        host.answer(
+            403,
+            &[("x-ratelimit-remaining", "0"), ("retry-after", "600")],
+            "",
+        );
+        let r = sweep_req(&host, &store, "service-key");
+        assert_eq!(body(&r)["github"], "rate_limited");
+        assert_eq!(body(&r)["changed"], json!([]));
+        assert_eq!(store.only().status, Status::InProgress);
+        let calls = host.fetched.borrow().len();
+        let again = sweep_req(&host, &store, "service-key");
+        assert_eq!(body(&again)["github"], "rate_limited");
+        assert_eq!(
+            host.fetched.borrow().len(),
+            calls,
+            "no GitHub call during the backoff"
+        );
+    }
+
+    #[test]
+    fn reconcile_backups_records_its_sweeps_and_trigger_backups_quick_sweep_does_not() {
+        let (host, store) = (service_host(), store());
+        let stuck = dispatched(&host, &store);
+        host.now.set(host.now.get() + 11 * 60_000);
+        // The quick sweep before a 409 ends the stuck run, unrecorded.
+        host.answer(500, &[], "");
+        host.answer(200, &[], r#"{"workflow_run_id": 5000}"#);
+        assert_eq!(trigger(&host, &store, ADMIN, "").status, 202);
+        assert_eq!(
+            store.runs.borrow()[0].dispatch_id.to_string(),
+            stuck,
+            "the stuck run"
+        );
+        assert_eq!(
+            store.runs.borrow()[0].failure_reason,
+            Some(FailureReason::Lost)
+        );
+        assert_eq!(*store.sweeps.borrow(), vec![]);
+
+        let first = host.now.get();
+        assert_eq!(sweep_req(&host, &store, "service-key").status, 200);
+        host.now.set(first + 30_000);
+        assert_eq!(sweep_req(&host, &store, "service-key").status, 200);
+        // The new run is younger than the grace period: GitHub is not asked.
+        assert_eq!(
+            *store.sweeps.borrow(),
+            vec![
+                (first, "skipped".into()),
+                (first + 30_000, "skipped".into())
+            ]
+        );
+        // A refused caller is not a sweep.
+        assert_eq!(sweep_req(&host, &store, "wrong").status, 401);
+        assert_eq!(store.sweeps.borrow().len(), 2);
+    }
+
+    #[test]
+    fn a_sweep_that_ends_a_run_is_recorded_as_changed() {
+        let (host, store) = (service_host(), store());
+        dispatched(&host, &store);
+        host.now.set(host.now.get() + 11 * 60_000);
+        host.answer(404, &[], "");
+        let r = sweep_req(&host, &store, "service-key");
+        assert_eq!(body(&r)["changed"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            *store.sweeps.borrow(),
+            vec![(host.now.get(), "changed".into())]
+        );
+    }
+
+    #[test]
+    fn the_sweep_accepts_any_secret_key_in_apikey_or_as_a_bearer_token() {
+        let (host, store) = (secret_keys_host(), store());
+        for key in ["sb_secret_default_0123456789", "sb_secret_cron_0123456789"] {
+            let bearer = format!("Bearer {key}");
+            for headers in [
+                vec![("apikey", key)],
+                vec![("authorization", bearer.as_str())],
+                vec![("authorization", bearer.as_str()), ("apikey", key)],
+                // A client library sends the publishable key beside it.
+                vec![("authorization", bearer.as_str()), ("apikey", PUBLISHABLE)],
+            ] {
+                let r = sweep_with(&host, &store, &headers);
+                assert_eq!(r.status, 200, "{headers:?}: {}", r.body);
+                assert_eq!(
+                    body(&r),
+                    json!({"checked": 0, "changed": [], "github": "skipped"})
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_sweep_refuses_a_wrong_or_partial_key() {
+        let (mut host, store) = (secret_keys_host(), store());
+        host.env
+            .insert("SUPABASE_SERVICE_ROLE_KEY".into(), "eyJ-service".into());
+        for wrong in [
+            "sb_secret_default_012345678",
+            "sb_secret_default_01234567890",
+            "sb_publishable_test",
+            "",
+            "eyJ-servic",
+        ] {
+            let r = sweep_with(
+                &host,
+                &store,
+                &[("apikey", wrong), ("authorization", "Bearer nope")],
+            );
+            assert_eq!(r.status, 401, "{wrong:?}");
+            assert_eq!(error_code(&r), "invalid_token");
+        }
+        assert_eq!(
+            sweep_with(&host, &store, &[("apikey", "eyJ-service")]).status,
+            200
+        );
+        let none = sweep_with(&host, &store, &[("authorization", "Basic x")]);
+        assert_eq!(none.status, 401);
+        assert_eq!(error_code(&none), "missing_token");
+    }
+
+    #[test]
+    fn the_sweep_without_any_service_key_configured_is_a_500_naming_the_secret_keys() {
+        let (host, store) = (host(), store());
+        let r = sweep_with(&host, &store, &[("apikey", "sb_secret_x")]);
+        assert_eq!(r.status, 500);
+        assert_eq!(
+            body(&r)["error"]["message"],
+            "server misconfigured: SUPABASE_SECRET_KEYS (or the legacy SUPABASE_SERVICE_ROLE_KEY) \
+             is not set (or sign the request with BACKUP_WEBHOOK_SECRET)"
+        );
+        let r = sweep_with(&host, &store, &[]);
+        assert_eq!(
+            r.status, 401,
+            "no credentials: 401 before any configuration question"
+        );
+        assert_eq!(error_code(&r), "missing_token");
+    }
+}

@@ -283,3 +283,159 @@ mod tests {
         );
     }
 }
+
+/// Whole requests through the in-memory ports of `src/testing.rs`.
+#[cfg(test)]
+mod flows {
+    use crate::testing::kit::*;
+
+    #[test]
+    fn trigger_inserts_dispatches_and_records_the_run() {
+        let (host, store) = (host(), store());
+        host.answer(200, &[], r#"{"workflow_run_id": 4242, "html_url": "https://github.com/acme/app/actions/runs/4242"}"#);
+        let r = trigger(&host, &store, ADMIN, r#"{"reason":"before deploy"}"#);
+        assert_eq!(r.status, 202);
+        let b = body(&r);
+        assert_eq!(b["status"], "in_progress");
+        assert_eq!(b["workflow_run_id"], 4242);
+        assert_eq!(
+            b["run_url"],
+            "https://github.com/acme/app/actions/runs/4242"
+        );
+        let run = store.only();
+        assert_eq!(run.dispatch_id.to_string(), b["dispatch_id"]);
+        assert_eq!(run.reason.as_deref(), Some("before deploy"));
+        assert_eq!(run.triggered_by.unwrap().to_string(), ADMIN);
+        let sent = &host.fetched.borrow()[0];
+        let sent_body: Value = serde_json::from_str(sent.body.as_deref().unwrap()).unwrap();
+        assert_eq!(sent_body["inputs"]["dispatch_id"], b["dispatch_id"]);
+    }
+
+    #[test]
+    fn trigger_accepts_a_204_without_run_details() {
+        let (host, store) = (host(), store());
+        host.answer(204, &[], "");
+        let r = trigger(&host, &store, ADMIN, "");
+        assert_eq!(r.status, 202);
+        assert_eq!(body(&r)["workflow_run_id"], Value::Null);
+        assert_eq!(body(&r)["run_url"], Value::Null);
+    }
+
+    #[test]
+    fn trigger_returns_409_with_the_running_dispatch_id() {
+        let (host, store) = (host(), store());
+        let first = dispatched(&host, &store);
+        let r = trigger(&host, &store, ADMIN, "");
+        assert_eq!(r.status, 409);
+        assert_eq!(body(&r)["error"]["code"], "backup_in_progress");
+        assert_eq!(body(&r)["dispatch_id"], first);
+        assert_eq!(host.fetched.borrow().len(), 1, "no second dispatch");
+    }
+
+    #[test]
+    fn trigger_refuses_non_admins_and_missing_tokens() {
+        let (host, store) = (host(), store());
+        assert_eq!(trigger(&host, &store, OTHER, "").status, 403);
+        let req = Request::new(
+            "POST",
+            "http://x/functions/v1/trigger-backup",
+            vec![],
+            vec![],
+        );
+        let r = block_on(app::handle(&host, &store, "trigger-backup", &req));
+        assert_eq!(r.status, 401);
+        assert_eq!(body(&r)["error"]["code"], "missing_token");
+        assert!(store.runs.borrow().is_empty());
+    }
+
+    #[test]
+    fn dispatch_is_retried_on_5xx_then_succeeds() {
+        let (host, store) = (host(), store());
+        host.answer(502, &[], "bad gateway");
+        host.answer(429, &[("retry-after", "1")], "");
+        host.answer(204, &[], "");
+        let r = trigger(&host, &store, ADMIN, "");
+        assert_eq!(r.status, 202);
+        assert_eq!(host.fetched.borrow().len(), 3);
+        assert_eq!(*host.slept.borrow(), vec![250, 1000]);
+    }
+
+    #[test]
+    fn dispatch_refused_leaves_a_failed_row_and_answers_502() {
+        let (host, store) = (host(), store());
+        host.answer(422, &[], r#"{"message":"No ref found for: nope"}"#);
+        let r = trigger(&host, &store, ADMIN, "");
+        assert_eq!(r.status, 502);
+        assert_eq!(body(&r)["error"]["code"], "dispatch_failed");
+        let run = store.only();
+        assert_eq!(body(&r)["dispatch_id"], run.dispatch_id.to_string());
+        assert_eq!(run.status, Status::Failed);
+        assert_eq!(run.failure_reason, Some(FailureReason::DispatchFailed));
+        assert_eq!(
+            run.error_text.as_deref(),
+            Some("GitHub did not accept the workflow dispatch: HTTP 422: No ref found for: nope")
+        );
+        assert!(!r.body.contains("ghp_test"));
+    }
+
+    #[test]
+    fn dispatch_gives_up_after_bounded_retries() {
+        let (host, store) = (host(), store());
+        for _ in 0..3 {
+            host.answer(503, &[], "");
+        }
+        let r = trigger(&host, &store, ADMIN, "");
+        assert_eq!(r.status, 502);
+        assert_eq!(host.fetched.borrow().len(), 3);
+        assert_eq!(
+            store.only().failure_reason,
+            Some(FailureReason::DispatchFailed)
+        );
+        assert!(store.only().error_text.unwrap().contains("HTTP 503"));
+    }
+
+    #[test]
+    fn missing_github_config_is_a_500_naming_it_and_writes_nothing() {
+        let mut host = host();
+        host.env.remove("GITHUB_TOKEN");
+        let store = store();
+        let r = trigger(&host, &store, ADMIN, "");
+        assert_eq!(r.status, 500);
+        assert_eq!(
+            body(&r)["error"]["message"],
+            "server misconfigured: GITHUB_TOKEN is not set"
+        );
+        assert!(store.runs.borrow().is_empty());
+    }
+
+    #[test]
+    fn database_down_is_a_503() {
+        let (host, store) = (host(), store());
+        store.down.set(true);
+        let r = trigger(&host, &store, ADMIN, "");
+        assert_eq!(r.status, 503);
+        assert_eq!(body(&r)["error"]["code"], "database_unavailable");
+        assert!(!r.body.contains("connection refused"));
+    }
+
+    #[test]
+    fn a_stuck_run_no_longer_blocks_the_button() {
+        let (host, store) = (host(), store());
+        let stuck = dispatched(&host, &store);
+        host.now.set(host.now.get() + 11 * 60_000);
+        host.answer(500, &[], "");
+        host.answer(200, &[], r#"{"workflow_run_id": 5000}"#);
+        let r = trigger(&host, &store, ADMIN, "");
+        assert_eq!(r.status, 202, "{}", r.body);
+        let runs = store.runs.borrow();
+        let old = runs
+            .iter()
+            .find(|r| r.dispatch_id.to_string() == stuck)
+            .unwrap();
+        assert_eq!(old.failure_reason, Some(FailureReason::Lost));
+        assert_eq!(
+            old.outcome_source,
+            Some(crate::run::OutcomeSource::Deadline)
+        );
+    }
+}
