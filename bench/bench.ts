@@ -24,7 +24,7 @@ import { breakdown } from "./wasm_sizes.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const BUDGET_BYTES = 160_000;
-const COLD_RUNS = 9;
+const COLD_RUNS = setting("BENCH_COLD_RUNS", 9, 101);
 /** A positive integer from the environment (bounded), else `fallback`. */
 function setting(name: string, fallback: number, max: number): number {
   const n = Number(Deno.env.get(name));
@@ -187,11 +187,15 @@ interface Server {
 }
 
 /** `deno run --allow-env --allow-net --allow-read SCRIPT`, as `deno task serve`. */
-function spawnFunction(script: string, env: Record<string, string>): Server {
+function spawnFunction(
+  script: string,
+  env: Record<string, string>,
+  root = ROOT,
+): Server {
   const port = freePort();
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-env", "--allow-net", "--allow-read", script],
-    cwd: ROOT,
+    cwd: root,
     env: functionEnv({ ...env, PORT: String(port) }),
     clearEnv: true,
     stdin: "null",
@@ -232,11 +236,15 @@ function spawnFunction(script: string, env: Record<string, string>): Server {
 }
 
 /** Spawn → first answered request (an unsigned report: 401). */
-async function coldStart(script: string, path: string): Promise<number> {
+async function coldStart(
+  script: string,
+  path: string,
+  root = ROOT,
+): Promise<number> {
   const t0 = performance.now();
   const server = spawnFunction(script, {
     SUPABASE_DB_URL: "postgres://postgres@127.0.0.1:9/none",
-  });
+  }, root);
   try {
     await server.listening;
     const r = await fetch(server.url + path, {
@@ -259,40 +267,65 @@ async function coldStart(script: string, path: string): Promise<number> {
   }
 }
 
+interface Contender {
+  label: string;
+  run: () => Promise<number>;
+  times: number[];
+}
+
+/**
+ * Cold starts, interleaved in rotating order. With BENCH_COLD_BEFORE set to
+ * a checkout of an earlier commit (`git worktree add DIR REV`), that
+ * commit's scripts/serve.ts runs beside the current one, so a before/after
+ * comparison is measured in one run on the same machine.
+ */
 async function coldStarts(): Promise<string[]> {
-  const core = () =>
-    coldStart("scripts/serve.ts", "/functions/v1/finalize-backup");
-  const minimal = () => coldStart("bench/minimal_function.ts", "/");
+  const contenders: Contender[] = [
+    {
+      label: "scripts/serve.ts (Rust core, wasm)",
+      run: () => coldStart("scripts/serve.ts", "/functions/v1/finalize-backup"),
+      times: [],
+    },
+    {
+      label: "bench/minimal_function.ts (TS + postgres)",
+      run: () => coldStart("bench/minimal_function.ts", "/"),
+      times: [],
+    },
+  ];
+  const before = Deno.env.get("BENCH_COLD_BEFORE");
+  if (before) {
+    contenders.push({
+      label: `before: ${before}/scripts/serve.ts`,
+      run: () =>
+        coldStart(
+          "scripts/serve.ts",
+          "/functions/v1/finalize-backup",
+          before.replace(/\/?$/, "/"),
+        ),
+      times: [],
+    });
+  }
   // One untimed round: module and npm caches, page cache.
-  await core();
-  await minimal();
-  const a: number[] = [];
-  const b: number[] = [];
+  for (const c of contenders) await c.run();
   for (let i = 0; i < COLD_RUNS; i++) {
-    // Interleaved, alternating which goes first.
-    if (i % 2 === 0) {
-      a.push(await core());
-      b.push(await minimal());
-    } else {
-      b.push(await minimal());
-      a.push(await core());
+    // Interleaved, rotating which goes first.
+    for (let k = 0; k < contenders.length; k++) {
+      const c = contenders[(i + k) % contenders.length];
+      c.times.push(await c.run());
     }
   }
-  const ma = median(a);
-  const mb = median(b);
   const range = (xs: number[]) =>
     `${Math.min(...xs).toFixed(0)}–${Math.max(...xs).toFixed(0)} ms`;
+  const base = median(contenders[1].times);
   return [
     `runs: ${COLD_RUNS} each, interleaved, after one untimed round; spawn → first response (POST, unsigned → 401)`,
-    `scripts/serve.ts (Rust core, wasm)   median ${
-      ms(ma, 0).padStart(7)
-    }   range ${range(a)}`,
-    `bench/minimal_function.ts (TS + postgres) median ${
-      ms(mb, 0).padStart(7)
-    }   range ${range(b)}`,
-    `ratio serve / minimal                ${(ma / mb).toFixed(2)}×   (+${
-      ms(ma - mb, 0)
-    })`,
+    ...contenders.map((c) =>
+      `${c.label.padEnd(44)} median ${
+        ms(median(c.times), 0).padStart(7)
+      }   range ${range(c.times)}   ${
+        (median(c.times) / base).toFixed(2)
+      }× the minimal function`
+    ),
   ];
 }
 

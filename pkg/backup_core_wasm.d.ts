@@ -3,3 +3,5 @@
 // deno-fmt-ignore-file
 /** The WebAssembly core's bytes (wasm-opt output), embedded in this module. */
 export const wasmBytes: Uint8Array;
+/** The core, compiled from `wasmBytes` in the background. */
+export const wasmModule: Promise<WebAssembly.Module>;

@@ -16,3 +16,7 @@ function decode(text) {
 }
 /** The module's bytes, decoded once when this module is first imported. */
 export const wasmBytes = decode(BASE64);
+/** The compiled module. Compilation starts here, as soon as this module is
+ * evaluated, and runs on the engine's background threads while the modules
+ * imported after it (the database driver) load. */
+export const wasmModule = WebAssembly.compile(wasmBytes);

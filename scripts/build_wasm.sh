@@ -78,11 +78,17 @@ function decode(text) {
 }
 /** The module's bytes, decoded once when this module is first imported. */
 export const wasmBytes = decode(BASE64);
+/** The compiled module. Compilation starts here, as soon as this module is
+ * evaluated, and runs on the engine's background threads while the modules
+ * imported after it (the database driver) load. */
+export const wasmModule = WebAssembly.compile(wasmBytes);
 JS
 } >"$out/backup_core_wasm.js"
 cat >"$out/backup_core_wasm.d.ts" <<'TS'
 /** The WebAssembly core's bytes (wasm-opt output), embedded in this module. */
 export const wasmBytes: Uint8Array;
+/** The core, compiled from `wasmBytes` in the background. */
+export const wasmModule: Promise<WebAssembly.Module>;
 TS
 wasm_bytes="$(wc -c <"$out/backup_core_bg.wasm")"
 # Only the embedded copy ships; the raw file would be a second, unused copy.

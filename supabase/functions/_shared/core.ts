@@ -23,7 +23,7 @@ import {
   installPanicHook,
   maxBodyBytes,
 } from "../../../pkg/backup_core.js";
-import { wasmBytes } from "../../../pkg/backup_core_wasm.js";
+import { wasmModule } from "../../../pkg/backup_core_wasm.js";
 import { query, waitForChange, watch } from "./db.ts";
 
 export { functionNames };
@@ -49,7 +49,7 @@ function arm(): void {
 }
 
 // Top level: compile and instantiate once per isolate, at start.
-initSync({ module: new WebAssembly.Module(wasmBytes as BufferSource) });
+initSync({ module: await wasmModule });
 arm();
 
 /** Re-instantiates the core if the last instance panicked. */
