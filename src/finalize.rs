@@ -2,8 +2,16 @@
 //!
 //! Parse, apply, encode: verify the Standard Webhooks signature, validate
 //! the report, recognise a retried delivery by its `webhook-id`, then apply
-//! the report through the state machine in `run.rs` with optimistic
-//! concurrency, so duplicate and concurrent reports apply exactly once.
+//! the report through the state machine in `run.rs`.
+//!
+//! Most reports find their run in progress in the reported attempt: then
+//! the decision is made before reading (what [`run::apply_report`] makes of
+//! such a run) and one guarded statement applies it and records the
+//! delivery ([`Store::apply_to_running`]). Concurrent reports queue on the
+//! row lock for that one statement instead of racing and retrying. Anything
+//! else (a repeated delivery, a terminal or reopened run, another attempt)
+//! is read and decided in full, and written guarded by the state it was
+//! decided from.
 
 use crate::config;
 use crate::dispatch_id::DispatchId;
@@ -12,13 +20,8 @@ use crate::http::{Request, Response};
 use crate::ports::{DbError, Host, Level};
 use crate::report::{Event, Report};
 use crate::run::{self, Outcome, Run, Status, TriggerSource};
-use crate::store::{in_progress_error, Store, ONE_IN_PROGRESS};
+use crate::store::{in_progress_error, Started, Store, ONE_IN_PROGRESS};
 use serde::Serialize;
-
-/// How often a report is re-applied after losing a race with another writer.
-/// Each round is one read and one conditional write; past the first few,
-/// a short random pause spreads the contenders out.
-const MAX_RACES: u32 = 40;
 
 /// Serves the endpoint; `app` has already checked the method and answered
 /// CORS preflights.
@@ -34,18 +37,62 @@ pub async fn handle(
     config::webhook_secret(host)?.verify_request(req, host.now_ms() / 1000)?;
     req.require_json()?;
     let report = Report::parse(&req.body)?;
-    // verify() refused a missing id, so this is present.
+    // verify() refused a missing id, and one over the 256 bytes that
+    // backup_report_deliveries keeps, so this is present and fits.
     let webhook_id = req.header("webhook-id").unwrap_or_default();
 
+    if let Some(id) = report.dispatch_id {
+        if let Some(saved) = apply_to_running(host, store, id, &report, webhook_id).await? {
+            return Ok(answer(200, &saved, true));
+        }
+    }
     if let Some(id) = store.delivery(webhook_id).await? {
         let run = store.get(id).await?.ok_or(Error::UnknownDispatchId)?;
         return Ok(answer(200, &run, false));
     }
-
     match report.dispatch_id {
         Some(id) => apply(host, store, id, &report, webhook_id).await,
         None => register(host, store, &report, webhook_id).await,
     }
+}
+
+/// The common case in one round trip: what the report makes of a run that
+/// is in progress in the reported attempt, applied if the run is.
+async fn apply_to_running(
+    host: &impl Host,
+    store: &impl Store,
+    id: DispatchId,
+    report: &Report,
+    webhook_id: &str,
+) -> Result<Option<Run>, Error> {
+    let now = host.now_ms();
+    // A run in progress that has nothing yet: the store keeps the row's own
+    // start time and progress where this leaves them empty, exactly as
+    // apply_report keeps them (a test in `testing.rs` holds the two together).
+    let mut blank = Run::manual(id, uuid::Uuid::nil(), None, now);
+    blank.run_attempt = report.run_attempt;
+    let Outcome::Changed(next) = run::apply_report(&blank, report, now)? else {
+        return Ok(None);
+    };
+    let saved = store.apply_to_running(id, &next, webhook_id).await?;
+    if let Some(saved) = &saved {
+        log_applied(host, report, saved);
+    }
+    Ok(saved)
+}
+
+fn log_applied(host: &impl Host, report: &Report, saved: &Run) {
+    host.log(
+        Level::Info,
+        &format!(
+            "backup {}: {} (attempt {}) -> {} {}",
+            saved.dispatch_id,
+            report.event.as_str(),
+            report.run_attempt,
+            run::status_str(saved.status),
+            run::reason_str(saved.failure_reason)
+        ),
+    );
 }
 
 /// The answer to a report: which run, its status now, whether it changed.
@@ -67,7 +114,10 @@ fn answer(status: u16, run: &Run, changed: bool) -> Response {
     )
 }
 
-/// Applies a report to the run its dispatch id names.
+/// Applies a report to the run its dispatch id names, decided from the row
+/// as read. The write fails only when the run changed state since the read
+/// (a transition by another report or a sweep); then the report is decided
+/// again against the new state. A run has few transitions, so this ends.
 async fn apply(
     host: &impl Host,
     store: &impl Store,
@@ -75,10 +125,7 @@ async fn apply(
     report: &Report,
     webhook_id: &str,
 ) -> Result<Response, Error> {
-    for round in 0..MAX_RACES {
-        if round >= 3 {
-            host.sleep(1 + u32::from(host.random()[0] % 16)).await;
-        }
+    loop {
         let run = store.get(id).await?.ok_or(Error::UnknownDispatchId)?;
         match run::apply_report(&run, report, host.now_ms())? {
             Outcome::Unchanged => {
@@ -87,19 +134,10 @@ async fn apply(
             }
             Outcome::Changed(next) => match store.update(&run, &next, Some(webhook_id)).await {
                 Ok(Some(saved)) => {
-                    host.log(
-                        Level::Info,
-                        &format!(
-                            "backup {id}: {} (attempt {}) -> {} {}",
-                            report.event.as_str(),
-                            report.run_attempt,
-                            run::status_str(saved.status),
-                            run::reason_str(saved.failure_reason)
-                        ),
-                    );
+                    log_applied(host, report, &saved);
                     return Ok(answer(200, &saved, true));
                 }
-                Ok(None) => continue,
+                Ok(None) => {}
                 // Reopening a failed run while another backup runs.
                 Err(DbError::UniqueViolation(c)) if c == ONE_IN_PROGRESS => {
                     return Err(in_progress_error(store).await)
@@ -108,9 +146,6 @@ async fn apply(
             },
         }
     }
-    Err(Error::Internal(format!(
-        "backup {id}: too many concurrent writes"
-    )))
 }
 
 /// A scheduled run's `started` report without a dispatch id: issue one.
@@ -144,10 +179,10 @@ async fn register(
         let now = host.now_ms();
         let id = DispatchId::issue(now as u64, host.random());
         match store
-            .insert(&Run::scheduled(id, report, now), Some(webhook_id))
+            .start(&Run::scheduled(id, report, now), Some(webhook_id))
             .await
         {
-            Ok(run) => {
+            Ok(Started::Inserted(run)) => {
                 host.log(
                     Level::Info,
                     &format!(
@@ -157,6 +192,8 @@ async fn register(
                 );
                 return Ok(answer(201, &run, true));
             }
+            // Perhaps a concurrent delivery for this same run: look again.
+            Ok(Started::Running(_)) => lost_race = true,
             Err(DbError::UniqueViolation(c)) if c == ONE_IN_PROGRESS => lost_race = true,
             Err(e) => return Err(e.into()),
         }

@@ -3,9 +3,19 @@
 //!
 //! Every write is a single SQL statement, so it is one transaction: the
 //! history row, the delivery record and (through the migration's trigger)
-//! `backup_settings` change together or not at all. Updates are guarded by
-//! the row's `version`; a concurrent writer makes [`Store::update`] return
-//! `None` and the flow re-reads and decides again.
+//! `backup_settings` change together or not at all. No lock is held across
+//! round trips to the host. Writes are guarded by the state the core's
+//! decision depended on, never by a bare version counter, so a write that
+//! only landed in between (a progress report) costs nobody a retry:
+//!
+//! - [`Store::apply_to_running`] is a report's common case in one round
+//!   trip: the decision for a run in progress is made before reading, and
+//!   the statement applies it only if the row is in that state.
+//! - [`Store::update`] writes a decision made from a row read earlier, if
+//!   the row's state is still the one read. `None` means the state changed
+//!   (a transition happened), so the flow reads again and decides again; as
+//!   a run has few transitions, that loop ends without a bound.
+//! - [`Store::start`] inserts the button's run or returns the running one.
 //!
 //! The SQL itself lives in `sql/` next to this file so it can be read as SQL.
 
@@ -32,23 +42,39 @@ pub type Cursor = (i64, i64);
 pub trait Store {
     /// Whether `user` is a backup admin (`public.is_backup_admin`).
     async fn is_admin(&self, user: Uuid) -> Result<bool, DbError>;
-    /// Inserts a new run, recording `webhook_id` as its delivery if given.
-    /// A second running backup is a [`DbError::UniqueViolation`] on
-    /// [`ONE_IN_PROGRESS`].
-    async fn insert(&self, run: &Run, webhook_id: Option<&str>) -> Result<Run, DbError>;
     /// The run with this dispatch id.
     async fn get(&self, id: DispatchId) -> Result<Option<Run>, DbError>;
     /// The run in progress, if any.
     async fn running(&self) -> Result<Option<Run>, DbError>;
     /// The newest run recorded for a GitHub workflow run.
     async fn by_workflow_run(&self, workflow_run_id: u64) -> Result<Option<Run>, DbError>;
-    /// Writes `next` if the row is still at `prev.version`; `None` if not.
+    /// Writes `next`, decided from `prev`, if the row's state (status,
+    /// attempt, workflow run, outcome, started or not) is still `prev`'s;
+    /// `None` if not. A `run_url` or `progress` written meanwhile is kept
+    /// unless `next` changes it. Records `webhook_id` with it.
     async fn update(
         &self,
         prev: &Run,
         next: &Run,
         webhook_id: Option<&str>,
     ) -> Result<Option<Run>, DbError>;
+    /// A report's common case: merges `next`, what the report makes of a
+    /// run in progress in `next.run_attempt` that has nothing yet, into the
+    /// run `id`, if that run is in progress in that attempt, of
+    /// `next.workflow_run_id` or of none yet, `webhook_id` is new, and the
+    /// write changes something. The row keeps a start time and a progress
+    /// that `next` does not bring. `None` when any of that does not hold.
+    async fn apply_to_running(
+        &self,
+        id: DispatchId,
+        next: &Run,
+        webhook_id: &str,
+    ) -> Result<Option<Run>, DbError>;
+    /// Inserts a new run unless a backup is in progress, and then returns
+    /// that one; records `webhook_id` as the new run's delivery if given. A
+    /// concurrent insert this one could not see is a
+    /// [`DbError::UniqueViolation`] on [`ONE_IN_PROGRESS`].
+    async fn start(&self, run: &Run, webhook_id: Option<&str>) -> Result<Started, DbError>;
     /// The dispatch id an earlier delivery with this `webhook-id` applied to.
     async fn delivery(&self, webhook_id: &str) -> Result<Option<DispatchId>, DbError>;
     /// Records a delivery that changed nothing (so a retry is recognised).
@@ -75,6 +101,15 @@ pub async fn in_progress_error(store: &impl Store) -> Error {
         },
         Err(e) => e.into(),
     }
+}
+
+/// What [`Store::start`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Started {
+    /// The new run, inserted.
+    Inserted(Run),
+    /// Nothing inserted: this backup is in progress.
+    Running(Run),
 }
 
 /// What the sweep reads from `backup_settings`.
@@ -212,6 +247,7 @@ fn mutable_params(run: &Run) -> Vec<Option<String>> {
 // The files in src/sql/, without their comments (build.rs).
 const INSERT: &str = include_str!(concat!(env!("OUT_DIR"), "/insert_run.sql"));
 const UPDATE: &str = include_str!(concat!(env!("OUT_DIR"), "/update_run.sql"));
+const APPLY: &str = include_str!(concat!(env!("OUT_DIR"), "/apply_report.sql"));
 const SELECT: &str = include_str!(concat!(env!("OUT_DIR"), "/select_run.sql"));
 /// select_run.sql's select list, for the rows a write returns (CTE `h`).
 const RUN_COLUMNS: &str = include_str!(concat!(env!("OUT_DIR"), "/run_columns.sql"));
@@ -226,21 +262,6 @@ impl<D: Db> Store for PgStore<'_, D> {
             )
             .await?;
         Ok(rows.first().is_some_and(|r| r.ok))
-    }
-
-    async fn insert(&self, run: &Run, webhook_id: Option<&str>) -> Result<Run, DbError> {
-        let mut params = mutable_params(run);
-        params.extend([
-            webhook_id.map(str::to_string),
-            text(run.dispatch_id),
-            text(run.trigger_source.as_str()),
-            opt(&run.triggered_by),
-            run.reason.clone(),
-            text(run.created_at),
-        ]);
-        self.one(&format!("{INSERT}{RUN_COLUMNS} from h"), &params)
-            .await?
-            .ok_or_else(|| DbError::Other("insert returned no row".into()))
     }
 
     async fn get(&self, id: DispatchId) -> Result<Option<Run>, DbError> {
@@ -273,11 +294,56 @@ impl<D: Db> Store for PgStore<'_, D> {
         webhook_id: Option<&str>,
     ) -> Result<Option<Run>, DbError> {
         let mut params = mutable_params(next);
-        params.push(webhook_id.map(str::to_string));
-        params.push(text(prev.id));
-        params.push(text(prev.version));
+        params.extend([
+            webhook_id.map(str::to_string),
+            text(prev.id),
+            text(prev.status.as_str()),
+            text(prev.run_attempt),
+            opt(&prev.workflow_run_id),
+            prev.failure_reason.map(|r| r.as_str().to_string()),
+            prev.outcome_source.map(|s| s.as_str().to_string()),
+            text(prev.started_at.is_some()),
+            text(next.run_url != prev.run_url),
+            text(next.progress != prev.progress),
+        ]);
         self.one(&format!("{UPDATE}{RUN_COLUMNS} from h"), &params)
             .await
+    }
+
+    async fn apply_to_running(
+        &self,
+        id: DispatchId,
+        next: &Run,
+        webhook_id: &str,
+    ) -> Result<Option<Run>, DbError> {
+        let mut params = mutable_params(next);
+        params.extend([text(webhook_id), text(id)]);
+        self.one(&format!("{APPLY}{RUN_COLUMNS} from h"), &params)
+            .await
+    }
+
+    async fn start(&self, run: &Run, webhook_id: Option<&str>) -> Result<Started, DbError> {
+        let mut params = mutable_params(run);
+        params.extend([
+            webhook_id.map(str::to_string),
+            text(run.dispatch_id),
+            text(run.trigger_source.as_str()),
+            opt(&run.triggered_by),
+            run.reason.clone(),
+            text(run.created_at),
+        ]);
+        let found = self
+            .one(
+                &format!("{INSERT}{RUN_COLUMNS} from h union all {RUN_COLUMNS} from running h"),
+                &params,
+            )
+            .await?
+            .ok_or_else(|| DbError::Other("start returned no row".into()))?;
+        Ok(if found.dispatch_id == run.dispatch_id {
+            Started::Inserted(found)
+        } else {
+            Started::Running(found)
+        })
     }
 
     async fn delivery(&self, webhook_id: &str) -> Result<Option<DispatchId>, DbError> {

@@ -6,8 +6,8 @@ use crate::config::Env;
 use crate::dispatch_id::DispatchId;
 use crate::github::{OutboundRequest, OutboundResponse};
 use crate::ports::{DbError, Host, Level};
-use crate::run::{Run, Status};
-use crate::store::{Cursor, Settings, Store, SweeperRecord, ONE_IN_PROGRESS};
+use crate::run::{FailureReason, OutcomeSource, Run, Status};
+use crate::store::{Cursor, Settings, Started, Store, SweeperRecord, ONE_IN_PROGRESS};
 use crate::token::SignatureCheck;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -111,6 +111,48 @@ pub struct MemStore {
     pub sweep_problem: RefCell<Option<String>>,
 }
 
+/// What `update_run.sql` guards on: the state a decision was made from.
+type State = (
+    Status,
+    u32,
+    Option<u64>,
+    Option<FailureReason>,
+    Option<OutcomeSource>,
+    bool,
+);
+
+fn state(r: &Run) -> State {
+    (
+        r.status,
+        r.run_attempt,
+        r.workflow_run_id,
+        r.failure_reason,
+        r.outcome_source,
+        r.started_at.is_some(),
+    )
+}
+
+/// `apply_report.sql`'s merge: `next` (what a report makes of a run in
+/// progress that has nothing yet) over the row, which keeps its own start
+/// time and progress where `next` has none.
+pub fn merge_into_running(row: &Run, next: &Run) -> Run {
+    let mut merged = row.clone();
+    merged.status = next.status;
+    merged.failure_reason = next.failure_reason;
+    merged.outcome_source = next.outcome_source;
+    merged.workflow_run_id = next.workflow_run_id;
+    merged.started_at = row.started_at.or(next.started_at);
+    merged.finished_at = next.finished_at;
+    merged.s3_key.clone_from(&next.s3_key);
+    merged.size_bytes = next.size_bytes;
+    merged.sha256.clone_from(&next.sha256);
+    merged.error_text.clone_from(&next.error_text);
+    if next.progress.is_some() {
+        merged.progress.clone_from(&next.progress);
+    }
+    merged
+}
+
 impl MemStore {
     fn up(&self) -> Result<(), DbError> {
         if self.down.get() {
@@ -119,19 +161,9 @@ impl MemStore {
             Ok(())
         }
     }
-    pub fn only(&self) -> Run {
-        let runs = self.runs.borrow();
-        assert_eq!(runs.len(), 1, "expected exactly one run");
-        runs[0].clone()
-    }
-}
-
-impl Store for MemStore {
-    async fn is_admin(&self, user: Uuid) -> Result<bool, DbError> {
-        self.up()?;
-        Ok(self.admins.borrow().contains(&user))
-    }
-    async fn insert(&self, run: &Run, webhook_id: Option<&str>) -> Result<Run, DbError> {
+    /// Inserts, as the single-flight index allows (the raw insert that
+    /// [`Store::start`] guards).
+    pub async fn insert(&self, run: &Run, webhook_id: Option<&str>) -> Result<Run, DbError> {
         self.up()?;
         let mut runs = self.runs.borrow_mut();
         if run.status == Status::InProgress && runs.iter().any(|r| r.status == Status::InProgress) {
@@ -146,6 +178,18 @@ impl Store for MemStore {
                 .insert(w.into(), run.dispatch_id);
         }
         Ok(saved)
+    }
+    pub fn only(&self) -> Run {
+        let runs = self.runs.borrow();
+        assert_eq!(runs.len(), 1, "expected exactly one run");
+        runs[0].clone()
+    }
+}
+
+impl Store for MemStore {
+    async fn is_admin(&self, user: Uuid) -> Result<bool, DbError> {
+        self.up()?;
+        Ok(self.admins.borrow().contains(&user))
     }
     async fn get(&self, id: DispatchId) -> Result<Option<Run>, DbError> {
         self.up()?;
@@ -192,18 +236,67 @@ impl Store for MemStore {
         }
         let Some(row) = runs
             .iter_mut()
-            .find(|r| r.id == prev.id && r.version == prev.version)
+            .find(|r| r.id == prev.id && state(r) == state(prev))
         else {
             return Ok(None);
         };
-        *row = next.clone();
-        row.version = prev.version + 1;
+        // As update_run.sql writes: run_url and progress, which writes that
+        // change no state may change meanwhile, only if the decision did.
+        let (run_url, progress) = (row.run_url.clone(), row.progress.clone());
+        *row = Run {
+            id: row.id,
+            version: row.version,
+            ..next.clone()
+        };
+        if next.run_url == prev.run_url {
+            row.run_url = run_url;
+        }
+        if next.progress == prev.progress {
+            row.progress = progress;
+        }
+        row.version += 1;
         if let Some(w) = webhook_id {
             self.deliveries
                 .borrow_mut()
-                .insert(w.into(), row.dispatch_id);
+                .entry(w.into())
+                .or_insert(row.dispatch_id);
         }
         Ok(Some(row.clone()))
+    }
+    async fn apply_to_running(
+        &self,
+        id: DispatchId,
+        next: &Run,
+        webhook_id: &str,
+    ) -> Result<Option<Run>, DbError> {
+        self.up()?;
+        if self.deliveries.borrow().contains_key(webhook_id) {
+            return Ok(None);
+        }
+        let mut runs = self.runs.borrow_mut();
+        let Some(row) = runs.iter_mut().find(|r| {
+            r.dispatch_id == id
+                && r.status == Status::InProgress
+                && r.run_attempt == next.run_attempt
+                && r.workflow_run_id
+                    .is_none_or(|w| Some(w) == next.workflow_run_id)
+        }) else {
+            return Ok(None);
+        };
+        let merged = merge_into_running(row, next);
+        if merged == *row {
+            return Ok(None);
+        }
+        *row = merged;
+        row.version += 1;
+        self.deliveries.borrow_mut().insert(webhook_id.into(), id);
+        Ok(Some(row.clone()))
+    }
+    async fn start(&self, run: &Run, webhook_id: Option<&str>) -> Result<Started, DbError> {
+        if let Some(running) = self.running().await? {
+            return Ok(Started::Running(running));
+        }
+        self.insert(run, webhook_id).await.map(Started::Inserted)
     }
     async fn delivery(&self, webhook_id: &str) -> Result<Option<DispatchId>, DbError> {
         self.up()?;
@@ -266,7 +359,8 @@ mod flows {
     use super::*;
     use crate::app;
     use crate::http::{Request, Response};
-    use crate::run::FailureReason;
+    use crate::report::Report;
+    use crate::run::{self, Outcome};
     use crate::token::sign_hs256;
     use crate::webhook::WebhookSecret;
     use futures::executor::block_on;
@@ -1353,5 +1447,161 @@ mod flows {
             "no credentials: 401 before any configuration question"
         );
         assert_eq!(error_code(&r), "missing_token");
+    }
+
+    // --- writes under contention (issue 10) --------------------------------
+
+    /// Every report a run in progress can get, in the reported attempt.
+    fn reports(id: &str) -> Vec<Value> {
+        let base = json!({"dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 2});
+        let with = |extra: Value| {
+            let mut r = base.clone();
+            r.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            r
+        };
+        vec![
+            with(json!({"event": "started"})),
+            with(json!({"event": "progress"})),
+            with(json!({"event": "progress", "progress": {"phase": "dump", "bytes": 7}})),
+            with(
+                json!({"event": "succeeded", "s3_key": "k.dump", "size_bytes": 3, "sha256": "b".repeat(64)}),
+            ),
+            with(json!({"event": "failed", "error_text": "pg_dump: boom"})),
+            with(json!({"event": "failed"})),
+            with(json!({"event": "cancelled"})),
+        ]
+    }
+
+    #[test]
+    fn the_one_statement_merge_is_what_apply_report_decides_for_a_running_run() {
+        let now = 1_800_000_000_000;
+        let id = DispatchId::issue(now as u64, [7; 10]);
+        let mut rows = Vec::new();
+        for started in [None, Some(now - 5_000)] {
+            for progress in [None, Some(json!({"phase": "upload"}))] {
+                for workflow_run_id in [None, Some(4242)] {
+                    let mut row = Run::manual(id, Uuid::nil(), Some("r".into()), now - 9_000);
+                    row.run_attempt = 2;
+                    row.started_at = started;
+                    row.progress.clone_from(&progress);
+                    row.workflow_run_id = workflow_run_id;
+                    row.run_url = Some("https://github.com/acme/app/actions/runs/4242".into());
+                    rows.push(row);
+                }
+            }
+        }
+        for wire in reports(&id.to_string()) {
+            let report = Report::parse(wire.to_string().as_bytes()).unwrap();
+            let mut blank = Run::manual(id, Uuid::nil(), None, now);
+            blank.run_attempt = report.run_attempt;
+            let Outcome::Changed(next) = run::apply_report(&blank, &report, now).unwrap() else {
+                panic!("a blank running run always changes: {wire}");
+            };
+            for row in &rows {
+                let merged = merge_into_running(row, &next);
+                match run::apply_report(row, &report, now).unwrap() {
+                    Outcome::Changed(decided) => assert_eq!(merged, *decided, "{wire} on {row:?}"),
+                    Outcome::Unchanged => assert_eq!(merged, *row, "{wire} on {row:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_progress_report_applies_in_one_write_and_a_retry_of_it_changes_nothing() {
+        let (host, store) = (host(), store());
+        let id = dispatched(&host, &store);
+        let report = json!({"event": "progress", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "progress": {"phase": "dump"}});
+        let first = finalize(&host, &store, "p1", &report);
+        assert_eq!(
+            body(&first),
+            json!({"dispatch_id": id, "status": "in_progress", "changed": true})
+        );
+        let version = store.only().version;
+        let again = finalize(&host, &store, "p1", &report);
+        assert_eq!(
+            body(&again),
+            json!({"dispatch_id": id, "status": "in_progress", "changed": false})
+        );
+        let same_news = finalize(&host, &store, "p2", &report);
+        assert_eq!(body(&same_news)["changed"], false);
+        let row = store.only();
+        assert_eq!(row.version, version, "neither repeat wrote the row");
+        assert_eq!(row.progress, Some(json!({"phase": "dump"})));
+        assert!(store.deliveries.borrow().contains_key("p2"));
+    }
+
+    #[test]
+    fn a_verdict_still_applies_after_a_progress_report_landed_since_the_read() {
+        let (host, store) = (host(), store());
+        let id = dispatched(&host, &store);
+        let read = store.only();
+        let verdict = read.clone().failed_by(
+            FailureReason::TimedOut,
+            OutcomeSource::Deadline,
+            "max runtime passed",
+            host.now_ms(),
+        );
+        let r = finalize(
+            &host,
+            &store,
+            "p1",
+            &json!({"event": "progress", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "progress": {"phase": "upload"}}),
+        );
+        assert_eq!(r.status, 200);
+        // The progress report started the run: its state is not the one the
+        // verdict was made from, so the verdict must be made again.
+        assert_eq!(block_on(store.update(&read, &verdict, None)), Ok(None));
+        let read = store.only();
+        finalize(
+            &host,
+            &store,
+            "p2",
+            &json!({"event": "progress", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "progress": {"phase": "done"}}),
+        );
+        let verdict = read.clone().failed_by(
+            FailureReason::TimedOut,
+            OutcomeSource::Deadline,
+            "max runtime passed",
+            host.now_ms(),
+        );
+        let saved = block_on(store.update(&read, &verdict, None))
+            .unwrap()
+            .unwrap();
+        assert_eq!(saved.status, Status::Failed);
+        assert_eq!(saved.failure_reason, Some(FailureReason::TimedOut));
+        assert_eq!(
+            saved.progress,
+            Some(json!({"phase": "done"})),
+            "the progress acknowledged in between is kept"
+        );
+    }
+
+    #[test]
+    fn a_report_from_a_new_attempt_reopens_through_the_full_path() {
+        let (host, store) = (host(), store());
+        let id = dispatched(&host, &store);
+        let failed = finalize(
+            &host,
+            &store,
+            "f1",
+            &json!({"event": "failed", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "error_text": "x"}),
+        );
+        assert_eq!(body(&failed)["status"], "failed");
+        let rerun = finalize(
+            &host,
+            &store,
+            "s2",
+            &json!({"event": "progress", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 2, "progress": {"phase": "dump"}}),
+        );
+        assert_eq!(
+            body(&rerun),
+            json!({"dispatch_id": id, "status": "in_progress", "changed": true})
+        );
+        let row = store.only();
+        assert_eq!((row.run_attempt, row.error_text), (2, None));
+        assert_eq!(row.progress, Some(json!({"phase": "dump"})));
     }
 }
