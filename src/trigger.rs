@@ -46,14 +46,10 @@ pub async fn handle(
         Ok(Started::Running(running)) => {
             // Before refusing, end the running backup if it is stuck: a
             // passed deadline or GitHub's record must not wait for cron.
-            let quick =
-                sweep::sweep_run(host, store, running.clone(), sweep::QUICK_GITHUB_TIMEOUT_MS)
-                    .await?;
-            if quick.changed.is_empty() {
-                return Err(running_error(&running));
-            }
-            // Once more, and only once: if another backup took its place in
-            // the meantime, that one is not stuck.
+            // Then once more, and only once: whatever runs now (another
+            // click's run, if its sweep ended the stuck one first) is the
+            // one the 409 names.
+            sweep::sweep_run(host, store, running, sweep::QUICK_GITHUB_TIMEOUT_MS).await?;
             match store.start(&fresh, None).await {
                 Ok(Started::Inserted(run)) => run,
                 Ok(Started::Running(running)) => return Err(running_error(&running)),

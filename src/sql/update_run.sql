@@ -11,6 +11,8 @@
 -- $16..$21 the state read: status, run_attempt, workflow_run_id,
 -- failure_reason, outcome_source, started (bool),
 -- $22 whether the decision changed run_url, $23 whether it changed progress.
+-- (Booleans arrive as text: postgres.js encodes a parameter it is told is
+-- bool from a JS boolean only, and would send the string 'true' as false.)
 with h as (
   update public.backup_history set
     status = $1::text,
@@ -18,14 +20,14 @@ with h as (
     outcome_source = $3::text,
     workflow_run_id = $4::int8,
     run_attempt = $5::int4,
-    run_url = case when $22::bool then $6::text else run_url end,
+    run_url = case when $22::text::bool then $6::text else run_url end,
     started_at = to_timestamp($7::float8 / 1000),
     finished_at = to_timestamp($8::float8 / 1000),
     s3_key = $9::text,
     size_bytes = $10::int8,
     sha256 = $11::text,
     error_text = $12::text,
-    progress = case when $23::bool then $13::text::jsonb else progress end,
+    progress = case when $23::text::bool then $13::text::jsonb else progress end,
     version = version + 1
   where id = $15::int8
     and status = $16::text
@@ -33,7 +35,7 @@ with h as (
     and workflow_run_id is not distinct from $18::int8
     and failure_reason is not distinct from $19::text
     and outcome_source is not distinct from $20::text
-    and (started_at is not null) = $21::bool
+    and (started_at is not null) = $21::text::bool
   returning *
 ), delivered as (
   insert into public.backup_report_deliveries (webhook_id, dispatch_id)
