@@ -20,7 +20,7 @@ use crate::http::{Request, Response};
 use crate::ports::{DbError, Host, Level};
 use crate::report::{Event, Report};
 use crate::run::{self, Outcome, Run, Status, TriggerSource};
-use crate::store::{in_progress_error, Started, Store, ONE_IN_PROGRESS};
+use crate::store::{in_progress_error, FastPath, Started, Store, ONE_IN_PROGRESS};
 use serde::Serialize;
 
 /// Serves the endpoint; `app` has already checked the method and answered
@@ -41,47 +41,46 @@ pub async fn handle(
     // backup_report_deliveries keeps, so this is present and fits.
     let webhook_id = req.header("webhook-id").unwrap_or_default();
 
-    if let Some(id) = report.dispatch_id {
-        if let Some(saved) = apply_to_running(host, store, id, &report, webhook_id).await? {
-            return Ok(answer(200, &saved, true));
+    let Some(id) = report.dispatch_id else {
+        // A scheduled run's registration.
+        if let Some(id) = store.delivery(webhook_id).await? {
+            let run = store.get(id).await?.ok_or(Error::UnknownDispatchId)?;
+            return Ok(answer(200, &run, false));
         }
-    }
-    if let Some(id) = store.delivery(webhook_id).await? {
-        let run = store.get(id).await?.ok_or(Error::UnknownDispatchId)?;
-        return Ok(answer(200, &run, false));
-    }
-    match report.dispatch_id {
-        Some(id) => apply(host, store, id, &report, webhook_id).await,
-        None => register(host, store, &report, webhook_id).await,
-    }
-}
-
-/// The common case in one round trip: what the report makes of a run that
-/// is in progress in the reported attempt, applied if the run is.
-async fn apply_to_running(
-    host: &impl Host,
-    store: &impl Store,
-    id: DispatchId,
-    report: &Report,
-    webhook_id: &str,
-) -> Result<Option<Run>, Error> {
+        return register(host, store, &report, webhook_id).await;
+    };
+    // The common case first: the decision for a run in progress in the
+    // reported attempt that has nothing yet, written if that is the run's
+    // state. The store keeps the row's own start time and progress where it
+    // leaves them empty, exactly as apply_report keeps them (a test in
+    // `testing.rs` holds the two together).
     let now = host.now_ms();
-    // A run in progress that has nothing yet: the store keeps the row's own
-    // start time and progress where this leaves them empty, exactly as
-    // apply_report keeps them (a test in `testing.rs` holds the two together).
     let mut blank = Run::manual(id, uuid::Uuid::nil(), None, now);
     blank.run_attempt = report.run_attempt;
-    let Outcome::Changed(next) = run::apply_report(&blank, report, now)? else {
-        return Ok(None);
+    let Outcome::Changed(next) = run::apply_report(&blank, &report, now)? else {
+        return Err(Error::Internal("a blank run did not change".into()));
     };
-    let saved = store.apply_to_running(id, &next, webhook_id).await?;
-    if let Some(saved) = &saved {
-        log_applied(host, report, saved);
+    match store.apply_to_running(id, &next, webhook_id).await? {
+        FastPath::Written => {
+            log_applied(host, &report, &next);
+            Ok(answer(200, &next, true))
+        }
+        FastPath::Read {
+            run,
+            delivered: None,
+        } => apply(host, store, &report, webhook_id, *run).await,
+        // A repeated delivery: answered with the run as it is now.
+        FastPath::Read { run, .. } => Ok(answer(200, &run, false)),
+        FastPath::Missing => Err(Error::UnknownDispatchId),
     }
-    Ok(saved)
 }
 
+/// Logs a report that changed a run, except progress: a running backup
+/// may send many, and `backup_history.progress` already shows the last.
 fn log_applied(host: &impl Host, report: &Report, saved: &Run) {
+    if report.event == Event::Progress {
+        return;
+    }
     host.log(
         Level::Info,
         &format!(
@@ -114,22 +113,21 @@ fn answer(status: u16, run: &Run, changed: bool) -> Response {
     )
 }
 
-/// Applies a report to the run its dispatch id names, decided from the row
-/// as read. The write fails only when the run changed state since the read
-/// (a transition by another report or a sweep); then the report is decided
-/// again against the new state. A run has few transitions, so this ends.
+/// Applies a report to `run`, as just read. The write fails only when the
+/// run changed state since the read (a transition by another report or a
+/// sweep); then it is read again and the report decided again. A run has
+/// few transitions, so this ends.
 async fn apply(
     host: &impl Host,
     store: &impl Store,
-    id: DispatchId,
     report: &Report,
     webhook_id: &str,
+    mut run: Run,
 ) -> Result<Response, Error> {
     loop {
-        let run = store.get(id).await?.ok_or(Error::UnknownDispatchId)?;
         match run::apply_report(&run, report, host.now_ms())? {
             Outcome::Unchanged => {
-                store.record_delivery(webhook_id, id).await?;
+                store.record_delivery(webhook_id, run.dispatch_id).await?;
                 return Ok(answer(200, &run, false));
             }
             Outcome::Changed(next) => match store.update(&run, &next, Some(webhook_id)).await {
@@ -145,6 +143,10 @@ async fn apply(
                 Err(e) => return Err(e.into()),
             },
         }
+        run = store
+            .get(run.dispatch_id)
+            .await?
+            .ok_or(Error::UnknownDispatchId)?;
     }
 }
 
@@ -170,7 +172,7 @@ async fn register(
                     report.workflow_run_id
                 )));
             }
-            return apply(host, store, existing.dispatch_id, report, webhook_id).await;
+            return apply(host, store, report, webhook_id, existing).await;
         }
         if lost_race {
             // Another backup runs; this scheduled run cannot start now.

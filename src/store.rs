@@ -10,7 +10,8 @@
 //!
 //! - [`Store::apply_to_running`] is a report's common case in one round
 //!   trip: the decision for a run in progress is made before reading, and
-//!   the statement applies it only if the row is in that state.
+//!   the statement applies it only if the row is in that state, or else
+//!   reads the row, so that a full decision needs no second read.
 //! - [`Store::update`] writes a decision made from a row read earlier, if
 //!   the row's state is still the one read. `None` means the state changed
 //!   (a transition happened), so the flow reads again and decides again; as
@@ -63,13 +64,13 @@ pub trait Store {
     /// run `id`, if that run is in progress in that attempt, of
     /// `next.workflow_run_id` or of none yet, `webhook_id` is new, and the
     /// write changes something. The row keeps a start time and a progress
-    /// that `next` does not bring. `None` when any of that does not hold.
+    /// that `next` does not bring. When it writes nothing, it reads instead.
     async fn apply_to_running(
         &self,
         id: DispatchId,
         next: &Run,
         webhook_id: &str,
-    ) -> Result<Option<Run>, DbError>;
+    ) -> Result<FastPath, DbError>;
     /// Inserts a new run unless a backup is in progress, and then returns
     /// that one; records `webhook_id` as the new run's delivery if given. A
     /// concurrent insert this one could not see is a
@@ -101,6 +102,21 @@ pub async fn in_progress_error(store: &impl Store) -> Error {
         },
         Err(e) => e.into(),
     }
+}
+
+/// What [`Store::apply_to_running`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FastPath {
+    /// The decision is written.
+    Written,
+    /// Nothing written: the run as it was, and the run an earlier delivery
+    /// of the same `webhook-id` applied to.
+    Read {
+        run: Box<Run>,
+        delivered: Option<DispatchId>,
+    },
+    /// No run has this dispatch id.
+    Missing,
 }
 
 /// What [`Store::start`] did.
@@ -189,6 +205,12 @@ impl<'a, D: Db> PgStore<'a, D> {
 struct RunRow {
     run: Run,
     created_us: String,
+    /// `apply_report.sql` only: whether it wrote the row, and an earlier
+    /// delivery's run.
+    #[serde(default)]
+    applied: bool,
+    #[serde(default)]
+    delivered: Option<DispatchId>,
 }
 
 #[derive(Deserialize)]
@@ -248,6 +270,7 @@ fn mutable_params(run: &Run) -> Vec<Option<String>> {
 const INSERT: &str = include_str!(concat!(env!("OUT_DIR"), "/insert_run.sql"));
 const UPDATE: &str = include_str!(concat!(env!("OUT_DIR"), "/update_run.sql"));
 const APPLY: &str = include_str!(concat!(env!("OUT_DIR"), "/apply_report.sql"));
+const APPLY_MISSED: &str = include_str!(concat!(env!("OUT_DIR"), "/apply_missed.sql"));
 const SELECT: &str = include_str!(concat!(env!("OUT_DIR"), "/select_run.sql"));
 /// select_run.sql's select list, for the rows a write returns (CTE `h`).
 const RUN_COLUMNS: &str = include_str!(concat!(env!("OUT_DIR"), "/run_columns.sql"));
@@ -315,11 +338,27 @@ impl<D: Db> Store for PgStore<'_, D> {
         id: DispatchId,
         next: &Run,
         webhook_id: &str,
-    ) -> Result<Option<Run>, DbError> {
+    ) -> Result<FastPath, DbError> {
         let mut params = mutable_params(next);
         params.extend([text(webhook_id), text(id)]);
-        self.one(&format!("{APPLY}{RUN_COLUMNS} from h"), &params)
-            .await
+        let rows: Vec<RunRow> = self
+            .db
+            .query(
+                &format!(
+                    "{APPLY}{RUN_COLUMNS}, true as applied, null::text as delivered \
+                     from applied h union all {RUN_COLUMNS}{APPLY_MISSED}"
+                ),
+                &params,
+            )
+            .await?;
+        Ok(match rows.into_iter().next() {
+            Some(RunRow { applied: true, .. }) => FastPath::Written,
+            Some(RunRow { run, delivered, .. }) => FastPath::Read {
+                run: Box::new(run),
+                delivered,
+            },
+            _ => FastPath::Missing,
+        })
     }
 
     async fn start(&self, run: &Run, webhook_id: Option<&str>) -> Result<Started, DbError> {

@@ -7,7 +7,7 @@ use crate::dispatch_id::DispatchId;
 use crate::github::{OutboundRequest, OutboundResponse};
 use crate::ports::{DbError, Host, Level};
 use crate::run::{FailureReason, OutcomeSource, Run, Status};
-use crate::store::{Cursor, Settings, Started, Store, SweeperRecord, ONE_IN_PROGRESS};
+use crate::store::{Cursor, FastPath, Settings, Started, Store, SweeperRecord, ONE_IN_PROGRESS};
 use crate::token::SignatureCheck;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -268,29 +268,29 @@ impl Store for MemStore {
         id: DispatchId,
         next: &Run,
         webhook_id: &str,
-    ) -> Result<Option<Run>, DbError> {
+    ) -> Result<FastPath, DbError> {
         self.up()?;
-        if self.deliveries.borrow().contains_key(webhook_id) {
-            return Ok(None);
-        }
+        let delivered = self.deliveries.borrow().get(webhook_id).copied();
         let mut runs = self.runs.borrow_mut();
-        let Some(row) = runs.iter_mut().find(|r| {
-            r.dispatch_id == id
-                && r.status == Status::InProgress
-                && r.run_attempt == next.run_attempt
-                && r.workflow_run_id
-                    .is_none_or(|w| Some(w) == next.workflow_run_id)
-        }) else {
-            return Ok(None);
+        let Some(row) = runs.iter_mut().find(|r| r.dispatch_id == id) else {
+            return Ok(FastPath::Missing);
         };
         let merged = merge_into_running(row, next);
-        if merged == *row {
-            return Ok(None);
+        let expected = row.status == Status::InProgress
+            && row.run_attempt == next.run_attempt
+            && row
+                .workflow_run_id
+                .is_none_or(|w| Some(w) == next.workflow_run_id);
+        if !expected || delivered.is_some() || merged == *row {
+            return Ok(FastPath::Read {
+                run: Box::new(row.clone()),
+                delivered,
+            });
         }
         *row = merged;
         row.version += 1;
         self.deliveries.borrow_mut().insert(webhook_id.into(), id);
-        Ok(Some(row.clone()))
+        Ok(FastPath::Written)
     }
     async fn start(&self, run: &Run, webhook_id: Option<&str>) -> Result<Started, DbError> {
         if let Some(running) = self.running().await? {

@@ -41,22 +41,30 @@ pub async fn handle(
     let now = host.now_ms();
     let id = DispatchId::issue(now as u64, host.random());
     let fresh = Run::manual(id, user.id, reason, now);
-    let run = match store.start(&fresh, None).await {
-        Ok(Started::Inserted(run)) => run,
-        Ok(Started::Running(running)) => {
-            // Before refusing, end the running backup if it is stuck: a
-            // passed deadline or GitHub's record must not wait for cron.
-            // Then once more, and only once: whatever runs now (another
-            // click's run, if its sweep ended the stuck one first) is the
-            // one the 409 names.
-            sweep::sweep_run(host, store, running, sweep::QUICK_GITHUB_TIMEOUT_MS).await?;
-            match store.start(&fresh, None).await {
-                Ok(Started::Inserted(run)) => run,
-                Ok(Started::Running(running)) => return Err(running_error(&running)),
-                Err(e) => return Err(refused(store, e).await),
+    // Twice at most: before refusing, end the running backup if it is
+    // stuck (a passed deadline or GitHub's record must not wait for cron),
+    // then start again; whatever runs then (another click's run, if its
+    // sweep ended the stuck one first) is the one the 409 names.
+    let mut swept = false;
+    let run = loop {
+        match store.start(&fresh, None).await {
+            Ok(Started::Inserted(run)) => break run,
+            Ok(Started::Running(running)) if !swept => {
+                sweep::sweep_run(host, store, running, sweep::QUICK_GITHUB_TIMEOUT_MS).await?;
+                swept = true;
             }
+            Ok(Started::Running(running)) => {
+                return Err(Error::BackupInProgress {
+                    dispatch_id: Some(running.dispatch_id.to_string()),
+                })
+            }
+            // The index refused a concurrent click that this one's read
+            // could not see yet: a backup runs.
+            Err(DbError::UniqueViolation(c)) if c == ONE_IN_PROGRESS => {
+                return Err(in_progress_error(store).await)
+            }
+            Err(e) => return Err(e.into()),
         }
-        Err(e) => return Err(refused(store, e).await),
     };
     host.log(Level::Info, &format!("backup {id}: inserted, dispatching"));
 
@@ -85,22 +93,6 @@ pub async fn handle(
                 detail,
             })
         }
-    }
-}
-
-/// The 409 naming the backup that runs.
-fn running_error(running: &Run) -> Error {
-    Error::BackupInProgress {
-        dispatch_id: Some(running.dispatch_id.to_string()),
-    }
-}
-
-/// The answer to a failed [`Store::start`]: the index refused a concurrent
-/// click that this one's read could not see yet, so a backup runs.
-async fn refused(store: &impl Store, e: DbError) -> Error {
-    match e {
-        DbError::UniqueViolation(c) if c == ONE_IN_PROGRESS => in_progress_error(store).await,
-        e => e.into(),
     }
 }
 

@@ -4,13 +4,14 @@
 -- what the report makes of such a run (run::apply_report on a run that has
 -- nothing yet); this statement only merges that into the row: a start time
 -- and a progress the row already has stay unless the report brings its own,
--- as apply_report itself would keep them. Nothing comes back when the run is
--- in another state, the delivery is a repeat, or the write would change
--- nothing: the core then reads the row and decides in full.
+-- as apply_report itself would keep them. When the run is in another state,
+-- the delivery is a repeat, or the write would change nothing, the same
+-- round trip reads the row and the delivery instead (as of the statement's
+-- start), so that the core decides in full without asking again.
 -- No lock is held between round trips: the row lock lasts this statement.
 -- $1..$13 as in insert_run.sql, of that decision ($6 run_url, always null
 -- there, keeps the row's), $14 webhook_id, $15 dispatch_id
-with h as (
+with applied as (
   update public.backup_history set
     status = $1::text,
     failure_reason = $2::text,
@@ -40,7 +41,9 @@ with h as (
   returning *
 ), delivered as (
   insert into public.backup_report_deliveries (webhook_id, dispatch_id)
-  select $14::text, h.dispatch_id from h
+  select $14::text, applied.dispatch_id from applied
   on conflict do nothing
 )
--- followed by the select list of select_run.sql, `from h` (store.rs).
+-- followed by (store.rs) the select list of select_run.sql for the row as
+-- written (`applied: true`), and then for the row as it was, from
+-- apply_missed.sql, when nothing was written.
