@@ -20,7 +20,7 @@ use crate::http::{Request, Response};
 use crate::ports::{DbError, Host, Level};
 use crate::report::{Event, Report};
 use crate::run::{self, Outcome, Run, Status, TriggerSource};
-use crate::store::{in_progress_error, FastPath, Started, Store, ONE_IN_PROGRESS};
+use crate::store::{in_progress_error, Started, Store, ONE_IN_PROGRESS};
 use serde::Serialize;
 
 /// Serves the endpoint; `app` has already checked the method and answered
@@ -43,8 +43,7 @@ pub async fn handle(
 
     let Some(id) = report.dispatch_id else {
         // A scheduled run's registration.
-        if let Some(id) = store.delivery(webhook_id).await? {
-            let run = store.get(id).await?.ok_or(Error::UnknownDispatchId)?;
+        if let Some((run, Some(_))) = store.read_for_report(None, webhook_id).await? {
             return Ok(answer(200, &run, false));
         }
         return register(host, store, &report, webhook_id).await;
@@ -57,21 +56,18 @@ pub async fn handle(
     let now = host.now_ms();
     let mut blank = Run::manual(id, uuid::Uuid::nil(), None, now);
     blank.run_attempt = report.run_attempt;
-    let Outcome::Changed(next) = run::apply_report(&blank, &report, now)? else {
-        return Err(Error::Internal("a blank run did not change".into()));
-    };
-    match store.apply_to_running(id, &next, webhook_id).await? {
-        FastPath::Written => {
+    if let Outcome::Changed(next) = run::apply_report(&blank, &report, now)? {
+        if store.apply_to_running(id, &next, webhook_id).await? {
             log_applied(host, &report, &next);
-            Ok(answer(200, &next, true))
+            return Ok(answer(200, &next, true));
         }
-        FastPath::Read {
-            run,
-            delivered: None,
-        } => apply(host, store, &report, webhook_id, *run).await,
+    }
+    // Not the common case: read the run, and decide in full.
+    match store.read_for_report(Some(id), webhook_id).await? {
+        Some((run, None)) => apply(host, store, &report, webhook_id, run).await,
         // A repeated delivery: answered with the run as it is now.
-        FastPath::Read { run, .. } => Ok(answer(200, &run, false)),
-        FastPath::Missing => Err(Error::UnknownDispatchId),
+        Some((run, Some(_))) => Ok(answer(200, &run, false)),
+        None => Err(Error::UnknownDispatchId),
     }
 }
 

@@ -10,8 +10,8 @@
 //!
 //! - [`Store::apply_to_running`] is a report's common case in one round
 //!   trip: the decision for a run in progress is made before reading, and
-//!   the statement applies it only if the row is in that state, or else
-//!   reads the row, so that a full decision needs no second read.
+//!   the statement applies it only if the row is in that state. If not,
+//!   [`Store::read_for_report`] reads the row and the delivery at once.
 //! - [`Store::update`] writes a decision made from a row read earlier, if
 //!   the row's state is still the one read. `None` means the state changed
 //!   (a transition happened), so the flow reads again and decides again; as
@@ -25,7 +25,7 @@ use crate::error::Error;
 use crate::ports::{Db, DbError};
 use crate::reconcile::Deadlines;
 use crate::run::Run;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
@@ -63,21 +63,26 @@ pub trait Store {
     /// run in progress in `next.run_attempt` that has nothing yet, into the
     /// run `id`, if that run is in progress in that attempt, of
     /// `next.workflow_run_id` or of none yet, `webhook_id` is new, and the
-    /// write changes something. The row keeps a start time and a progress
-    /// that `next` does not bring. When it writes nothing, it reads instead.
+    /// write changes something; whether it did. The row keeps a start time
+    /// and a progress that `next` does not bring.
     async fn apply_to_running(
         &self,
         id: DispatchId,
         next: &Run,
         webhook_id: &str,
-    ) -> Result<FastPath, DbError>;
+    ) -> Result<bool, DbError>;
+    /// The run `id` (without one: the run an earlier delivery of
+    /// `webhook_id` applied to), and the run that delivery applied to.
+    async fn read_for_report(
+        &self,
+        id: Option<DispatchId>,
+        webhook_id: &str,
+    ) -> Result<Option<(Run, Option<DispatchId>)>, DbError>;
     /// Inserts a new run unless a backup is in progress, and then returns
     /// that one; records `webhook_id` as the new run's delivery if given. A
     /// concurrent insert this one could not see is a
     /// [`DbError::UniqueViolation`] on [`ONE_IN_PROGRESS`].
     async fn start(&self, run: &Run, webhook_id: Option<&str>) -> Result<Started, DbError>;
-    /// The dispatch id an earlier delivery with this `webhook-id` applied to.
-    async fn delivery(&self, webhook_id: &str) -> Result<Option<DispatchId>, DbError>;
     /// Records a delivery that changed nothing (so a retry is recognised).
     async fn record_delivery(&self, webhook_id: &str, id: DispatchId) -> Result<(), DbError>;
     /// History, newest first, after `before`, each run with its position.
@@ -102,21 +107,6 @@ pub async fn in_progress_error(store: &impl Store) -> Error {
         },
         Err(e) => e.into(),
     }
-}
-
-/// What [`Store::apply_to_running`] did.
-#[derive(Debug, Clone, PartialEq)]
-pub enum FastPath {
-    /// The decision is written.
-    Written,
-    /// Nothing written: the run as it was, and the run an earlier delivery
-    /// of the same `webhook-id` applied to.
-    Read {
-        run: Box<Run>,
-        delivered: Option<DispatchId>,
-    },
-    /// No run has this dispatch id.
-    Missing,
 }
 
 /// What [`Store::start`] did.
@@ -205,10 +195,7 @@ impl<'a, D: Db> PgStore<'a, D> {
 struct RunRow {
     run: Run,
     created_us: String,
-    /// `apply_report.sql` only: whether it wrote the row, and an earlier
-    /// delivery's run.
-    #[serde(default)]
-    applied: bool,
+    /// `read_for_report.sql` only: an earlier delivery's run.
     #[serde(default)]
     delivered: Option<DispatchId>,
 }
@@ -216,11 +203,6 @@ struct RunRow {
 #[derive(Deserialize)]
 struct AdminRow {
     ok: bool,
-}
-
-#[derive(Deserialize)]
-struct DeliveryRow {
-    id: DispatchId,
 }
 
 /// Seconds as stored; times as unix ms (float8: exact below 2^53).
@@ -270,7 +252,7 @@ fn mutable_params(run: &Run) -> Vec<Option<String>> {
 const INSERT: &str = include_str!(concat!(env!("OUT_DIR"), "/insert_run.sql"));
 const UPDATE: &str = include_str!(concat!(env!("OUT_DIR"), "/update_run.sql"));
 const APPLY: &str = include_str!(concat!(env!("OUT_DIR"), "/apply_report.sql"));
-const APPLY_MISSED: &str = include_str!(concat!(env!("OUT_DIR"), "/apply_missed.sql"));
+const READ_FOR_REPORT: &str = include_str!(concat!(env!("OUT_DIR"), "/read_for_report.sql"));
 const SELECT: &str = include_str!(concat!(env!("OUT_DIR"), "/select_run.sql"));
 /// select_run.sql's select list, for the rows a write returns (CTE `h`).
 const RUN_COLUMNS: &str = include_str!(concat!(env!("OUT_DIR"), "/run_columns.sql"));
@@ -338,27 +320,26 @@ impl<D: Db> Store for PgStore<'_, D> {
         id: DispatchId,
         next: &Run,
         webhook_id: &str,
-    ) -> Result<FastPath, DbError> {
+    ) -> Result<bool, DbError> {
         let mut params = mutable_params(next);
         params.extend([text(webhook_id), text(id)]);
+        let rows: Vec<IgnoredAny> = self.db.query(APPLY, &params).await?;
+        Ok(!rows.is_empty())
+    }
+
+    async fn read_for_report(
+        &self,
+        id: Option<DispatchId>,
+        webhook_id: &str,
+    ) -> Result<Option<(Run, Option<DispatchId>)>, DbError> {
         let rows: Vec<RunRow> = self
             .db
             .query(
-                &format!(
-                    "{APPLY}{RUN_COLUMNS}, true as applied, null::text as delivered \
-                     from applied h union all {RUN_COLUMNS}{APPLY_MISSED}"
-                ),
-                &params,
+                &format!("{RUN_COLUMNS}{READ_FOR_REPORT}"),
+                &[opt(&id), text(webhook_id)],
             )
             .await?;
-        Ok(match rows.into_iter().next() {
-            Some(RunRow { applied: true, .. }) => FastPath::Written,
-            Some(RunRow { run, delivered, .. }) => FastPath::Read {
-                run: Box::new(run),
-                delivered,
-            },
-            _ => FastPath::Missing,
-        })
+        Ok(rows.into_iter().next().map(|r| (r.run, r.delivered)))
     }
 
     async fn start(&self, run: &Run, webhook_id: Option<&str>) -> Result<Started, DbError> {
@@ -383,17 +364,6 @@ impl<D: Db> Store for PgStore<'_, D> {
         } else {
             Started::Running(found)
         })
-    }
-
-    async fn delivery(&self, webhook_id: &str) -> Result<Option<DispatchId>, DbError> {
-        let rows: Vec<DeliveryRow> = self
-            .db
-            .query(
-                "select dispatch_id::text as id from public.backup_report_deliveries where webhook_id = $1::text",
-                &[text(webhook_id)],
-            )
-            .await?;
-        Ok(rows.into_iter().next().map(|r| r.id))
     }
 
     async fn record_delivery(&self, webhook_id: &str, id: DispatchId) -> Result<(), DbError> {

@@ -7,7 +7,7 @@ use crate::dispatch_id::DispatchId;
 use crate::github::{OutboundRequest, OutboundResponse};
 use crate::ports::{DbError, Host, Level};
 use crate::run::{FailureReason, OutcomeSource, Run, Status};
-use crate::store::{Cursor, FastPath, Settings, Started, Store, SweeperRecord, ONE_IN_PROGRESS};
+use crate::store::{Cursor, Settings, Started, Store, SweeperRecord, ONE_IN_PROGRESS};
 use crate::token::SignatureCheck;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -268,39 +268,47 @@ impl Store for MemStore {
         id: DispatchId,
         next: &Run,
         webhook_id: &str,
-    ) -> Result<FastPath, DbError> {
+    ) -> Result<bool, DbError> {
         self.up()?;
-        let delivered = self.deliveries.borrow().get(webhook_id).copied();
+        if self.deliveries.borrow().contains_key(webhook_id) {
+            return Ok(false);
+        }
         let mut runs = self.runs.borrow_mut();
-        let Some(row) = runs.iter_mut().find(|r| r.dispatch_id == id) else {
-            return Ok(FastPath::Missing);
+        let Some(row) = runs.iter_mut().find(|r| {
+            r.dispatch_id == id
+                && r.status == Status::InProgress
+                && r.run_attempt == next.run_attempt
+                && r.workflow_run_id
+                    .is_none_or(|w| Some(w) == next.workflow_run_id)
+        }) else {
+            return Ok(false);
         };
         let merged = merge_into_running(row, next);
-        let expected = row.status == Status::InProgress
-            && row.run_attempt == next.run_attempt
-            && row
-                .workflow_run_id
-                .is_none_or(|w| Some(w) == next.workflow_run_id);
-        if !expected || delivered.is_some() || merged == *row {
-            return Ok(FastPath::Read {
-                run: Box::new(row.clone()),
-                delivered,
-            });
+        if merged == *row {
+            return Ok(false);
         }
         *row = merged;
         row.version += 1;
         self.deliveries.borrow_mut().insert(webhook_id.into(), id);
-        Ok(FastPath::Written)
+        Ok(true)
+    }
+    async fn read_for_report(
+        &self,
+        id: Option<DispatchId>,
+        webhook_id: &str,
+    ) -> Result<Option<(Run, Option<DispatchId>)>, DbError> {
+        self.up()?;
+        let delivered = self.deliveries.borrow().get(webhook_id).copied();
+        let Some(id) = id.or(delivered) else {
+            return Ok(None);
+        };
+        Ok(self.get(id).await?.map(|run| (run, delivered)))
     }
     async fn start(&self, run: &Run, webhook_id: Option<&str>) -> Result<Started, DbError> {
         if let Some(running) = self.running().await? {
             return Ok(Started::Running(running));
         }
         self.insert(run, webhook_id).await.map(Started::Inserted)
-    }
-    async fn delivery(&self, webhook_id: &str) -> Result<Option<DispatchId>, DbError> {
-        self.up()?;
-        Ok(self.deliveries.borrow().get(webhook_id).copied())
     }
     async fn record_delivery(&self, webhook_id: &str, id: DispatchId) -> Result<(), DbError> {
         self.up()?;
