@@ -3,8 +3,10 @@
 //   1. size of pkg/ (wasm + JS glue, gzip -9) against the 160 KB budget
 //   2. cold start of scripts/serve.ts (spawn → first served response) beside
 //      a minimal pure-TypeScript function started the same way
-//   3. finalize-backup throughput: signed `progress` reports against one
-//      running backup, from concurrent clients
+//   3. finalize-backup throughput: signed reports at 1, 8, 32 and 64
+//      concurrent clients against one running backup, and at 32 across 500
+//      runs in various states, beside bench/baseline_function.ts (a plain
+//      TypeScript handler of the same contract) on the same database
 //   4. the sweep's candidate query (the one `in_progress` row) with 10 and
 //      with 1,000,000 history rows: plan and execution time
 //
@@ -30,8 +32,12 @@ function setting(name: string, fallback: number, max: number): number {
   const n = Number(Deno.env.get(name));
   return Number.isInteger(n) && n > 0 ? Math.min(n, max) : fallback;
 }
-const CLIENTS = setting("BENCH_CLIENTS", 8, 64);
-const REQUESTS = setting("BENCH_REQUESTS", 2000, 20_000);
+/** The client counts of the one-run scenarios (`BENCH_CONCURRENCY=1,8`). */
+const CONCURRENCY = (Deno.env.get("BENCH_CONCURRENCY") ?? "1,8,32,64")
+  .split(",").map(Number).filter((n) =>
+    Number.isInteger(n) && n > 0 && n <= 256
+  );
+const REQUESTS = setting("BENCH_REQUESTS", 1000, 20_000);
 const WARMUP_REQUESTS = 50;
 const MAX_LOAD_MS = 30_000;
 const QUERY_RUNS = 50;
@@ -390,116 +396,291 @@ async function migratedDatabase(
   return url;
 }
 
-// --- 3. finalize-backup throughput -----------------------------------------------------
+// --- 3. finalize-backup throughput, beside a baseline --------------------------
+
+/** One load: how many answers of each kind, how fast. */
+interface Load {
+  rps: number;
+  p50: number;
+  p99: number;
+  /** Status (and error code) → count. */
+  statuses: Map<string, number>;
+  /** 200s with `changed: true`. */
+  changed: number;
+  /** Answers that are not 2xx. */
+  errors: number;
+}
+
+interface Signed {
+  body: string;
+  headers: Record<string, string>;
+}
+
+/** Sends `requests` from `clients` concurrent clients, each request once. */
+async function load(
+  url: string,
+  requests: Signed[],
+  clients: number,
+): Promise<Load> {
+  const statuses = new Map<string, number>();
+  const latencies: number[] = [];
+  let changed = 0;
+  let next = 0;
+  const deadline = performance.now() + MAX_LOAD_MS;
+  const started = performance.now();
+  await Promise.all(
+    Array.from({ length: clients }, async () => {
+      while (next < requests.length && performance.now() < deadline) {
+        const { body, headers } = requests[next++];
+        const t0 = performance.now();
+        let key: string;
+        try {
+          const r = await fetch(url, { method: "POST", headers, body });
+          const text = await r.text();
+          key = String(r.status);
+          try {
+            const answer = JSON.parse(text);
+            if (answer.changed === true) changed++;
+            if (answer.error) key += ` ${answer.error.code}`;
+          } catch { /* not JSON */ }
+        } catch {
+          key = "no answer";
+        }
+        latencies.push(performance.now() - t0);
+        statuses.set(key, (statuses.get(key) ?? 0) + 1);
+      }
+    }),
+  );
+  const elapsed = performance.now() - started;
+  const errors = [...statuses.entries()]
+    .filter(([k]) => !k.startsWith("2"))
+    .reduce((n, [, c]) => n + c, 0);
+  return {
+    rps: latencies.length / (elapsed / 1000),
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    statuses,
+    changed,
+    errors,
+  };
+}
+
+/** Reports as the workflow sends them, each with a new webhook-id. */
+async function sign(
+  reports: Record<string, unknown>[],
+): Promise<Signed[]> {
+  return await Promise.all(reports.map(async (report) => {
+    const body = JSON.stringify(report);
+    return { body, headers: await webhookHeaders(body, WEBHOOK_SECRET) };
+  }));
+}
+
+const RUN_ID = 4242;
+
+function progress(dispatchId: string, i: number): Record<string, unknown> {
+  return {
+    event: "progress",
+    dispatch_id: dispatchId,
+    workflow_run_id: RUN_ID,
+    run_attempt: 1,
+    progress: { phase: "dump", bytes: i * 4096 },
+  };
+}
+
+/**
+ * History rows in the states a busy project has, and a report each may
+ * get again without a 4xx: the running run's progress, a success's
+ * `succeeded` and a reported failure's `failed` (both answered
+ * `changed: false`).
+ */
+async function manyRuns(
+  sql: postgres.Sql,
+  running: string,
+  n: number,
+): Promise<(i: number) => Record<string, unknown>> {
+  const finished = await sql<{ dispatch_id: string; status: string }[]>`
+    insert into backup_history
+      (dispatch_id, status, failure_reason, outcome_source, s3_key,
+       error_text, trigger_source, workflow_run_id, started_at, finished_at)
+    select gen_random_uuid(),
+           case when g % 2 = 0 then 'success' else 'failed' end,
+           case when g % 2 = 1 then 'step_failed' end, 'report',
+           case when g % 2 = 0 then 'bench/' || g || '.dump' end,
+           case when g % 2 = 1 then 'pg_dump failed' end,
+           'manual', 10000 + g, now(), now()
+      from generate_series(1, ${n}::int) g
+    returning dispatch_id::text, status, workflow_run_id::int8::text as wr,
+              s3_key, error_text`;
+  return (i: number) => {
+    if (i % 3 === 0) return progress(running, i);
+    const row = finished[i % finished.length] as unknown as {
+      dispatch_id: string;
+      status: string;
+      wr: string;
+      s3_key: string | null;
+      error_text: string | null;
+    };
+    return row.status === "success"
+      ? {
+        event: "succeeded",
+        dispatch_id: row.dispatch_id,
+        workflow_run_id: Number(row.wr),
+        run_attempt: 1,
+        s3_key: row.s3_key,
+      }
+      : {
+        event: "failed",
+        dispatch_id: row.dispatch_id,
+        workflow_run_id: Number(row.wr),
+        run_attempt: 1,
+        error_text: row.error_text,
+      };
+  };
+}
 
 async function throughput(cluster: Cluster): Promise<string[]> {
   const dbUrl = await migratedDatabase(cluster, "bench_http");
   const sql = postgres(dbUrl, { max: 1, onnotice: () => {} });
-  const server = spawnFunction("scripts/serve.ts", { SUPABASE_DB_URL: dbUrl });
+  const env = { SUPABASE_DB_URL: dbUrl };
+  const project = spawnFunction("scripts/serve.ts", env);
+  const baseline = spawnFunction("bench/baseline_function.ts", env);
   try {
     const dispatchId = crypto.randomUUID();
-    const runId = 4242;
     await sql`
       insert into backup_history
         (dispatch_id, trigger_source, workflow_run_id, started_at)
-      values (${dispatchId}::uuid, 'manual', ${runId}, now())`;
-    await server.listening;
-    const url = server.url + "/functions/v1/finalize-backup";
+      values (${dispatchId}::uuid, 'manual', ${RUN_ID}, now())`;
+    const many = await manyRuns(sql, dispatchId, 500);
+    await Promise.all([project.listening, baseline.listening]);
+    const targets = [
+      ["project", project.url + "/functions/v1/finalize-backup"],
+      ["baseline", baseline.url + "/"],
+    ] as const;
+    const version = async () =>
+      Number(
+        (await sql`
+          select version from backup_history
+           where dispatch_id = ${dispatchId}::uuid`)[0].version,
+      );
 
-    // Signed up front (each with a new webhook-id), so the clients only send.
-    const total = WARMUP_REQUESTS + REQUESTS;
-    const requests: { body: string; headers: Record<string, string> }[] = [];
-    for (let i = 0; i < total; i++) {
-      const body = JSON.stringify({
-        event: "progress",
-        dispatch_id: dispatchId,
-        workflow_run_id: runId,
-        run_attempt: 1,
-        progress: { phase: "dump", bytes: i * 4096 },
-      });
-      requests.push({
-        body,
-        headers: await webhookHeaders(body, WEBHOOK_SECRET),
-      });
+    // Warm-up of both: the wasm instance, the pools, the JIT.
+    let serial = 0;
+    for (const [, url] of targets) {
+      const warm = await sign(
+        Array.from(
+          { length: WARMUP_REQUESTS },
+          () => progress(dispatchId, serial++),
+        ),
+      );
+      await load(url, warm, 1);
     }
 
-    const statuses = new Map<string, number>();
-    const latencies: number[] = [];
-    let next = 0;
-    const send = async (i: number, record: boolean) => {
-      const t0 = performance.now();
-      const r = await fetch(url, {
-        method: "POST",
-        headers: requests[i].headers,
-        body: requests[i].body,
-      });
-      const text = await r.text();
-      const t1 = performance.now();
-      if (!record) return;
-      latencies.push(t1 - t0);
-      let key = String(r.status);
-      if (r.status !== 200) {
-        try {
-          key += ` ${JSON.parse(text).error.code}`;
-        } catch { /* not JSON */ }
-      }
-      statuses.set(key, (statuses.get(key) ?? 0) + 1);
-    };
-
-    // Warm-up: the wasm instance, the database pool, the JIT.
-    for (let i = 0; i < WARMUP_REQUESTS; i++) await send(i, false);
-    next = WARMUP_REQUESTS;
-
-    const deadline = performance.now() + MAX_LOAD_MS;
-    const started = performance.now();
-    await Promise.all(
-      Array.from({ length: CLIENTS }, async () => {
-        while (next < total && performance.now() < deadline) {
-          await send(next++, true);
+    const scenarios: [
+      string,
+      number,
+      (i: number) => Record<string, unknown>,
+    ][] = [
+      ...CONCURRENCY.map((c): [
+        string,
+        number,
+        (i: number) => Record<string, unknown>,
+      ] => [
+        `one run, ${c} client${c > 1 ? "s" : ""}`,
+        c,
+        (i) => progress(dispatchId, i),
+      ]),
+      ["501 runs in 3 states, 32 clients", 32, many],
+    ];
+    const rows: string[] = [];
+    const mismatches: string[] = [];
+    let totalErrors = 0;
+    const statusLines: string[] = [];
+    for (const [name, clients, make] of scenarios) {
+      const results: Load[] = [];
+      // Alternate which goes first, so neither always meets a warmer cache.
+      const order = rows.length % 2 === 0 ? [0, 1] : [1, 0];
+      for (const t of order) {
+        const [label, url] = targets[t];
+        const reports = await sign(
+          Array.from({ length: REQUESTS }, () => make(serial++)),
+        );
+        const before = await version();
+        const result = await load(url, reports, clients);
+        const after = await version();
+        // On one run, every changed:true is one write of the row.
+        if (name.startsWith("one run") && after - before !== result.changed) {
+          mismatches.push(
+            `${label}, ${name}: ${result.changed} changes answered, row version moved ${
+              after - before
+            }`,
+          );
         }
-      }),
-    );
-    const elapsed = performance.now() - started;
-    const done = latencies.length;
-    const [{ version }] = await sql`
-      select version from backup_history where dispatch_id = ${dispatchId}::uuid`;
-    const ok = statuses.get("200") ?? 0;
-    // What the server said about its errors (log lines carry no secrets).
-    const errors = new Map<string, number>();
-    for (const line of server.output().split("\n")) {
-      if (!line.includes('"level":"error"')) continue;
-      const message = String(JSON.parse(line).message ?? line)
-        .replace(/[0-9a-f]{8}-[0-9a-f-]{27}/g, "<id>");
-      errors.set(message, (errors.get(message) ?? 0) + 1);
+        results[t] = result;
+        totalErrors += result.errors;
+        statusLines.push(
+          `  ${label.padEnd(9)}${name.padEnd(34)}${
+            [...result.statuses.entries()].sort().map(([k, n]) =>
+              `${k}: ${fmtInt(n)}`
+            ).join(", ")
+          }`,
+        );
+      }
+      const [p, b] = results;
+      rows.push(
+        `| ${name.padEnd(33)}| ${fmtInt(p.rps).padStart(6)} | ${
+          ms(p.p50).padStart(8)
+        } | ${ms(p.p99).padStart(9)} | ${String(p.errors).padStart(6)} | ${
+          fmtInt(b.rps).padStart(6)
+        } | ${ms(b.p50).padStart(8)} | ${ms(b.p99).padStart(9)} | ${
+          String(b.errors).padStart(6)
+        } | ${(p.rps / b.rps).toFixed(2).padStart(5)}× |`,
+      );
     }
-    const errorLines = [...errors.entries()].map(([m, n]) =>
-      `server log   ${fmtInt(n)}× ${m}`
-    );
+
+    // What the servers said about their errors (log lines carry no secrets).
+    const errorLines: string[] = [];
+    for (
+      const [label, server] of [["project", project], [
+        "baseline",
+        baseline,
+      ]] as const
+    ) {
+      const errors = new Map<string, number>();
+      for (const line of server.output().split("\n")) {
+        if (!line.includes('"level":"error"')) continue;
+        let message = line;
+        try {
+          message = String(JSON.parse(line).message ?? line);
+        } catch { /* not JSON */ }
+        message = message.replace(/[0-9a-f]{8}-[0-9a-f-]{27}/g, "<id>");
+        errors.set(message, (errors.get(message) ?? 0) + 1);
+      }
+      for (const [m, n] of errors) {
+        errorLines.push(`${label} log  ${fmtInt(n)}× ${m}`);
+      }
+    }
+
     return [
       `${
-        fmtInt(done)
-      } signed progress reports (new webhook-id each) from ${CLIENTS} concurrent clients, one running backup, ${WARMUP_REQUESTS} warm-up first`,
-      `throughput   ${fmtInt(done / (elapsed / 1000))} req/s   (${
-        ms(elapsed, 0)
-      } in all)`,
-      `latency      p50 ${ms(percentile(latencies, 50))}   p95 ${
-        ms(percentile(latencies, 95))
-      }   max ${ms(Math.max(...latencies))}`,
-      `answers      ${
-        [...statuses.entries()].sort().map(([k, n]) => `${k}: ${fmtInt(n)}`)
-          .join(", ")
-      }`,
-      `row version  ${version} (${
-        fmtInt(WARMUP_REQUESTS + ok)
-      } reports applied: warm-up + 200s${
-        version === WARMUP_REQUESTS + ok
-          ? ", every one written once"
-          : ", MISMATCH"
-      })`,
+        fmtInt(REQUESTS)
+      } signed reports per cell (a new webhook-id each), sent by concurrent clients over loopback;`,
+      `project: scripts/serve.ts (the Rust core); baseline: bench/baseline_function.ts (WebCrypto signature check,`,
+      `one guarded UPDATE); same database, same run, ${WARMUP_REQUESTS} warm-up reports each first; ratio = project / baseline req/s`,
+      "",
+      "| scenario                         | project req/s | p50 | p99 | non-2xx | baseline req/s | p50 | p99 | non-2xx | ratio |",
+      "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+      ...rows,
+      "",
+      "answers:",
+      ...statusLines,
+      `non-2xx answers in all: ${fmtInt(totalErrors)}`,
+      mismatches.length === 0
+        ? "row version on the running run: moved once per changed:true answer, in every one-run cell"
+        : `row version MISMATCH: ${mismatches.join("; ")}`,
       ...errorLines,
     ];
   } finally {
-    await server.stop();
+    await Promise.all([project.stop(), baseline.stop()]);
     await sql.end({ timeout: 5 });
   }
 }

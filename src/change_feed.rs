@@ -210,7 +210,6 @@ mod tests {
     use crate::http::Request;
     use crate::run::Run;
     use crate::status;
-    use crate::store::Store;
     use crate::testing::{FakeHost, MemStore};
     use crate::token::{sign_hs256, SignatureCheck};
     use futures::executor::block_on;

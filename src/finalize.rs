@@ -2,8 +2,16 @@
 //!
 //! Parse, apply, encode: verify the Standard Webhooks signature, validate
 //! the report, recognise a retried delivery by its `webhook-id`, then apply
-//! the report through the state machine in `run.rs` with optimistic
-//! concurrency, so duplicate and concurrent reports apply exactly once.
+//! the report through the state machine in `run.rs`.
+//!
+//! Most reports find their run in progress in the reported attempt: then
+//! the decision is made before reading (what [`run::apply_report`] makes of
+//! such a run) and one guarded statement applies it and records the
+//! delivery ([`Store::apply_to_running`]). Concurrent reports queue on the
+//! row lock for that one statement instead of racing and retrying. Anything
+//! else (a repeated delivery, a terminal or reopened run, another attempt)
+//! is read and decided in full, and written guarded by the state it was
+//! decided from.
 
 use crate::config;
 use crate::dispatch_id::DispatchId;
@@ -12,13 +20,8 @@ use crate::http::{Request, Response};
 use crate::ports::{DbError, Host, Level};
 use crate::report::{Event, Report};
 use crate::run::{self, Outcome, Run, Status, TriggerSource};
-use crate::store::{in_progress_error, Store, ONE_IN_PROGRESS};
+use crate::store::{in_progress_error, Started, Store, ONE_IN_PROGRESS};
 use serde::Serialize;
-
-/// How often a report is re-applied after losing a race with another writer.
-/// Each round is one read and one conditional write; past the first few,
-/// a short random pause spreads the contenders out.
-const MAX_RACES: u32 = 40;
 
 /// Serves the endpoint; `app` has already checked the method and answered
 /// CORS preflights.
@@ -34,18 +37,57 @@ pub async fn handle(
     config::webhook_secret(host)?.verify_request(req, host.now_ms() / 1000)?;
     req.require_json()?;
     let report = Report::parse(&req.body)?;
-    // verify() refused a missing id, so this is present.
+    // verify() refused a missing id, and one over the 256 bytes that
+    // backup_report_deliveries keeps, so this is present and fits.
     let webhook_id = req.header("webhook-id").unwrap_or_default();
 
-    if let Some(id) = store.delivery(webhook_id).await? {
-        let run = store.get(id).await?.ok_or(Error::UnknownDispatchId)?;
-        return Ok(answer(200, &run, false));
+    let Some(id) = report.dispatch_id else {
+        // A scheduled run's registration.
+        if let Some((run, Some(_))) = store.read_for_report(None, webhook_id).await? {
+            return Ok(answer(200, &run, false));
+        }
+        return register(host, store, &report, webhook_id).await;
+    };
+    // The common case first: the decision for a run in progress in the
+    // reported attempt that has nothing yet, written if that is the run's
+    // state. The store keeps the row's own start time and progress where it
+    // leaves them empty, exactly as apply_report keeps them (a test in
+    // `testing.rs` holds the two together).
+    let now = host.now_ms();
+    let mut blank = Run::manual(id, uuid::Uuid::nil(), None, now);
+    blank.run_attempt = report.run_attempt;
+    if let Outcome::Changed(next) = run::apply_report(&blank, &report, now)? {
+        if store.apply_to_running(id, &next, webhook_id).await? {
+            log_applied(host, &report, &next);
+            return Ok(answer(200, &next, true));
+        }
     }
+    // Not the common case: read the run, and decide in full.
+    match store.read_for_report(Some(id), webhook_id).await? {
+        Some((run, None)) => apply(host, store, &report, webhook_id, run).await,
+        // A repeated delivery: answered with the run as it is now.
+        Some((run, Some(_))) => Ok(answer(200, &run, false)),
+        None => Err(Error::UnknownDispatchId),
+    }
+}
 
-    match report.dispatch_id {
-        Some(id) => apply(host, store, id, &report, webhook_id).await,
-        None => register(host, store, &report, webhook_id).await,
+/// Logs a report that changed a run, except progress: a running backup
+/// may send many, and `backup_history.progress` already shows the last.
+fn log_applied(host: &impl Host, report: &Report, saved: &Run) {
+    if report.event == Event::Progress {
+        return;
     }
+    host.log(
+        Level::Info,
+        &format!(
+            "backup {}: {} (attempt {}) -> {} {}",
+            saved.dispatch_id,
+            report.event.as_str(),
+            report.run_attempt,
+            run::status_str(saved.status),
+            run::reason_str(saved.failure_reason)
+        ),
+    );
 }
 
 /// The answer to a report: which run, its status now, whether it changed.
@@ -67,39 +109,29 @@ fn answer(status: u16, run: &Run, changed: bool) -> Response {
     )
 }
 
-/// Applies a report to the run its dispatch id names.
+/// Applies a report to `run`, as just read. The write fails only when the
+/// run changed state since the read (a transition by another report or a
+/// sweep); then it is read again and the report decided again. A run has
+/// few transitions, so this ends.
 async fn apply(
     host: &impl Host,
     store: &impl Store,
-    id: DispatchId,
     report: &Report,
     webhook_id: &str,
+    mut run: Run,
 ) -> Result<Response, Error> {
-    for round in 0..MAX_RACES {
-        if round >= 3 {
-            host.sleep(1 + u32::from(host.random()[0] % 16)).await;
-        }
-        let run = store.get(id).await?.ok_or(Error::UnknownDispatchId)?;
+    loop {
         match run::apply_report(&run, report, host.now_ms())? {
             Outcome::Unchanged => {
-                store.record_delivery(webhook_id, id).await?;
+                store.record_delivery(webhook_id, run.dispatch_id).await?;
                 return Ok(answer(200, &run, false));
             }
             Outcome::Changed(next) => match store.update(&run, &next, Some(webhook_id)).await {
                 Ok(Some(saved)) => {
-                    host.log(
-                        Level::Info,
-                        &format!(
-                            "backup {id}: {} (attempt {}) -> {} {}",
-                            report.event.as_str(),
-                            report.run_attempt,
-                            run::status_str(saved.status),
-                            run::reason_str(saved.failure_reason)
-                        ),
-                    );
+                    log_applied(host, report, &saved);
                     return Ok(answer(200, &saved, true));
                 }
-                Ok(None) => continue,
+                Ok(None) => {}
                 // Reopening a failed run while another backup runs.
                 Err(DbError::UniqueViolation(c)) if c == ONE_IN_PROGRESS => {
                     return Err(in_progress_error(store).await)
@@ -107,10 +139,11 @@ async fn apply(
                 Err(e) => return Err(e.into()),
             },
         }
+        run = store
+            .get(run.dispatch_id)
+            .await?
+            .ok_or(Error::UnknownDispatchId)?;
     }
-    Err(Error::Internal(format!(
-        "backup {id}: too many concurrent writes"
-    )))
 }
 
 /// A scheduled run's `started` report without a dispatch id: issue one.
@@ -135,7 +168,7 @@ async fn register(
                     report.workflow_run_id
                 )));
             }
-            return apply(host, store, existing.dispatch_id, report, webhook_id).await;
+            return apply(host, store, report, webhook_id, existing).await;
         }
         if lost_race {
             // Another backup runs; this scheduled run cannot start now.
@@ -144,10 +177,10 @@ async fn register(
         let now = host.now_ms();
         let id = DispatchId::issue(now as u64, host.random());
         match store
-            .insert(&Run::scheduled(id, report, now), Some(webhook_id))
+            .start(&Run::scheduled(id, report, now), Some(webhook_id))
             .await
         {
-            Ok(run) => {
+            Ok(Started::Inserted(run)) => {
                 host.log(
                     Level::Info,
                     &format!(
@@ -157,6 +190,8 @@ async fn register(
                 );
                 return Ok(answer(201, &run, true));
             }
+            // Perhaps a concurrent delivery for this same run: look again.
+            Ok(Started::Running(_)) => lost_race = true,
             Err(DbError::UniqueViolation(c)) if c == ONE_IN_PROGRESS => lost_race = true,
             Err(e) => return Err(e.into()),
         }
@@ -166,7 +201,10 @@ async fn register(
 /// Whole requests through the in-memory ports of `src/testing.rs`.
 #[cfg(test)]
 mod flows {
+    use crate::run::{OutcomeSource, Run};
+    use crate::store::Store;
     use crate::testing::kit::*;
+    use crate::testing::merge_into_running;
 
     #[test]
     fn the_full_loop_ends_in_success() {
@@ -282,5 +320,162 @@ mod flows {
         );
         assert_eq!(r.status, 409);
         assert_eq!(body(&r)["dispatch_id"], running);
+    }
+
+    /// Every report a run in progress can get, in the reported attempt.
+    fn reports(id: &str) -> Vec<Value> {
+        let base = json!({"dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 2});
+        let with = |extra: Value| {
+            let mut r = base.clone();
+            r.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            r
+        };
+        vec![
+            with(json!({"event": "started"})),
+            with(json!({"event": "progress"})),
+            with(json!({"event": "progress", "progress": {"phase": "dump", "bytes": 7}})),
+            with(
+                json!({"event": "succeeded", "s3_key": "k.dump", "size_bytes": 3, "sha256": "b".repeat(64)}),
+            ),
+            with(json!({"event": "failed", "error_text": "pg_dump: boom"})),
+            with(json!({"event": "failed"})),
+            with(json!({"event": "cancelled"})),
+        ]
+    }
+
+    #[test]
+    fn the_one_statement_merge_is_what_apply_report_decides_for_a_running_run() {
+        let now = 1_800_000_000_000;
+        let id = DispatchId::issue(now as u64, [7; 10]);
+        let mut rows = Vec::new();
+        for started in [None, Some(now - 5_000)] {
+            for progress in [None, Some(r#"{"phase":"upload"}"#.to_string())] {
+                for workflow_run_id in [None, Some(4242)] {
+                    let mut row = Run::manual(id, Uuid::nil(), Some("r".into()), now - 9_000);
+                    row.run_attempt = 2;
+                    row.started_at = started;
+                    row.progress.clone_from(&progress);
+                    row.workflow_run_id = workflow_run_id;
+                    row.run_url = Some("https://github.com/acme/app/actions/runs/4242".into());
+                    rows.push(row);
+                }
+            }
+        }
+        for wire in reports(&id.to_string()) {
+            let report = Report::parse(wire.to_string().as_bytes()).unwrap();
+            let mut blank = Run::manual(id, Uuid::nil(), None, now);
+            blank.run_attempt = report.run_attempt;
+            let Outcome::Changed(next) = run::apply_report(&blank, &report, now).unwrap() else {
+                panic!("a blank running run always changes: {wire}");
+            };
+            for row in &rows {
+                let merged = merge_into_running(row, &next);
+                match run::apply_report(row, &report, now).unwrap() {
+                    Outcome::Changed(decided) => assert_eq!(merged, *decided, "{wire} on {row:?}"),
+                    Outcome::Unchanged => assert_eq!(merged, *row, "{wire} on {row:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_progress_report_applies_in_one_write_and_a_retry_of_it_changes_nothing() {
+        let (host, store) = (host(), store());
+        let id = dispatched(&host, &store);
+        let report = json!({"event": "progress", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "progress": {"phase": "dump"}});
+        let first = finalize(&host, &store, "p1", &report);
+        assert_eq!(
+            body(&first),
+            json!({"dispatch_id": id, "status": "in_progress", "changed": true})
+        );
+        let version = store.only().version;
+        let again = finalize(&host, &store, "p1", &report);
+        assert_eq!(
+            body(&again),
+            json!({"dispatch_id": id, "status": "in_progress", "changed": false})
+        );
+        let same_news = finalize(&host, &store, "p2", &report);
+        assert_eq!(body(&same_news)["changed"], false);
+        let row = store.only();
+        assert_eq!(row.version, version, "neither repeat wrote the row");
+        assert_eq!(row.progress.as_deref(), Some(r#"{"phase":"dump"}"#));
+        assert!(store.deliveries.borrow().contains_key("p2"));
+    }
+
+    #[test]
+    fn a_verdict_still_applies_after_a_progress_report_landed_since_the_read() {
+        let (host, store) = (host(), store());
+        let id = dispatched(&host, &store);
+        let read = store.only();
+        let verdict = read.clone().failed_by(
+            FailureReason::TimedOut,
+            OutcomeSource::Deadline,
+            "max runtime passed",
+            host.now_ms(),
+        );
+        let r = finalize(
+            &host,
+            &store,
+            "p1",
+            &json!({"event": "progress", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "progress": {"phase": "upload"}}),
+        );
+        assert_eq!(r.status, 200);
+        // The progress report started the run: its state is not the one the
+        // verdict was made from, so the verdict must be made again.
+        assert_eq!(
+            block_on(Store::update(&store, &read, &verdict, None)),
+            Ok(None)
+        );
+        let read = store.only();
+        finalize(
+            &host,
+            &store,
+            "p2",
+            &json!({"event": "progress", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "progress": {"phase": "done"}}),
+        );
+        let verdict = read.clone().failed_by(
+            FailureReason::TimedOut,
+            OutcomeSource::Deadline,
+            "max runtime passed",
+            host.now_ms(),
+        );
+        let saved = block_on(Store::update(&store, &read, &verdict, None))
+            .unwrap()
+            .unwrap();
+        assert_eq!(saved.status, Status::Failed);
+        assert_eq!(saved.failure_reason, Some(FailureReason::TimedOut));
+        assert_eq!(
+            saved.progress.as_deref(),
+            Some(r#"{"phase":"done"}"#),
+            "the progress acknowledged in between is kept"
+        );
+    }
+
+    #[test]
+    fn a_report_from_a_new_attempt_reopens_through_the_full_path() {
+        let (host, store) = (host(), store());
+        let id = dispatched(&host, &store);
+        let failed = finalize(
+            &host,
+            &store,
+            "f1",
+            &json!({"event": "failed", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "error_text": "x"}),
+        );
+        assert_eq!(body(&failed)["status"], "failed");
+        let rerun = finalize(
+            &host,
+            &store,
+            "s2",
+            &json!({"event": "progress", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 2, "progress": {"phase": "dump"}}),
+        );
+        assert_eq!(
+            body(&rerun),
+            json!({"dispatch_id": id, "status": "in_progress", "changed": true})
+        );
+        let row = store.only();
+        assert_eq!((row.run_attempt, row.error_text), (2, None));
+        assert_eq!(row.progress.as_deref(), Some(r#"{"phase":"dump"}"#));
     }
 }

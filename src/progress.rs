@@ -22,6 +22,15 @@ pub fn canonical_object(json: &str) -> Option<String> {
     serde_json::from_str::<Canonical>(json).ok().map(|c| c.0)
 }
 
+/// Reads a stored `progress` (jsonb as text, which reorders members and
+/// adds spaces) back into the canonical form a report's is compared in.
+///
+/// # Errors
+/// Only when the value is neither null nor a string.
+pub fn deserialize_stored<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.and_then(|text| canonical_object(&text)))
+}
+
 /// Whether canonical JSON text holds a NUL character, which PostgreSQL
 /// jsonb refuses. serde_json writes NUL as the escape `\u0000` (a string
 /// cannot hold it raw); an escaped backslash followed by `u0000` is not one.

@@ -104,7 +104,9 @@ pub struct Run {
     pub size_bytes: Option<u64>,
     pub sha256: Option<String>,
     pub error_text: Option<String>,
-    /// The latest `progress` report: the JSON text of an object.
+    /// The latest `progress` report: the canonical JSON text of an object
+    /// (read back from jsonb into the same form, whatever path reads it).
+    #[serde(deserialize_with = "crate::progress::deserialize_stored")]
     pub progress: Option<String>,
     pub version: i64,
 }

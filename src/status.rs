@@ -118,9 +118,19 @@ pub fn parse_query(req: &Request) -> Result<Query, Error> {
     }
 }
 
+/// The latest history position a cursor may name: the end of year 9999,
+/// in microseconds. PostgreSQL's own limit is near year 294,276; anything
+/// past this is no position we ever issued, and must be a 400 rather than
+/// reach SQL as a timestamp out of range.
+const MAX_CURSOR_US: i64 = 253_402_300_799_999_999;
+
+/// `{created_us}_{id}` as `next_cursor` writes it, range-checked: times from
+/// the epoch to [`MAX_CURSOR_US`], ids from 1 (a `bigserial`).
 fn parse_cursor(s: &str) -> Option<Cursor> {
-    let (ms, id) = s.split_once('_')?;
-    Some((ms.parse().ok()?, id.parse().ok()?))
+    let (us, id) = s.split_once('_')?;
+    let us: i64 = us.parse().ok()?;
+    let id: i64 = id.parse().ok()?;
+    ((0..=MAX_CURSOR_US).contains(&us) && id >= 1).then_some((us, id))
 }
 
 /// Serves the endpoint; `app` has already checked the method and answered
@@ -401,6 +411,28 @@ mod tests {
         assert_eq!(name("cursor=abc"), "cursor");
         assert_eq!(name("status=failed"), "status");
         assert_eq!(name(&format!("dispatch_id={ID}&limit=2")), "dispatch_id");
+    }
+
+    #[test]
+    fn a_cursor_out_of_range_is_refused_before_it_reaches_sql() {
+        assert_eq!(parse_cursor("0_1"), Some((0, 1)));
+        assert_eq!(
+            parse_cursor("253402300799999999_9223372036854775807"),
+            Some((MAX_CURSOR_US, i64::MAX))
+        );
+        for forged in [
+            "9223372036854775807_9223372036854775807",
+            "253402300800000000_1",
+            "-1_1",
+            "1700000000000000_0",
+            "1700000000000000_-5",
+            "1700000000000000_9223372036854775808",
+            "_1",
+            "1_",
+            "1_2_3",
+        ] {
+            assert_eq!(parse_cursor(forged), None, "{forged}");
+        }
     }
 
     #[test]

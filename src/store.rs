@@ -3,19 +3,29 @@
 //!
 //! Every write is a single SQL statement, so it is one transaction: the
 //! history row, the delivery record and (through the migration's trigger)
-//! `backup_settings` change together or not at all. Updates are guarded by
-//! the row's `version`; a concurrent writer makes [`Store::update`] return
-//! `None` and the flow re-reads and decides again.
+//! `backup_settings` change together or not at all. No lock is held across
+//! round trips to the host. Writes are guarded by the state the core's
+//! decision depended on, never by a bare version counter, so a write that
+//! only landed in between (a progress report) costs nobody a retry:
+//!
+//! - [`Store::apply_to_running`] is a report's common case in one round
+//!   trip: the decision for a run in progress is made before reading, and
+//!   the statement applies it only if the row is in that state. If not,
+//!   [`Store::read_for_report`] reads the row and the delivery at once.
+//! - [`Store::update`] writes a decision made from a row read earlier, if
+//!   the row's state is still the one read. `None` means the state changed
+//!   (a transition happened), so the flow reads again and decides again; as
+//!   a run has few transitions, that loop ends without a bound.
+//! - [`Store::start`] inserts the button's run or returns the running one.
 //!
 //! The SQL itself lives in `sql/` next to this file so it can be read as SQL.
 
 use crate::dispatch_id::DispatchId;
 use crate::error::Error;
 use crate::ports::{Db, DbError};
-use crate::progress;
 use crate::reconcile::Deadlines;
 use crate::run::Run;
-use serde::de::DeserializeOwned;
+use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -32,25 +42,46 @@ pub type Cursor = (i64, i64);
 pub trait Store {
     /// Whether `user` is a backup admin (`public.is_backup_admin`).
     async fn is_admin(&self, user: Uuid) -> Result<bool, DbError>;
-    /// Inserts a new run, recording `webhook_id` as its delivery if given.
-    /// A second running backup is a [`DbError::UniqueViolation`] on
-    /// [`ONE_IN_PROGRESS`].
-    async fn insert(&self, run: &Run, webhook_id: Option<&str>) -> Result<Run, DbError>;
     /// The run with this dispatch id.
     async fn get(&self, id: DispatchId) -> Result<Option<Run>, DbError>;
     /// The run in progress, if any.
     async fn running(&self) -> Result<Option<Run>, DbError>;
     /// The newest run recorded for a GitHub workflow run.
     async fn by_workflow_run(&self, workflow_run_id: u64) -> Result<Option<Run>, DbError>;
-    /// Writes `next` if the row is still at `prev.version`; `None` if not.
+    /// Writes `next`, decided from `prev`, if the row's state (status,
+    /// attempt, workflow run, outcome, started or not) is still `prev`'s;
+    /// `None` if not. A `run_url` or `progress` written meanwhile is kept
+    /// unless `next` changes it. Records `webhook_id` with it.
     async fn update(
         &self,
         prev: &Run,
         next: &Run,
         webhook_id: Option<&str>,
     ) -> Result<Option<Run>, DbError>;
-    /// The dispatch id an earlier delivery with this `webhook-id` applied to.
-    async fn delivery(&self, webhook_id: &str) -> Result<Option<DispatchId>, DbError>;
+    /// A report's common case: merges `next`, what the report makes of a
+    /// run in progress in `next.run_attempt` that has nothing yet, into the
+    /// run `id`, if that run is in progress in that attempt, of
+    /// `next.workflow_run_id` or of none yet, `webhook_id` is new, and the
+    /// write changes something; whether it did. The row keeps a start time
+    /// and a progress that `next` does not bring.
+    async fn apply_to_running(
+        &self,
+        id: DispatchId,
+        next: &Run,
+        webhook_id: &str,
+    ) -> Result<bool, DbError>;
+    /// The run `id` (without one: the run an earlier delivery of
+    /// `webhook_id` applied to), and the run that delivery applied to.
+    async fn read_for_report(
+        &self,
+        id: Option<DispatchId>,
+        webhook_id: &str,
+    ) -> Result<Option<(Run, Option<DispatchId>)>, DbError>;
+    /// Inserts a new run unless a backup is in progress, and then returns
+    /// that one; records `webhook_id` as the new run's delivery if given. A
+    /// concurrent insert this one could not see is a
+    /// [`DbError::UniqueViolation`] on [`ONE_IN_PROGRESS`].
+    async fn start(&self, run: &Run, webhook_id: Option<&str>) -> Result<Started, DbError>;
     /// Records a delivery that changed nothing (so a retry is recognised).
     async fn record_delivery(&self, webhook_id: &str, id: DispatchId) -> Result<(), DbError>;
     /// History, newest first, after `before`, each run with its position.
@@ -75,6 +106,15 @@ pub async fn in_progress_error(store: &impl Store) -> Error {
         },
         Err(e) => e.into(),
     }
+}
+
+/// What [`Store::start`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Started {
+    /// The new run, inserted.
+    Inserted(Run),
+    /// Nothing inserted: this backup is in progress.
+    Running(Run),
 }
 
 /// What the sweep reads from `backup_settings`.
@@ -120,12 +160,8 @@ impl<'a, D: Db> PgStore<'a, D> {
                     .created_us
                     .parse()
                     .map_err(|_| DbError::Other("unreadable history position".into()))?;
-                let mut run = row.run;
-                // jsonb reorders and spaces the object: back to the form a
-                // report's progress is compared in.
-                run.progress = run.progress.as_deref().and_then(progress::canonical_object);
-                let cursor = (us, run.id);
-                Ok((run, cursor))
+                let cursor = (us, row.run.id);
+                Ok((row.run, cursor))
             })
             .collect()
     }
@@ -158,16 +194,14 @@ impl<'a, D: Db> PgStore<'a, D> {
 struct RunRow {
     run: Run,
     created_us: String,
+    /// `read_for_report.sql` only: an earlier delivery's run.
+    #[serde(default)]
+    delivered: Option<DispatchId>,
 }
 
 #[derive(Deserialize)]
 struct AdminRow {
     ok: bool,
-}
-
-#[derive(Deserialize)]
-struct DeliveryRow {
-    id: DispatchId,
 }
 
 /// Seconds as stored; times as unix ms (float8: exact below 2^53).
@@ -216,6 +250,8 @@ fn mutable_params(run: &Run) -> Vec<Option<String>> {
 // The files in src/sql/, without their comments (build.rs).
 const INSERT: &str = include_str!(concat!(env!("OUT_DIR"), "/insert_run.sql"));
 const UPDATE: &str = include_str!(concat!(env!("OUT_DIR"), "/update_run.sql"));
+const APPLY: &str = include_str!(concat!(env!("OUT_DIR"), "/apply_report.sql"));
+const READ_FOR_REPORT: &str = include_str!(concat!(env!("OUT_DIR"), "/read_for_report.sql"));
 const SELECT: &str = include_str!(concat!(env!("OUT_DIR"), "/select_run.sql"));
 /// select_run.sql's select list, for the rows a write returns (CTE `h`).
 const RUN_COLUMNS: &str = include_str!(concat!(env!("OUT_DIR"), "/run_columns.sql"));
@@ -230,21 +266,6 @@ impl<D: Db> Store for PgStore<'_, D> {
             )
             .await?;
         Ok(rows.first().is_some_and(|r| r.ok))
-    }
-
-    async fn insert(&self, run: &Run, webhook_id: Option<&str>) -> Result<Run, DbError> {
-        let mut params = mutable_params(run);
-        params.extend([
-            webhook_id.map(str::to_string),
-            text(run.dispatch_id),
-            text(run.trigger_source.as_str()),
-            opt(&run.triggered_by),
-            run.reason.clone(),
-            text(run.created_at),
-        ]);
-        self.one(&format!("{INSERT}{RUN_COLUMNS} from h"), &params)
-            .await?
-            .ok_or_else(|| DbError::Other("insert returned no row".into()))
     }
 
     async fn get(&self, id: DispatchId) -> Result<Option<Run>, DbError> {
@@ -277,22 +298,71 @@ impl<D: Db> Store for PgStore<'_, D> {
         webhook_id: Option<&str>,
     ) -> Result<Option<Run>, DbError> {
         let mut params = mutable_params(next);
-        params.push(webhook_id.map(str::to_string));
-        params.push(text(prev.id));
-        params.push(text(prev.version));
+        params.extend([
+            webhook_id.map(str::to_string),
+            text(prev.id),
+            text(prev.status.as_str()),
+            text(prev.run_attempt),
+            opt(&prev.workflow_run_id),
+            prev.failure_reason.map(|r| r.as_str().to_string()),
+            prev.outcome_source.map(|s| s.as_str().to_string()),
+            text(prev.started_at.is_some()),
+            text(next.run_url != prev.run_url),
+            text(next.progress != prev.progress),
+        ]);
         self.one(&format!("{UPDATE}{RUN_COLUMNS} from h"), &params)
             .await
     }
 
-    async fn delivery(&self, webhook_id: &str) -> Result<Option<DispatchId>, DbError> {
-        let rows: Vec<DeliveryRow> = self
+    async fn apply_to_running(
+        &self,
+        id: DispatchId,
+        next: &Run,
+        webhook_id: &str,
+    ) -> Result<bool, DbError> {
+        let mut params = mutable_params(next);
+        params.extend([text(webhook_id), text(id)]);
+        let rows: Vec<IgnoredAny> = self.db.query(APPLY, &params).await?;
+        Ok(!rows.is_empty())
+    }
+
+    async fn read_for_report(
+        &self,
+        id: Option<DispatchId>,
+        webhook_id: &str,
+    ) -> Result<Option<(Run, Option<DispatchId>)>, DbError> {
+        let rows: Vec<RunRow> = self
             .db
             .query(
-                "select dispatch_id::text as id from public.backup_report_deliveries where webhook_id = $1::text",
-                &[text(webhook_id)],
+                &format!("{RUN_COLUMNS}{READ_FOR_REPORT}"),
+                &[opt(&id), text(webhook_id)],
             )
             .await?;
-        Ok(rows.into_iter().next().map(|r| r.id))
+        Ok(rows.into_iter().next().map(|r| (r.run, r.delivered)))
+    }
+
+    async fn start(&self, run: &Run, webhook_id: Option<&str>) -> Result<Started, DbError> {
+        let mut params = mutable_params(run);
+        params.extend([
+            webhook_id.map(str::to_string),
+            text(run.dispatch_id),
+            text(run.trigger_source.as_str()),
+            opt(&run.triggered_by),
+            run.reason.clone(),
+            text(run.created_at),
+        ]);
+        let found = self
+            .one(
+                &format!("{INSERT}{RUN_COLUMNS} from h union all {RUN_COLUMNS} from running h"),
+                &params,
+            )
+            .await?
+            .ok_or_else(|| DbError::Other("start returned no row".into()))?;
+        Ok(if found.dispatch_id == run.dispatch_id {
+            Started::Inserted(found)
+        } else {
+            Started::Running(found)
+        })
     }
 
     async fn record_delivery(&self, webhook_id: &str, id: DispatchId) -> Result<(), DbError> {

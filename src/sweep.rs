@@ -7,7 +7,7 @@
 //! A sweep reads the one `in_progress` row (the single-flight index makes
 //! that an index lookup whatever the history's size), asks GitHub about it
 //! at most once, lets [`reconcile::decide`] judge, and writes the verdict
-//! with the row's version guard: two sweeps at once cannot both apply it.
+//! guarded by the state it judged: two sweeps at once cannot both apply it.
 //!
 //! Each sweep this endpoint runs is recorded in `backup_settings`
 //! (`last_sweep_at`, `last_sweep_outcome`), which is how `backup-status`
@@ -189,19 +189,34 @@ pub async fn sweep(
     store: &impl Store,
     github_timeout_ms: u32,
 ) -> Result<Swept, Error> {
-    let Some(run) = store.running().await? else {
-        return Ok(Swept {
+    match store.running().await? {
+        Some(run) => sweep_run(host, store, run, github_timeout_ms).await,
+        None => Ok(Swept {
             checked: 0,
             changed: Vec::new(),
             github: GitHubCheck::Skipped,
-        });
-    };
+        }),
+    }
+}
+
+/// Sweeps `run`, the one in progress as just read.
+///
+/// # Errors
+/// Only database errors; GitHub's failures are reported in [`Swept::github`].
+pub async fn sweep_run(
+    host: &impl Host,
+    store: &impl Store,
+    run: Run,
+    github_timeout_ms: u32,
+) -> Result<Swept, Error> {
     let settings = store.settings().await?;
     let (fact, github) = ask_github(host, store, &run, &settings, github_timeout_ms).await?;
     let now = host.now_ms();
     let mut changed = Vec::new();
     if let Outcome::Changed(next) = reconcile::decide(&run, &settings.deadlines, &fact, now) {
-        // None: a report or another sweep wrote first; their word stands.
+        // Guarded by the state the verdict was made from, so progress
+        // reports landing meanwhile do not void it. None: a report or
+        // another sweep changed the state first; their word stands.
         if let Some(saved) = store.update(&run, &next, None).await? {
             host.log(
                 Level::Warn,

@@ -8,8 +8,8 @@ use crate::config::Env;
 use crate::dispatch_id::DispatchId;
 use crate::github::{OutboundRequest, OutboundResponse};
 use crate::ports::{DbError, Host, Level};
-use crate::run::{Run, Status};
-use crate::store::{Cursor, Settings, Store, SweeperRecord, ONE_IN_PROGRESS};
+use crate::run::{FailureReason, OutcomeSource, Run, Status};
+use crate::store::{Cursor, Settings, Started, Store, SweeperRecord, ONE_IN_PROGRESS};
 use crate::token::SignatureCheck;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -113,6 +113,48 @@ pub struct MemStore {
     pub sweep_problem: RefCell<Option<String>>,
 }
 
+/// What `update_run.sql` guards on: the state a decision was made from.
+type State = (
+    Status,
+    u32,
+    Option<u64>,
+    Option<FailureReason>,
+    Option<OutcomeSource>,
+    bool,
+);
+
+fn state(r: &Run) -> State {
+    (
+        r.status,
+        r.run_attempt,
+        r.workflow_run_id,
+        r.failure_reason,
+        r.outcome_source,
+        r.started_at.is_some(),
+    )
+}
+
+/// `apply_report.sql`'s merge: `next` (what a report makes of a run in
+/// progress that has nothing yet) over the row, which keeps its own start
+/// time and progress where `next` has none.
+pub fn merge_into_running(row: &Run, next: &Run) -> Run {
+    let mut merged = row.clone();
+    merged.status = next.status;
+    merged.failure_reason = next.failure_reason;
+    merged.outcome_source = next.outcome_source;
+    merged.workflow_run_id = next.workflow_run_id;
+    merged.started_at = row.started_at.or(next.started_at);
+    merged.finished_at = next.finished_at;
+    merged.s3_key.clone_from(&next.s3_key);
+    merged.size_bytes = next.size_bytes;
+    merged.sha256.clone_from(&next.sha256);
+    merged.error_text.clone_from(&next.error_text);
+    if next.progress.is_some() {
+        merged.progress.clone_from(&next.progress);
+    }
+    merged
+}
+
 impl MemStore {
     fn up(&self) -> Result<(), DbError> {
         if self.down.get() {
@@ -121,19 +163,9 @@ impl MemStore {
             Ok(())
         }
     }
-    pub fn only(&self) -> Run {
-        let runs = self.runs.borrow();
-        assert_eq!(runs.len(), 1, "expected exactly one run");
-        runs[0].clone()
-    }
-}
-
-impl Store for MemStore {
-    async fn is_admin(&self, user: Uuid) -> Result<bool, DbError> {
-        self.up()?;
-        Ok(self.admins.borrow().contains(&user))
-    }
-    async fn insert(&self, run: &Run, webhook_id: Option<&str>) -> Result<Run, DbError> {
+    /// Inserts, as the single-flight index allows (the raw insert that
+    /// [`Store::start`] guards).
+    pub async fn insert(&self, run: &Run, webhook_id: Option<&str>) -> Result<Run, DbError> {
         self.up()?;
         let mut runs = self.runs.borrow_mut();
         if run.status == Status::InProgress && runs.iter().any(|r| r.status == Status::InProgress) {
@@ -148,6 +180,18 @@ impl Store for MemStore {
                 .insert(w.into(), run.dispatch_id);
         }
         Ok(saved)
+    }
+    pub fn only(&self) -> Run {
+        let runs = self.runs.borrow();
+        assert_eq!(runs.len(), 1, "expected exactly one run");
+        runs[0].clone()
+    }
+}
+
+impl Store for MemStore {
+    async fn is_admin(&self, user: Uuid) -> Result<bool, DbError> {
+        self.up()?;
+        Ok(self.admins.borrow().contains(&user))
     }
     async fn get(&self, id: DispatchId) -> Result<Option<Run>, DbError> {
         self.up()?;
@@ -194,22 +238,79 @@ impl Store for MemStore {
         }
         let Some(row) = runs
             .iter_mut()
-            .find(|r| r.id == prev.id && r.version == prev.version)
+            .find(|r| r.id == prev.id && state(r) == state(prev))
         else {
             return Ok(None);
         };
-        *row = next.clone();
-        row.version = prev.version + 1;
+        // As update_run.sql writes: run_url and progress, which writes that
+        // change no state may change meanwhile, only if the decision did.
+        let (run_url, progress) = (row.run_url.clone(), row.progress.clone());
+        *row = Run {
+            id: row.id,
+            version: row.version,
+            ..next.clone()
+        };
+        if next.run_url == prev.run_url {
+            row.run_url = run_url;
+        }
+        if next.progress == prev.progress {
+            row.progress = progress;
+        }
+        row.version += 1;
         if let Some(w) = webhook_id {
             self.deliveries
                 .borrow_mut()
-                .insert(w.into(), row.dispatch_id);
+                .entry(w.into())
+                .or_insert(row.dispatch_id);
         }
         Ok(Some(row.clone()))
     }
-    async fn delivery(&self, webhook_id: &str) -> Result<Option<DispatchId>, DbError> {
+    async fn apply_to_running(
+        &self,
+        id: DispatchId,
+        next: &Run,
+        webhook_id: &str,
+    ) -> Result<bool, DbError> {
         self.up()?;
-        Ok(self.deliveries.borrow().get(webhook_id).copied())
+        if self.deliveries.borrow().contains_key(webhook_id) {
+            return Ok(false);
+        }
+        let mut runs = self.runs.borrow_mut();
+        let Some(row) = runs.iter_mut().find(|r| {
+            r.dispatch_id == id
+                && r.status == Status::InProgress
+                && r.run_attempt == next.run_attempt
+                && r.workflow_run_id
+                    .is_none_or(|w| Some(w) == next.workflow_run_id)
+        }) else {
+            return Ok(false);
+        };
+        let merged = merge_into_running(row, next);
+        if merged == *row {
+            return Ok(false);
+        }
+        *row = merged;
+        row.version += 1;
+        self.deliveries.borrow_mut().insert(webhook_id.into(), id);
+        Ok(true)
+    }
+    async fn read_for_report(
+        &self,
+        id: Option<DispatchId>,
+        webhook_id: &str,
+    ) -> Result<Option<(Run, Option<DispatchId>)>, DbError> {
+        self.up()?;
+        let delivered = self.deliveries.borrow().get(webhook_id).copied();
+        let Some(id) = id.or(delivered) else {
+            return Ok(None);
+        };
+        Ok(self.get(id).await?.map(|run| (run, delivered)))
+    }
+    async fn start(&self, run: &Run, webhook_id: Option<&str>) -> Result<Started, DbError> {
+        if let Some(running) = self.running().await? {
+            return Ok(Started::Running(running));
+        }
+        self.insert(run, webhook_id).await.map(Started::Inserted)
     }
     async fn record_delivery(&self, webhook_id: &str, id: DispatchId) -> Result<(), DbError> {
         self.up()?;
@@ -271,8 +372,9 @@ pub(crate) mod kit {
     pub(crate) use crate::dispatch_id::DispatchId;
     pub(crate) use crate::http::{Request, Response};
     pub(crate) use crate::ports::Host;
+    pub(crate) use crate::report::Report;
     pub(crate) use crate::run::FailureReason;
-    pub(crate) use crate::run::Status;
+    pub(crate) use crate::run::{self, Outcome, Status};
     pub(crate) use crate::token::sign_hs256;
     pub(crate) use crate::webhook::WebhookSecret;
     pub(crate) use futures::executor::block_on;

@@ -14,7 +14,7 @@ use crate::github::{self, DispatchAnswer};
 use crate::http::{Request, Response};
 use crate::ports::{DbError, Host, Level};
 use crate::run::{self, Outcome, Run, Status};
-use crate::store::{in_progress_error, Store, ONE_IN_PROGRESS};
+use crate::store::{in_progress_error, Started, Store, ONE_IN_PROGRESS};
 use crate::sweep;
 use serde::Serialize;
 
@@ -39,33 +39,30 @@ pub async fn handle(
     let now = host.now_ms();
     let id = DispatchId::issue(now as u64, host.random());
     let fresh = Run::manual(id, user.id, reason, now);
-    let run = 'insert: {
-        for attempt in 0..5 {
-            match store.insert(&fresh, None).await {
-                Ok(run) => break 'insert run,
-                Err(DbError::UniqueViolation(c)) if c == ONE_IN_PROGRESS => {
-                    // Before refusing, end the running backup if it is stuck:
-                    // a passed deadline or GitHub's record must not wait for
-                    // cron.
-                    if attempt == 0 {
-                        let quick =
-                            sweep::sweep(host, store, sweep::QUICK_GITHUB_TIMEOUT_MS).await?;
-                        if !quick.changed.is_empty() {
-                            continue;
-                        }
-                    }
-                    // Otherwise refuse, unless it ended between our insert
-                    // and this read (another request's sweep, or its report).
-                    if let Some(running) = store.running().await? {
-                        return Err(Error::BackupInProgress {
-                            dispatch_id: Some(running.dispatch_id.to_string()),
-                        });
-                    }
-                }
-                Err(e) => return Err(e.into()),
+    // Twice at most: before refusing, end the running backup if it is
+    // stuck (a passed deadline or GitHub's record must not wait for cron),
+    // then start again; whatever runs then (another click's run, if its
+    // sweep ended the stuck one first) is the one the 409 names.
+    let mut swept = false;
+    let run = loop {
+        match store.start(&fresh, None).await {
+            Ok(Started::Inserted(run)) => break run,
+            Ok(Started::Running(running)) if !swept => {
+                sweep::sweep_run(host, store, running, sweep::QUICK_GITHUB_TIMEOUT_MS).await?;
+                swept = true;
             }
+            Ok(Started::Running(running)) => {
+                return Err(Error::BackupInProgress {
+                    dispatch_id: Some(running.dispatch_id.to_string()),
+                })
+            }
+            // The index refused a concurrent click that this one's read
+            // could not see yet: a backup runs.
+            Err(DbError::UniqueViolation(c)) if c == ONE_IN_PROGRESS => {
+                return Err(in_progress_error(store).await)
+            }
+            Err(e) => return Err(e.into()),
         }
-        return Err(in_progress_error(store).await);
     };
     host.log(Level::Info, &format!("backup {id}: inserted, dispatching"));
 
@@ -190,19 +187,16 @@ async fn dispatch(
     ))
 }
 
-/// Stores the run GitHub created, unless a report already did.
+/// Stores the run GitHub created, unless a report already did. The write
+/// fails only when a report changed the run's state meanwhile; then the
+/// row is read and the question asked again (a run has few transitions).
 async fn record_dispatch(
     store: &impl Store,
     mut run: Run,
     workflow_run_id: Option<u64>,
     run_url: Option<String>,
 ) -> Result<Run, Error> {
-    for _ in 0..5 {
-        if run.workflow_run_id.is_some() && run.run_url.is_some()
-            || workflow_run_id.is_none() && run_url.is_none()
-        {
-            return Ok(run);
-        }
+    loop {
         let mut next = run.clone();
         if next.workflow_run_id.is_none() {
             next.workflow_run_id = workflow_run_id;
@@ -221,19 +215,17 @@ async fn record_dispatch(
             .await?
             .ok_or(Error::UnknownDispatchId)?;
     }
-    Err(Error::Internal(
-        "could not record the dispatch: too many concurrent writes".into(),
-    ))
 }
 
-/// Fails a run whose dispatch GitHub refused.
+/// Fails a run whose dispatch GitHub refused, unless a report has shown
+/// that the run exists after all (read again if its state changed).
 async fn fail_dispatch(
     host: &impl Host,
     store: &impl Store,
     id: DispatchId,
     error_text: &str,
 ) -> Result<(), Error> {
-    for _ in 0..5 {
+    loop {
         let run = store.get(id).await?.ok_or(Error::UnknownDispatchId)?;
         match run::dispatch_failed(&run, error_text, host.now_ms()) {
             Outcome::Unchanged => return Ok(()),
@@ -244,9 +236,6 @@ async fn fail_dispatch(
             }
         }
     }
-    Err(Error::Internal(
-        "could not record the dispatch failure".into(),
-    ))
 }
 
 #[cfg(test)]

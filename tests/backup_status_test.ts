@@ -876,6 +876,10 @@ behaviour(
       ["cursor=abc", "cursor"],
       ["cursor=123", "cursor"],
       ["cursor=_", "cursor"],
+      // Forged positions outside any timestamp PostgreSQL can hold.
+      ["cursor=9223372036854775807_9223372036854775807", "cursor"],
+      ["cursor=-1_1", "cursor"],
+      ["cursor=1700000000000000_0", "cursor"],
     ];
     for (const [query, name] of cases) {
       const a = await status(ctx, query);
@@ -889,6 +893,9 @@ behaviour(
     assert.equal((await status(ctx, "limit=1")).status, 200);
     assert.equal((await status(ctx, "limit=100")).status, 200);
     assert.equal((await getRun(ctx, id, "&wait=0")).status, 200);
+    // The last position a cursor may name (the end of year 9999) is one.
+    const last = await status(ctx, "cursor=253402300799999999_1");
+    assert.equal(last.status, 200);
   },
 );
 

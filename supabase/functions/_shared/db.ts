@@ -19,7 +19,14 @@ const OPTIONS = {
   // Supabase's transaction pooler (port 6543) does not support prepared
   // statements.
   prepare: false,
-  connect_timeout: 5,
+  // While the database is down a request must get its 503 promptly (within
+  // 2 s), and once it is back, the listener must be too (within 1 s).
+  // postgres.js waits `backoff` seconds before reconnecting after a failed
+  // connection, by default growing to 20 s; a short fixed pause, jittered
+  // so instances do not reconnect in step, costs one refused connection
+  // attempt per pause while the database is down.
+  connect_timeout: 1.5,
+  backoff: () => 0.1 + Math.random() * 0.2,
   idle_timeout: 20,
   onnotice: () => {},
 };
@@ -161,6 +168,14 @@ function notified(id: string): void {
   for (const wake of waiters.get(id) ?? []) wake();
 }
 
+// Called after every successful LISTEN; a waiter woken needlessly re-reads
+// its run, finds it unchanged and waits again.
+let listens = 0;
+function relistened(): void {
+  if (listens++ === 0) return;
+  for (const set of waiters.values()) for (const wake of set) wake();
+}
+
 /**
  * Starts listening (once) and returns the count of changes seen for `id`.
  * Rejects with a {@link DbFailure} when LISTEN cannot be established; the
@@ -176,15 +191,20 @@ export async function watch(
     const sql = postgres(driverUrl(target), { ...OPTIONS, max: 1 });
     listener = sql;
     listenerUrl = target;
-    listening = sql.listen("backup_history", notified).catch((error) => {
-      if (listener === sql) {
-        listener = undefined;
-        listenerUrl = undefined;
-        listening = undefined;
-      }
-      sql.end({ timeout: 1 }).catch(() => {});
-      throw classify(error);
-    });
+    // postgres.js re-issues LISTEN on a new connection whenever the old one
+    // is lost; a change committed before that missed its notification, so
+    // every waiter re-reads once the listener is back (onlisten).
+    listening = sql.listen("backup_history", notified, relistened).catch(
+      (error) => {
+        if (listener === sql) {
+          listener = undefined;
+          listenerUrl = undefined;
+          listening = undefined;
+        }
+        sql.end({ timeout: 1 }).catch(() => {});
+        throw classify(error);
+      },
+    );
   }
   await listening;
   return seen.get(id) ?? 0;
