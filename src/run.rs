@@ -16,8 +16,9 @@
 //! ```
 //!
 //! Every function here is pure: (run, input, now) → next run or a named
-//! error. The flows persist the result with optimistic concurrency, so two
-//! concurrent reports can never both apply a transition.
+//! error. The flows persist the result guarded by the state it was decided
+//! from (`src/sql/`), so two concurrent reports can never both apply a
+//! transition.
 
 use crate::dispatch_id::DispatchId;
 use crate::error::Error;
