@@ -41,12 +41,14 @@ import {
   createBucket,
   getObject,
   listKeys,
+  pendingUploads,
   S3_ACCESS_KEY,
   S3_SECRET_KEY,
   s3Endpoint,
   sha256hex,
   skipWithoutAct,
   sourceDatabase,
+  startFaultyS3,
   waitFor,
 } from "./support/workflow_harness.ts";
 import type { SourceDatabase } from "./support/workflow_harness.ts";
@@ -260,7 +262,7 @@ Deno.test(
 );
 
 Deno.test(
-  "e2e: upload fails (missing bucket) -> failed with the upload step's error",
+  "e2e: upload fails (missing bucket) -> failed naming the streaming dump step and the S3 error, no progress",
   opts,
   async () => {
     const e = await startE2E({
@@ -272,13 +274,108 @@ Deno.test(
       const r = await row(e, dispatchId);
       assert.equal(r.status, "failed", context(e, runId));
       assert.equal(r.failure_reason, "step_failed");
-      assert.match(r.error_text, /^Step "Upload to S3" failed \(exit code 1\)/);
+      // The custom format streams pg_dump into `aws s3 cp -` in the dump step.
+      assert.match(
+        r.error_text,
+        /^Step "Dump database" failed \(exit code 1\)/,
+      );
       assert.match(r.error_text, /NoSuchBucket/);
-      assert.deepEqual(r.progress, {
-        phase: "dumped",
-        size_bytes: r.progress.size_bytes,
-      });
+      assert.match(
+        r.error_text,
+        /Upload to s3:\/\/wf-bucket-that-does-not-exist\/backups\/\d{8}T\d{6}Z_[0-9a-f-]{36}\.dump failed \(see the error above\); nothing was stored\./,
+      );
+      assert.equal(r.progress, null);
       assert.equal(r.s3_key, null);
+    } finally {
+      await e.close();
+    }
+  },
+);
+
+Deno.test(
+  "e2e: the upload breaks mid-stream -> failed, pg_dump stopped, no object and no pending multipart upload",
+  opts,
+  async () => {
+    const faulty = startFaultyS3();
+    const e = await startE2E({
+      vars: { BACKUP_S3_ENDPOINT_URL: faulty.url },
+    });
+    try {
+      // ~13 MB of incompressible rows: more than the CLI's 8 MiB first part.
+      await e.src.sql.unsafe(`
+        create table public.noise as
+          select g, decode(md5(random()::text) || md5(random()::text), 'hex') as b
+            from generate_series(1, 400000) g`);
+      const { dispatchId, runId } = await pressBackup(e);
+      const res = await e.gh.waitForRun(runId);
+      assert.equal(res.conclusion, "failure");
+      assert.ok(faulty.refusedParts() >= 1, "an UploadPart was refused");
+      const r = await row(e, dispatchId);
+      assert.equal(r.status, "failed", context(e, runId));
+      assert.equal(r.failure_reason, "step_failed");
+      assert.match(
+        r.error_text,
+        /^Step "Dump database" failed \(exit code 1\)/,
+      );
+      assert.match(r.error_text, /AccessDenied/);
+      assert.match(r.error_text, /nothing was stored\./);
+      assert.equal(r.s3_key, null);
+      assert.equal(r.sha256, null);
+      assert.equal(r.progress, null);
+      assert.deepEqual(await listKeys(e.bucket), []);
+      assert.deepEqual(await pendingUploads(e.bucket), []);
+      assert.equal(await dumpProcesses(e.src), 0);
+    } finally {
+      await e.close();
+      await faulty.close();
+    }
+  },
+);
+
+Deno.test(
+  "e2e: pg_dump dies mid-stream -> failed, and what the CLI stored of the truncated stream is removed",
+  opts,
+  async () => {
+    const e = await startE2E();
+    try {
+      await e.src.sql.unsafe(`
+        create table public.noise as
+          select g, decode(md5(random()::text) || md5(random()::text), 'hex') as b
+            from generate_series(1, 400000) g`);
+      const { dispatchId, runId } = await pressBackup(e);
+      // Kill pg_dump once it is streaming: its stdout closes, the CLI sees
+      // EOF and completes an object of what it got.
+      await waitFor(
+        "pg_dump to stream",
+        async () => {
+          const rows = await e.src.sql`
+          select pid from pg_stat_activity
+           where datname = ${e.src.name} and application_name = 'github-backup'
+             and query ilike 'copy%'`;
+          return rows.length > 0;
+        },
+        60_000,
+        20,
+      );
+      const pids = await dumpPids(e.src);
+      assert.ok(pids.length > 0, "pg_dump is running");
+      for (const pid of pids) Deno.kill(pid, "SIGKILL");
+      const res = await e.gh.waitForRun(runId);
+      assert.equal(res.conclusion, "failure");
+      const r = await row(e, dispatchId);
+      assert.equal(r.status, "failed", context(e, runId));
+      assert.equal(r.failure_reason, "step_failed");
+      assert.match(
+        r.error_text,
+        /^Step "Dump database" failed \(exit code 1\)/,
+      );
+      assert.match(
+        r.error_text,
+        /pg_dump failed \(see the error above\); nothing was stored\./,
+      );
+      assert.match(r.error_text, /Removed the incomplete object s3:\/\//);
+      assert.equal(r.s3_key, null);
+      assert.deepEqual(await listKeys(e.bucket), []);
     } finally {
       await e.close();
     }
@@ -315,16 +412,22 @@ async function waitForBlockedDump(src: SourceDatabase): Promise<void> {
 }
 
 /** pg_dump processes (on this machine) dumping the source database. */
-async function dumpProcesses(src: SourceDatabase): Promise<number> {
-  let n = 0;
+async function dumpPids(src: SourceDatabase): Promise<number[]> {
+  const pids: number[] = [];
   for await (const entry of Deno.readDir("/proc")) {
     if (!/^\d+$/.test(entry.name)) continue;
     try {
       const cmd = await Deno.readTextFile(`/proc/${entry.name}/cmdline`);
-      if (/(^|\/)pg_dump\0/.test(cmd) && cmd.includes(src.name)) n++;
+      if (/(^|\/)pg_dump\0/.test(cmd) && cmd.includes(src.name)) {
+        pids.push(Number(entry.name));
+      }
     } catch { /* gone meanwhile */ }
   }
-  return n;
+  return pids;
+}
+
+async function dumpProcesses(src: SourceDatabase): Promise<number> {
+  return (await dumpPids(src)).length;
 }
 
 Deno.test(

@@ -234,6 +234,71 @@ export async function listKeys(bucket: string): Promise<string[]> {
   return (body.Contents ?? []).map((o: { Key: string }) => o.Key);
 }
 
+/** Multipart uploads begun and neither completed nor aborted. */
+export async function pendingUploads(bucket: string): Promise<string[]> {
+  const r = await aws([
+    "s3api",
+    "list-multipart-uploads",
+    "--bucket",
+    bucket,
+    "--output",
+    "json",
+  ]);
+  if (r.code !== 0) {
+    throw new Error(`list-multipart-uploads ${bucket}: ${r.stderr}`);
+  }
+  const body = r.stdout.trim() ? JSON.parse(r.stdout) : {};
+  return (body.Uploads ?? []).map((u: { Key: string }) => u.Key);
+}
+
+/**
+ * S3 on loopback that forwards to moto, except that it refuses every
+ * UploadPart after reading its body: an upload that breaks mid-stream,
+ * once the first 8 MiB part has been sent. 403 because the AWS CLI does
+ * not retry it, so the failure is immediate.
+ */
+export function startFaultyS3(): {
+  url: string;
+  refusedParts: () => number;
+  close(): Promise<void>;
+} {
+  const target = new URL(s3Endpoint());
+  let refused = 0;
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    async (req) => {
+      const url = new URL(req.url);
+      if (req.method === "PUT" && url.searchParams.has("partNumber")) {
+        await req.arrayBuffer();
+        refused++;
+        return new Response(
+          '<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>' +
+            "<Message>part refused by the test</Message></Error>",
+          { status: 403, headers: { "content-type": "application/xml" } },
+        );
+      }
+      url.protocol = target.protocol;
+      url.host = target.host;
+      const body = req.body ? await req.arrayBuffer() : undefined;
+      const res = await fetch(url, {
+        method: req.method,
+        headers: req.headers,
+        body,
+        redirect: "manual",
+      });
+      return new Response(res.body, {
+        status: res.status,
+        headers: res.headers,
+      });
+    },
+  );
+  return {
+    url: `http://127.0.0.1:${server.addr.port}`,
+    refusedParts: () => refused,
+    close: () => server.shutdown(),
+  };
+}
+
 export async function sha256hex(bytes: Uint8Array): Promise<string> {
   const d = new Uint8Array(
     await crypto.subtle.digest("SHA-256", bytes as BufferSource),
