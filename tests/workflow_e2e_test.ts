@@ -34,10 +34,13 @@ import {
   startStack,
   TEST_WEBHOOK_SECRET,
   trigger,
+  userToken,
   webhookHeaders,
 } from "./support/stack.ts";
 import type { Json, Stack } from "./support/stack.ts";
+import { insertRun, SUCCESS } from "./support/runs.ts";
 import {
+  aws,
   createBucket,
   getObject,
   listKeys,
@@ -296,7 +299,7 @@ Deno.test(
   "e2e: the upload breaks mid-stream -> failed, pg_dump stopped, no object and no pending multipart upload",
   opts,
   async () => {
-    const faulty = startFaultyS3();
+    const faulty = startFaultyS3({ refuseParts: true });
     const e = await startE2E({
       vars: { BACKUP_S3_ENDPOINT_URL: faulty.url },
     });
@@ -376,6 +379,174 @@ Deno.test(
       assert.match(r.error_text, /Removed the incomplete object s3:\/\//);
       assert.equal(r.s3_key, null);
       assert.deepEqual(await listKeys(e.bucket), []);
+    } finally {
+      await e.close();
+    }
+  },
+);
+
+Deno.test(
+  "e2e: BACKUP_VERIFY=restore restores the downloaded object and every table's rows equal the dump's snapshot",
+  opts,
+  async () => {
+    const e = await startE2E({
+      vars: { BACKUP_VERIFY: "restore" },
+      secrets: {
+        BACKUP_VERIFY_DATABASE_URL: Deno.env.get("TEST_DATABASE_URL")!,
+      },
+    });
+    try {
+      const { dispatchId, runId } = await pressBackup(e);
+      const res = await e.gh.waitForRun(runId);
+      assert.equal(res.conclusion, "success", context(e, runId));
+      const r = await row(e, dispatchId);
+      assert.equal(r.status, "success", context(e, runId));
+      assert.deepEqual(r.verification, {
+        mode: "restore",
+        ok: true,
+        tables: 2,
+        rows: 2000,
+        mismatches: [],
+      });
+      assert.ok(r.verified_at instanceof Date);
+      assert.ok(r.verified_at >= r.finished_at);
+      // The scratch database is gone.
+      const left = await e.history.sql`
+        select datname from pg_database where datname like 'backup_verify_%'`;
+      assert.equal(left.length, 0);
+    } finally {
+      await e.close();
+    }
+  },
+);
+
+Deno.test(
+  "e2e: a tampered object fails restore verification; the run stays success and backup-status says so",
+  opts,
+  async () => {
+    // What the bucket will answer instead of the stored object: a valid
+    // dump of the same database with half the items.
+    const other = await sourceDatabase();
+    await other.sql`delete from public.items where id > 1000`;
+    const dumped = await new Deno.Command("pg_dump", {
+      args: ["--format=custom", `--dbname=${other.url}`],
+      stdout: "piped",
+    }).output();
+    await other.close();
+    assert.equal(dumped.code, 0);
+    const faulty = startFaultyS3({ tamperedGet: dumped.stdout });
+    const e = await startE2E({
+      vars: { BACKUP_VERIFY: "restore", BACKUP_S3_ENDPOINT_URL: faulty.url },
+      secrets: {
+        BACKUP_VERIFY_DATABASE_URL: Deno.env.get("TEST_DATABASE_URL")!,
+      },
+    });
+    try {
+      const { dispatchId, runId } = await pressBackup(e);
+      const res = await e.gh.waitForRun(runId);
+      assert.equal(res.conclusion, "success", context(e, runId));
+      assert.ok(faulty.tamperedGets() >= 1);
+      const r = await row(e, dispatchId);
+      assert.equal(r.status, "success", context(e, runId));
+      assert.deepEqual(r.verification, {
+        mode: "restore",
+        ok: false,
+        tables: 2,
+        rows: 1000,
+        mismatches: [{ table: "public items", expected: 2000, actual: 1000 }],
+        error:
+          `the stored object has ${dumped.stdout.length} bytes, the dump had ${
+            Number(r.size_bytes)
+          }; row counts differ from the dump's snapshot`,
+      });
+      assert.ok(r.verified_at instanceof Date);
+      // The status API says so, loudly, and the run is still a success.
+      const status = await fetch(
+        `${e.stack.fn("backup-status")}?dispatch_id=${dispatchId}`,
+        { headers: { authorization: `Bearer ${await userToken(ADMIN_ID)}` } },
+      );
+      assert.equal(status.status, 200);
+      const { run } = await status.json();
+      assert.equal(run.status, "success");
+      assert.equal(run.verification_failed, true);
+      assert.deepEqual(run.verification, r.verification);
+    } finally {
+      await e.close();
+      await faulty.close();
+    }
+  },
+);
+
+Deno.test(
+  "e2e: retention prunes the old objects beyond retention_keep, never a foreign key, and the rows get pruned_at",
+  opts,
+  async () => {
+    const e = await startE2E();
+    try {
+      await e.history.sql`
+        update backup_settings set retention_days = 7, retention_keep = 3`;
+      // Four old successes (30..33 days), their objects in the bucket; with
+      // the new backup, the newest three successes are kept.
+      const old: string[] = [];
+      for (let n = 0; n < 4; n++) {
+        const id = crypto.randomUUID();
+        const key = `backups/2026100${n}T000000Z_${id}.dump`;
+        await insertRun(e.history.sql, {
+          ...SUCCESS,
+          dispatch_id: id,
+          s3_key: key,
+        }, {
+          createdAgo: 86_400 * (33 - n),
+          startedAgo: 86_400 * (33 - n),
+          finishedAgo: 86_400 * (33 - n),
+        });
+        old.push(key);
+      }
+      // Not this project's: no row, a row in another folder, a name that
+      // is not its run's.
+      const otherId = crypto.randomUUID();
+      const foreign = [
+        "backups/hand-made.dump",
+        `elsewhere/20261001T000000Z_${otherId}.dump`,
+        "backups/20261001T000000Z_not-its-id.dump",
+      ];
+      await insertRun(e.history.sql, {
+        ...SUCCESS,
+        dispatch_id: otherId,
+        s3_key: foreign[1],
+      }, {
+        createdAgo: 86_400 * 40,
+        startedAgo: 86_400 * 40,
+        finishedAgo: 86_400 * 40,
+      });
+      await insertRun(e.history.sql, { ...SUCCESS, s3_key: foreign[2] }, {
+        createdAgo: 86_400 * 40,
+        startedAgo: 86_400 * 40,
+        finishedAgo: 86_400 * 40,
+      });
+      const file = await Deno.makeTempFile();
+      await Deno.writeTextFile(file, "old backup");
+      for (const key of [...old, ...foreign]) {
+        const put = await aws(["s3", "cp", file, `s3://${e.bucket}/${key}`]);
+        assert.equal(put.code, 0, put.stderr);
+      }
+      await Deno.remove(file);
+
+      const { dispatchId, runId } = await pressBackup(e);
+      const res = await e.gh.waitForRun(runId);
+      assert.equal(res.conclusion, "success", context(e, runId));
+      const r = await row(e, dispatchId);
+      assert.equal(r.status, "success");
+      // Kept: the new one, and the two newest old ones (3 = retention_keep);
+      // old[0] and old[1] (the two oldest) are pruned; foreign keys stay.
+      assert.deepEqual(
+        (await listKeys(e.bucket)).sort(),
+        [r.s3_key, old[2], old[3], ...foreign].sort(),
+      );
+      const pruned = await e.history.sql`
+        select s3_key from backup_history where pruned_at is not null order by s3_key`;
+      assert.deepEqual(pruned.map((p) => p.s3_key), [old[0], old[1]]);
+      assert.match(res.log, /Pruned 2 objects; reported\./);
     } finally {
       await e.close();
     }

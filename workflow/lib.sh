@@ -209,3 +209,25 @@ bk_stream_to_s3() {
   [[ $BK_STREAM_SIZE =~ ^[0-9]+$ && $BK_STREAM_SHA256 =~ ^[0-9a-f]{64}$ ]] \
     || bk_fail "The dump stream's size or hash could not be read; nothing was stored."
 }
+
+# One line per ordinary table, "schema name<TAB>rows", in the order and
+# spelling of pg_restore --list's "TABLE DATA schema name owner" lines.
+# Counting through query_to_xml keeps it one statement: in the dump's
+# snapshot at dump time, and in the scratch database after a restore.
+bk_count_rows_sql() {
+  cat <<'SQL'
+select n.nspname || ' ' || c.relname || E'\t' ||
+  (xpath('/row/n/text()', query_to_xml(
+    format('select count(*) as n from %I.%I', n.nspname, c.relname), false, true, '')))[1]::text
+from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+where c.relkind = 'r' and n.nspname not in ('pg_catalog', 'information_schema')
+  and n.nspname !~ '^pg_toast'
+order by 1;
+SQL
+}
+
+# bk_with_database URL NAME: URL with its database replaced by NAME.
+bk_with_database() {
+  [[ $1 =~ ^([^:]+://[^/?]+)(/[^?]*)?(\?.*)?$ ]] || return 1
+  printf '%s/%s%s\n' "${BASH_REMATCH[1]}" "$2" "${BASH_REMATCH[3]}"
+}

@@ -252,23 +252,32 @@ export async function pendingUploads(bucket: string): Promise<string[]> {
 }
 
 /**
- * S3 on loopback that forwards to moto, except that it refuses every
- * UploadPart after reading its body: an upload that breaks mid-stream,
- * once the first 8 MiB part has been sent. 403 because the AWS CLI does
- * not retry it, so the failure is immediate.
+ * S3 on loopback that forwards to moto, with one fault:
+ *  - `refuseParts`: every UploadPart is refused after its body is read, an
+ *    upload that breaks mid-stream once the first 8 MiB part is sent (403,
+ *    which the AWS CLI does not retry, so the failure is immediate);
+ *  - `tamperedGet`: a GET of an object answers these bytes instead, as if
+ *    the stored object had been changed after the upload.
  */
-export function startFaultyS3(): {
+export function startFaultyS3(
+  fault: { refuseParts?: boolean; tamperedGet?: Uint8Array },
+): {
   url: string;
   refusedParts: () => number;
+  tamperedGets: () => number;
   close(): Promise<void>;
 } {
   const target = new URL(s3Endpoint());
   let refused = 0;
+  let tampered = 0;
   const server = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen: () => {} },
     async (req) => {
       const url = new URL(req.url);
-      if (req.method === "PUT" && url.searchParams.has("partNumber")) {
+      if (
+        fault.refuseParts && req.method === "PUT" &&
+        url.searchParams.has("partNumber")
+      ) {
         await req.arrayBuffer();
         refused++;
         return new Response(
@@ -276,6 +285,18 @@ export function startFaultyS3(): {
             "<Message>part refused by the test</Message></Error>",
           { status: 403, headers: { "content-type": "application/xml" } },
         );
+      }
+      const objectGet = req.method === "GET" &&
+        url.pathname.split("/").filter(Boolean).length > 1 &&
+        url.search === "";
+      if (fault.tamperedGet && objectGet) {
+        tampered++;
+        return new Response(fault.tamperedGet as BodyInit, {
+          headers: {
+            "content-type": "application/octet-stream",
+            "content-length": String(fault.tamperedGet.length),
+          },
+        });
       }
       url.protocol = target.protocol;
       url.host = target.host;
@@ -295,6 +316,7 @@ export function startFaultyS3(): {
   return {
     url: `http://127.0.0.1:${server.addr.port}`,
     refusedParts: () => refused,
+    tamperedGets: () => tampered,
     close: () => server.shutdown(),
   };
 }
