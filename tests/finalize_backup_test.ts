@@ -174,8 +174,15 @@ function rep(
   };
 }
 
+/** The answer to a report; a success's also lists what retention prunes
+ * (nothing here: backup_settings.retention_days is null by default). */
 function changed(id: string, status: string, isChanged = true): Json {
-  return { dispatch_id: id, status, changed: isChanged };
+  return {
+    dispatch_id: id,
+    status,
+    changed: isChanged,
+    ...(status === "success" ? { prune: [] } : {}),
+  };
 }
 
 const suite = serverSuite<Ctx>("finalize-backup over HTTP against PostgreSQL", {
