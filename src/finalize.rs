@@ -19,9 +19,11 @@ use crate::error::Error;
 use crate::http::{Request, Response};
 use crate::ports::{DbError, Host, Level};
 use crate::report::{Event, Report};
+use crate::retention;
 use crate::run::{self, Outcome, Run, Status, TriggerSource};
 use crate::store::{in_progress_error, Started, Store, ONE_IN_PROGRESS};
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 /// Serves the endpoint; `app` has already checked the method and answered
 /// CORS preflights.
@@ -40,6 +42,9 @@ pub async fn handle(
     // verify() refused a missing id, and one over the 256 bytes that
     // backup_report_deliveries keeps, so this is present and fits.
     let webhook_id = req.header("webhook-id").unwrap_or_default();
+    if report.event == Event::Pruned {
+        return pruned(store, &report).await;
+    }
 
     let Some(id) = report.dispatch_id else {
         // A scheduled run's registration.
@@ -52,23 +57,24 @@ pub async fn handle(
     // reported attempt that has nothing yet, written if that is the run's
     // state. The store keeps the row's own start time and progress where it
     // leaves them empty, exactly as apply_report keeps them (a test in
-    // `testing.rs` holds the two together).
+    // `mod flows` below holds the two together).
     let now = host.now_ms();
     let mut blank = Run::manual(id, uuid::Uuid::nil(), None, now);
     blank.run_attempt = report.run_attempt;
     if let Outcome::Changed(next) = run::apply_report(&blank, &report, now)? {
         if store.apply_to_running(id, &next, webhook_id).await? {
             log_applied(host, &report, &next);
-            return Ok(answer(200, &next, true));
+            return after_success(store, &report, *next, true).await;
         }
     }
     // Not the common case: read the run, and decide in full.
-    match store.read_for_report(Some(id), webhook_id).await? {
-        Some((run, None)) => apply(host, store, &report, webhook_id, run).await,
+    let (run, changed) = match store.read_for_report(Some(id), webhook_id).await? {
+        Some((run, None)) => apply(host, store, &report, webhook_id, run).await?,
         // A repeated delivery: answered with the run as it is now.
-        Some((run, Some(_))) => Ok(answer(200, &run, false)),
-        None => Err(Error::UnknownDispatchId),
-    }
+        Some((run, Some(_))) => (run, false),
+        None => return Err(Error::UnknownDispatchId),
+    };
+    after_success(store, &report, run, changed).await
 }
 
 /// Logs a report that changed a run, except progress: a running backup
@@ -90,46 +96,86 @@ fn log_applied(host: &impl Host, report: &Report, saved: &Run) {
     );
 }
 
-/// The answer to a report: which run, its status now, whether it changed.
+/// The answer to a report: which run, its status now, whether it changed;
+/// to a `succeeded` report of a successful run, also the keys retention
+/// deletes now (`prune`, possibly empty).
 #[derive(Serialize)]
-struct Answer {
+struct Answer<'a> {
     dispatch_id: DispatchId,
     status: Status,
     changed: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prune: Option<&'a RawValue>,
 }
 
-fn answer(status: u16, run: &Run, changed: bool) -> Response {
-    Response::json(
-        status,
-        &Answer {
+impl<'a> Answer<'a> {
+    fn of(run: &Run, changed: bool, prune: Option<&'a RawValue>) -> Self {
+        Answer {
             dispatch_id: run.dispatch_id,
             status: run.status,
             changed,
-        },
-    )
+            prune,
+        }
+    }
 }
 
-/// Applies a report to `run`, as just read. The write fails only when the
-/// run changed state since the read (a transition by another report or a
-/// sweep); then it is read again and the report decided again. A run has
-/// few transitions, so this ends.
+fn answer(status: u16, run: &Run, changed: bool) -> Response {
+    Response::json(status, &Answer::of(run, changed, None))
+}
+
+/// Answers a report once the run is saved. After a `succeeded` report of a
+/// successful run (first delivery, retry or repeat alike, so a lost answer
+/// costs nothing): stores the verdict it carries, and lists what retention
+/// deletes now. The success is already saved: an error here is a 5xx the
+/// workflow retries, and the retry is answered the same way.
+async fn after_success(
+    store: &impl Store,
+    report: &Report,
+    run: Run,
+    changed: bool,
+) -> Result<Response, Error> {
+    if report.event != Event::Succeeded || run.status != Status::Success {
+        return Ok(answer(200, &run, changed));
+    }
+    let folder = retention::folder(run.s3_key.as_deref().unwrap_or_default());
+    let prune = store
+        .after_success(run.dispatch_id, report.verification.as_deref(), folder)
+        .await?;
+    let prune = serde_json::from_str(&prune).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(Response::json(200, &Answer::of(&run, changed, Some(prune))))
+}
+
+/// A `pruned` report: the objects a success's answer listed are deleted.
+/// Answered like a report that changed nothing of its own run; the rows
+/// it names get `pruned_at` (a repeat marks nothing twice).
+async fn pruned(store: &impl Store, report: &Report) -> Result<Response, Error> {
+    let id = report.dispatch_id.ok_or(Error::UnknownDispatchId)?;
+    let run = store.get(id).await?.ok_or(Error::UnknownDispatchId)?;
+    store
+        .mark_pruned(report.pruned.as_deref().unwrap_or("[]"))
+        .await?;
+    Ok(answer(200, &run, false))
+}
+
+/// Applies a report to the run its dispatch id names: the run as saved,
+/// and whether the report changed it.
 async fn apply(
     host: &impl Host,
     store: &impl Store,
     report: &Report,
     webhook_id: &str,
     mut run: Run,
-) -> Result<Response, Error> {
+) -> Result<(Run, bool), Error> {
     loop {
         match run::apply_report(&run, report, host.now_ms())? {
             Outcome::Unchanged => {
                 store.record_delivery(webhook_id, run.dispatch_id).await?;
-                return Ok(answer(200, &run, false));
+                return Ok((run, false));
             }
             Outcome::Changed(next) => match store.update(&run, &next, Some(webhook_id)).await {
                 Ok(Some(saved)) => {
                     log_applied(host, report, &saved);
-                    return Ok(answer(200, &saved, true));
+                    return Ok((saved, true));
                 }
                 Ok(None) => {}
                 // Reopening a failed run while another backup runs.
@@ -168,7 +214,8 @@ async fn register(
                     report.workflow_run_id
                 )));
             }
-            return apply(host, store, report, webhook_id, existing).await;
+            let (run, changed) = apply(host, store, report, webhook_id, existing).await?;
+            return Ok(answer(200, &run, changed));
         }
         if lost_race {
             // Another backup runs; this scheduled run cannot start now.
@@ -228,7 +275,7 @@ mod flows {
         );
         assert_eq!(
             body(&done),
-            json!({"dispatch_id": id, "status": "success", "changed": true})
+            json!({"dispatch_id": id, "status": "success", "changed": true, "prune": []})
         );
         let run = store.only();
         assert_eq!(run.s3_key.as_deref(), Some("backups/x.dump"));
@@ -477,5 +524,171 @@ mod flows {
         let row = store.only();
         assert_eq!((row.run_attempt, row.error_text), (2, None));
         assert_eq!(row.progress.as_deref(), Some(r#"{"phase":"dump"}"#));
+    }
+
+    /// A run that succeeded `age_days` ago with an object under `backups/`.
+    fn succeeded(host: &FakeHost, store: &MemStore, n: u32, age_days: i64) -> String {
+        let id = dispatched(host, store);
+        let key = format!("backups/2026110{n}T000000Z_{id}.dump");
+        let r = finalize(
+            host,
+            store,
+            &format!("s{n}"),
+            &json!({"event": "succeeded", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "s3_key": key, "size_bytes": 1, "sha256": "b".repeat(64)}),
+        );
+        assert_eq!(r.status, 200, "{:?}", body(&r));
+        for run in store.runs.borrow_mut().iter_mut() {
+            if run.dispatch_id.to_string() == id {
+                run.finished_at = Some(host.now_ms() - age_days * 86_400_000);
+            }
+        }
+        key
+    }
+
+    #[test]
+    fn a_success_answer_lists_what_retention_prunes_and_a_pruned_report_marks_it() {
+        let (host, store) = (host(), store());
+        store.retention.set((Some(30), 2));
+        let old = [
+            succeeded(&host, &store, 1, 90),
+            succeeded(&host, &store, 2, 60),
+            succeeded(&host, &store, 3, 40),
+        ];
+        let id = dispatched(&host, &store);
+        let key = format!("backups/20261130T000000Z_{id}.dump");
+        let done = finalize(
+            &host,
+            &store,
+            "latest",
+            &json!({"event": "succeeded", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "s3_key": key}),
+        );
+        // Newest two kept (this one and the 40-day-old one); the older two
+        // go, oldest first.
+        assert_eq!(
+            body(&done),
+            json!({"dispatch_id": id, "status": "success", "changed": true, "prune": [old[0], old[1]]})
+        );
+        let pruned = finalize(
+            &host,
+            &store,
+            "pruned-1",
+            &json!({"event": "pruned", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "pruned": [old[1], old[0], "backups/not-ours.dump"]}),
+        );
+        assert_eq!(
+            body(&pruned),
+            json!({"dispatch_id": id, "status": "success", "changed": false})
+        );
+        let marked: Vec<_> = store
+            .runs
+            .borrow()
+            .iter()
+            .filter(|r| r.pruned_at.is_some())
+            .map(|r| r.s3_key.clone().unwrap())
+            .collect();
+        assert_eq!(marked, vec![old[0].clone(), old[1].clone()]);
+        // The same report again changes nothing; the answer to a retried
+        // success no longer lists them.
+        let again = finalize(
+            &host,
+            &store,
+            "pruned-2",
+            &json!({"event": "pruned", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "pruned": [old[1]]}),
+        );
+        assert_eq!(again.status, 200);
+        assert_eq!(
+            store
+                .runs
+                .borrow()
+                .iter()
+                .filter(|r| r.pruned_at.is_some())
+                .count(),
+            2
+        );
+        let retried = finalize(
+            &host,
+            &store,
+            "latest",
+            &json!({"event": "succeeded", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "s3_key": key}),
+        );
+        assert_eq!(body(&retried)["prune"], json!([]));
+    }
+
+    #[test]
+    fn without_retention_days_nothing_is_pruned() {
+        let (host, store) = (host(), store());
+        store.retention.set((None, 1));
+        succeeded(&host, &store, 1, 900);
+        let key = succeeded(&host, &store, 2, 800);
+        let id = store.runs.borrow().last().unwrap().dispatch_id;
+        let r = finalize(
+            &host,
+            &store,
+            "again",
+            &json!({"event": "succeeded", "dispatch_id": id.to_string(), "workflow_run_id": 4242, "run_attempt": 1, "s3_key": key}),
+        );
+        assert_eq!(body(&r)["prune"], json!([]));
+    }
+
+    #[test]
+    fn a_success_stores_its_verification_once_and_a_failed_one_is_flagged_by_status() {
+        let (host, store) = (host(), store());
+        let id = dispatched(&host, &store);
+        let verdict = json!({"mode": "restore", "ok": false, "tables": 2, "rows": 1000, "mismatches": [{"table": "public items", "expected": 2000, "actual": 1000}]});
+        let done = finalize(
+            &host,
+            &store,
+            "v1",
+            &json!({"event": "succeeded", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "s3_key": "backups/x.dump", "verification": verdict}),
+        );
+        assert_eq!(body(&done)["status"], "success");
+        let run = store.only();
+        assert_eq!(
+            serde_json::from_str::<Value>(run.verification.as_deref().unwrap()).unwrap(),
+            verdict
+        );
+        // A later report with another verdict does not replace it.
+        finalize(
+            &host,
+            &store,
+            "v2",
+            &json!({"event": "succeeded", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "s3_key": "backups/x.dump", "verification": {"mode": "list", "ok": true}}),
+        );
+        assert_eq!(
+            serde_json::from_str::<Value>(store.only().verification.as_deref().unwrap()).unwrap(),
+            verdict
+        );
+        let view = serde_json::to_value(crate::status::view(&store.only())).unwrap();
+        assert_eq!(view["verification"], verdict);
+        assert_eq!(view["verification_failed"], true);
+    }
+
+    #[test]
+    fn a_malformed_verification_or_pruned_list_is_a_400_naming_it() {
+        let (host, store) = (host(), store());
+        let id = dispatched(&host, &store);
+        for (field, extra) in [
+            (
+                "verification",
+                json!({"verification": {"mode": "guess", "ok": true}}),
+            ),
+            ("verification", json!({"verification": "ok"})),
+            (
+                "pruned",
+                json!({"event": "pruned", "pruned": {"key": "backups/x.dump"}}),
+            ),
+            (
+                "pruned",
+                json!({"event": "pruned", "pruned": "backups/x.dump"}),
+            ),
+        ] {
+            let mut report = json!({"event": "succeeded", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "s3_key": "backups/x.dump"});
+            for (k, v) in extra.as_object().unwrap() {
+                report[k] = v.clone();
+            }
+            let r = finalize(&host, &store, "bad", &report);
+            assert_eq!(r.status, 400, "{report}");
+            let message = body(&r)["error"]["message"].as_str().unwrap().to_string();
+            assert!(message.starts_with(&format!("{field}: ")), "{message}");
+        }
     }
 }

@@ -10,6 +10,8 @@
 //! | [`reconcile`] | deadlines and GitHub's record: ending silent runs |
 //! | [`report`] | what the workflow reports to `finalize-backup` |
 //! | [`progress`] | the one open object in a report, in one canonical form |
+//! | [`verification`] | the workflow's verdict on the object it stored |
+//! | [`retention`] | which stored objects a success makes deletable |
 //! | [`webhook`] | Standard Webhooks signatures on those reports |
 //! | [`token`] | user access tokens (HS256, ES256, RS256) |
 //! | [`auth`] | the caller: a verified user who is a backup admin |
@@ -42,6 +44,7 @@ pub mod ports;
 pub mod progress;
 pub mod reconcile;
 pub mod report;
+pub mod retention;
 pub mod run;
 pub mod status;
 pub mod store;
@@ -49,6 +52,7 @@ pub mod sweep;
 pub mod time;
 pub mod token;
 pub mod trigger;
+pub mod verification;
 pub mod webhook;
 
 #[cfg(target_arch = "wasm32")]

@@ -30,6 +30,8 @@ pub enum Event {
     Succeeded,
     Failed,
     Cancelled,
+    /// The objects a success's answer listed were deleted (retention).
+    Pruned,
 }
 
 impl Event {
@@ -41,10 +43,11 @@ impl Event {
             Event::Succeeded => "succeeded",
             Event::Failed => "failed",
             Event::Cancelled => "cancelled",
+            Event::Pruned => "pruned",
         }
     }
 
-    /// Whether the event ends the run.
+    /// Whether the event ends the run (`pruned` is about other runs).
     pub fn is_terminal(self) -> bool {
         matches!(self, Event::Succeeded | Event::Failed | Event::Cancelled)
     }
@@ -64,6 +67,13 @@ pub struct Report {
     pub error_text: Option<String>,
     /// The JSON text of an object, validated: the one open value.
     pub progress: Option<String>,
+    /// A succeeded event's verdict on the stored object, canonical JSON
+    /// text of an object ([`crate::verification`]).
+    pub verification: Option<String>,
+    /// A `pruned` event's deleted keys: the canonical JSON text of an
+    /// array, handed to SQL as it is (mark_pruned.sql matches its strings
+    /// against successes' keys; anything else matches nothing).
+    pub pruned: Option<String>,
 }
 
 crate::json_object! {
@@ -79,18 +89,22 @@ crate::json_object! {
         sha256: String,
         error_text: String,
         progress: Canonical,
+        verification: Canonical,
+        pruned: Canonical,
     }
 }
 
 /// The message of a member's 400.
 fn rule(member: &str) -> &'static str {
     match member {
-        "event" => "must be one of started, progress, succeeded, failed, cancelled",
+        "event" => "must be one of started, progress, succeeded, failed, cancelled, pruned",
         "dispatch_id" => "must be a UUID string",
         "workflow_run_id" => "must be an integer ≥ 1",
         "run_attempt" => "must be an integer from 1 to 10000",
         "size_bytes" => "must be an integer ≥ 0",
         "progress" => "must be an object",
+        "verification" => crate::verification::RULE,
+        "pruned" => "must be an array of S3 keys, at most 256 KB of JSON",
         _ => "must be a string",
     }
 }
@@ -133,6 +147,22 @@ impl Report {
                 ));
             }
         }
+        let pruned = wire
+            .pruned
+            .map(|Canonical(text)| {
+                (text.starts_with('[') && text.len() <= 256 * 1024 && !progress::has_nul(&text))
+                    .then_some(text)
+                    .ok_or_else(|| Error::field("pruned", rule("pruned")))
+            })
+            .transpose()?;
+        let verification = wire
+            .verification
+            .map(|Canonical(text)| {
+                crate::verification::check(&text)
+                    .then_some(text)
+                    .ok_or_else(|| Error::field("verification", rule("verification")))
+            })
+            .transpose()?;
         if event == Event::Succeeded && s3_key.is_none() {
             return Err(Error::field("s3_key", "is required for a succeeded event"));
         }
@@ -190,6 +220,8 @@ impl Report {
             sha256,
             error_text,
             progress,
+            verification,
+            pruned,
         })
     }
 }

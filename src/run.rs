@@ -109,6 +109,16 @@ pub struct Run {
     /// (read back from jsonb into the same form, whatever path reads it).
     #[serde(deserialize_with = "crate::progress::deserialize_stored")]
     pub progress: Option<String>,
+    /// What the workflow's check of the stored object found (JSON text of
+    /// an object, [`crate::verification`]); written once, after success.
+    #[serde(default)]
+    pub verification: Option<String>,
+    /// Whether the stored verdict's `ok` is false (select_run.sql reads it).
+    #[serde(default)]
+    pub verification_failed: bool,
+    /// When the object was deleted under the retention policy.
+    #[serde(default)]
+    pub pruned_at: Option<i64>,
     pub version: i64,
 }
 
@@ -155,6 +165,9 @@ impl Run {
             sha256: None,
             error_text: None,
             progress: None,
+            verification: None,
+            verification_failed: false,
+            pruned_at: None,
             version: 0,
         }
     }
@@ -347,6 +360,9 @@ fn apply_in_progress(next: &mut Run, report: &Report, now: i64) {
             next.error_text = None;
             next.finish(Status::Success, None, OutcomeSource::Report, now);
         }
+        // finalize answers a `pruned` report before the state machine: it
+        // is about other runs' objects, not a step of this one.
+        Event::Pruned => {}
         Event::Failed | Event::Cancelled => {
             let reason = if report.event == Event::Failed {
                 FailureReason::StepFailed
@@ -472,6 +488,8 @@ mod tests {
             sha256: None,
             error_text: (event == Event::Failed).then(|| "step pg_dump failed".to_string()),
             progress: (event == Event::Progress).then(|| r#"{"phase":"dumped"}"#.to_string()),
+            verification: None,
+            pruned: None,
         }
     }
 

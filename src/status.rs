@@ -276,6 +276,14 @@ pub struct RunView<'a> {
     pub run_url: Option<&'a str>,
     /// The open `progress` object, written out as the workflow sent it.
     pub progress: Option<&'a RawValue>,
+    /// The workflow's check of the stored object, as it reported it.
+    pub verification: Option<&'a RawValue>,
+    /// Present, and true, only when the check failed: the run is still a
+    /// success (the object exists), and this is what a client must not miss.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub verification_failed: bool,
+    /// When retention deleted the object.
+    pub pruned_at: Option<String>,
 }
 
 /// The view of `run`.
@@ -310,6 +318,12 @@ pub fn view(run: &Run) -> RunView<'_> {
             .progress
             .as_deref()
             .and_then(|p| serde_json::from_str(p).ok()),
+        verification: run
+            .verification
+            .as_deref()
+            .and_then(|v| serde_json::from_str(v).ok()),
+        verification_failed: run.verification_failed,
+        pruned_at: run.pruned_at.map(iso8601),
     }
 }
 

@@ -96,6 +96,18 @@ pub trait Store {
     async fn record_sweep(&self, at_ms: i64, outcome: &str) -> Result<(), DbError>;
     /// The last recorded sweep, and why the scheduler could not call one.
     async fn sweeper(&self) -> Result<SweeperRecord, DbError>;
+    /// After the success of `id`: stores the verification verdict its
+    /// report carried (unless the run has one), and lists, as a JSON array,
+    /// the keys retention deletes now in `folder` (`retention.sql`).
+    async fn after_success(
+        &self,
+        id: DispatchId,
+        verdict: Option<&str>,
+        folder: &str,
+    ) -> Result<String, DbError>;
+    /// Marks the successes whose objects were deleted (`keys`: a JSON
+    /// array).
+    async fn mark_pruned(&self, keys: &str) -> Result<(), DbError>;
 }
 
 /// The 409 for a second backup, naming the one that runs (if it still does).
@@ -213,6 +225,9 @@ struct SettingsRow {
     backoff_ms: Option<i64>,
 }
 
+/// A time and a text: the sweeper's record, and (time null) the one text
+/// column of retention.sql. One row shape, because each shape costs the
+/// WebAssembly module a deserializer.
 #[derive(Deserialize)]
 struct SweeperRow {
     last_run_ms: Option<i64>,
@@ -255,6 +270,8 @@ const READ_FOR_REPORT: &str = include_str!(concat!(env!("OUT_DIR"), "/read_for_r
 const SELECT: &str = include_str!(concat!(env!("OUT_DIR"), "/select_run.sql"));
 /// select_run.sql's select list, for the rows a write returns (CTE `h`).
 const RUN_COLUMNS: &str = include_str!(concat!(env!("OUT_DIR"), "/run_columns.sql"));
+const RETENTION: &str = include_str!(concat!(env!("OUT_DIR"), "/retention.sql"));
+const MARK_PRUNED: &str = include_str!(concat!(env!("OUT_DIR"), "/mark_pruned.sql"));
 
 impl<D: Db> Store for PgStore<'_, D> {
     async fn is_admin(&self, user: Uuid) -> Result<bool, DbError> {
@@ -426,6 +443,29 @@ impl<D: Db> Store for PgStore<'_, D> {
             last_run_at: row.last_run_ms,
             problem: row.problem,
         })
+    }
+
+    async fn after_success(
+        &self,
+        id: DispatchId,
+        verdict: Option<&str>,
+        folder: &str,
+    ) -> Result<String, DbError> {
+        let params = [
+            text(id),
+            verdict.map(str::to_string),
+            text(folder),
+            text(crate::retention::MAX_KEYS),
+        ];
+        let rows: Vec<SweeperRow> = self.db.query(RETENTION, &params).await?;
+        rows.into_iter()
+            .next()
+            .and_then(|r| r.problem)
+            .ok_or_else(|| DbError::Other("retention.sql returned no row".into()))
+    }
+
+    async fn mark_pruned(&self, keys: &str) -> Result<(), DbError> {
+        self.db.execute(MARK_PRUNED, &[text(keys)]).await
     }
 
     async fn list(

@@ -15,6 +15,9 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use uuid::Uuid;
 
+/// FakeHost's clock when a test starts (unix ms).
+pub const START_MS: i64 = 1_800_000_000_000;
+
 /// A host with a settable clock, scripted fetch answers and recorded calls.
 pub struct FakeHost {
     pub env: HashMap<String, String>,
@@ -34,7 +37,7 @@ impl FakeHost {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
-            now: Cell::new(1_800_000_000_000),
+            now: Cell::new(START_MS),
             counter: Cell::new(0),
             fetch_answers: RefCell::new(VecDeque::new()),
             fetched: RefCell::new(Vec::new()),
@@ -111,6 +114,8 @@ pub struct MemStore {
     pub sweeps: RefCell<Vec<(i64, String)>>,
     /// `backup_settings.sweep_problem`, as the database's scheduler writes it.
     pub sweep_problem: RefCell<Option<String>>,
+    /// `backup_settings.retention_days` and `retention_keep`.
+    pub retention: Cell<(Option<i64>, i64)>,
 }
 
 /// What `update_run.sql` guards on: the state a decision was made from.
@@ -361,6 +366,65 @@ impl Store for MemStore {
             last_run_at: self.sweeps.borrow().last().map(|(at, _)| *at),
             problem: self.sweep_problem.borrow().clone(),
         })
+    }
+    async fn after_success(
+        &self,
+        id: DispatchId,
+        verdict: Option<&str>,
+        folder: &str,
+    ) -> Result<String, DbError> {
+        self.up()?;
+        for run in self.runs.borrow_mut().iter_mut() {
+            let Some(verdict) = verdict else { break };
+            if run.dispatch_id == id && run.status == Status::Success && run.verification.is_none()
+            {
+                run.verification = Some(verdict.to_string());
+                // What select_run.sql reads from the stored object.
+                run.verification_failed = verdict.contains(r#""ok":false"#);
+                run.version += 1;
+            }
+        }
+        // retention.sql's rule, over the rows in memory.
+        let (days, keep) = self.retention.get();
+        let Some(days) = days else {
+            return Ok("[]".into());
+        };
+        let mut stored: Vec<Run> = self
+            .runs
+            .borrow()
+            .iter()
+            .filter(|r| r.status == Status::Success && r.pruned_at.is_none())
+            .cloned()
+            .collect();
+        stored.sort_by_key(|r| std::cmp::Reverse((r.finished_at, r.id)));
+        // The database's now(): FakeHost's clock as it starts.
+        let cutoff = START_MS - days * 86_400_000;
+        let mut keys: Vec<(i64, String)> = stored
+            .into_iter()
+            .skip(usize::try_from(keep).unwrap_or(0))
+            .filter(|r| r.dispatch_id != id && r.finished_at.unwrap_or(0) < cutoff)
+            .filter_map(|r| {
+                let key = r.s3_key?;
+                let name = key.strip_prefix(folder)?;
+                let ours = !name.contains('/') && name.contains(&format!("_{}.", r.dispatch_id));
+                ours.then_some((r.finished_at.unwrap_or(0), key))
+            })
+            .collect();
+        keys.sort();
+        let keys: Vec<String> = keys.into_iter().map(|(_, k)| k).collect();
+        Ok(serde_json::to_string(&keys).unwrap_or_default())
+    }
+    async fn mark_pruned(&self, keys: &str) -> Result<(), DbError> {
+        self.up()?;
+        let keys: Vec<String> = serde_json::from_str(keys).unwrap_or_default();
+        for run in self.runs.borrow_mut().iter_mut() {
+            let listed = run.s3_key.as_ref().is_some_and(|k| keys.contains(k));
+            if listed && run.status == Status::Success && run.pruned_at.is_none() {
+                run.pruned_at = Some(1);
+                run.version += 1;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -39,6 +39,7 @@ const RUN_FIELDS = [
   "finished_at",
   "phase",
   "progress",
+  "pruned_at",
   "reason",
   "run_attempt",
   "run_url",
@@ -50,6 +51,7 @@ const RUN_FIELDS = [
   "trigger_source",
   "triggered_by",
   "updated_at",
+  "verification",
   "workflow_run_id",
 ];
 
@@ -326,6 +328,8 @@ behaviour(
       run_attempt: 1,
       run_url: "https://github.com/acme/app/actions/runs/4242",
       progress: null,
+      verification: null,
+      pruned_at: null,
     });
 
     assertError(

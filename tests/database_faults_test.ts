@@ -287,6 +287,7 @@ Deno.test("the functions through a database restart: prompt 503s, no acknowledge
       dispatch_id: id,
       status: "success",
       changed: true,
+      prune: [],
     });
     const [end] = await sql`select status, s3_key from backup_history`;
     assert.deepEqual({ ...end }, {

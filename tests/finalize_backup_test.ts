@@ -24,6 +24,7 @@ import {
   webhookHeaders,
 } from "./support/stack.ts";
 import { runDetails, type ScriptedGitHub } from "./support/github_script.ts";
+import { insertRun, SUCCESS } from "./support/runs.ts";
 
 const SHA = "0123456789abcdef".repeat(4);
 
@@ -174,8 +175,15 @@ function rep(
   };
 }
 
+/** The answer to a report; a success's also lists what retention prunes
+ * (nothing here: backup_settings.retention_days is null by default). */
 function changed(id: string, status: string, isChanged = true): Json {
-  return { dispatch_id: id, status, changed: isChanged };
+  return {
+    dispatch_id: id,
+    status,
+    changed: isChanged,
+    ...(status === "success" ? { prune: [] } : {}),
+  };
 }
 
 const suite = serverSuite<Ctx>("finalize-backup over HTTP against PostgreSQL", {
@@ -997,3 +1005,108 @@ behaviour(
 // --- the runner ------------------------------------------------------------------------
 
 suite.register();
+
+// --- verification, retention, pruned (issue 12) ---------------------------------
+
+behaviour(
+  "finalize-backup lists for pruning only old successes beyond retention_keep in the new key's folder, named for their run; pruned marks them once",
+  async (ctx) => {
+    await ctx
+      .sql`update backup_settings set retention_days = 10, retention_keep = 2`;
+    const DAY = 86_400;
+    const place = async (
+      key: (id: string) => string,
+      days: number,
+      cols = {},
+    ) => {
+      const id = crypto.randomUUID();
+      await insertRun(ctx.sql, {
+        ...SUCCESS,
+        dispatch_id: id,
+        s3_key: key(id),
+        ...cols,
+      }, {
+        createdAgo: days * DAY,
+        startedAgo: days * DAY,
+        finishedAgo: days * DAY,
+      });
+      return key(id);
+    };
+    const ours = (n: number) => (id: string) =>
+      `db/2026100${n}T000000Z_${id}.dump`;
+    const a = await place(ours(1), 50);
+    const b = await place(ours(2), 40);
+    const c = await place(ours(3), 11); // old enough, but among the newest 2
+    await place(ours(4), 5); // too recent
+    await place((id) => `other/20261001T000000Z_${id}.dump`, 60); // other folder
+    await place((id) => `db/deeper/20261001T000000Z_${id}.dump`, 60); // deeper
+    await place(() => `db/20261001T000000Z_${crypto.randomUUID()}.dump`, 60); // not its id
+    const pruned = await place(ours(5), 70);
+    await ctx
+      .sql`update backup_history set pruned_at = now() where s3_key = ${pruned}`;
+
+    const run = await dispatched(ctx);
+    const key = `db/20261130T000000Z_${run.dispatch_id}.dump`;
+    const done = await send(ctx, rep(run, "succeeded", { s3_key: key }));
+    assert.equal(done.status, 200, done.text);
+    // Kept: the newest two (the new run and the 5-day-old one). Listed, oldest
+    // first: the rest older than 10 days, directly in db/, named for their run.
+    assert.deepEqual(done.body.prune, [a, b, c]);
+
+    const marked = await send(
+      ctx,
+      rep(run, "pruned", { pruned: [a, b, "db/unknown.dump"] }),
+    );
+    assert.equal(marked.status, 200, marked.text);
+    // A pruned report lists nothing to prune: it is not a success's report.
+    assert.deepEqual(marked.body, {
+      dispatch_id: run.dispatch_id,
+      status: "success",
+      changed: false,
+    });
+    const rowsPruned = await ctx.sql`
+      select s3_key from backup_history where pruned_at is not null order by s3_key`;
+    assert.deepEqual(rowsPruned.map((r) => r.s3_key), [a, b, pruned].sort());
+    const again = await send(ctx, rep(run, "succeeded", { s3_key: key }), {
+      id: "again",
+    });
+    assert.deepEqual(again.body.prune, [c]);
+  },
+);
+
+behaviour(
+  "finalize-backup stores a success's verification once; an unknown mode is a 400 naming it",
+  async (ctx) => {
+    const run = await dispatched(ctx);
+    const verdict = {
+      mode: "restore",
+      ok: false,
+      tables: 1,
+      rows: 5,
+      mismatches: [{ table: "public t", expected: 6, actual: 5 }],
+      error: "row counts differ from the dump's snapshot",
+    };
+    const bad = await send(
+      ctx,
+      rep(run, "succeeded", { verification: { mode: "maybe", ok: true } }),
+    );
+    assert.equal(bad.status, 400, bad.text);
+    assert.equal(bad.body.error.code, "invalid_field");
+    assert.match(bad.body.error.message, /^verification: /);
+    const done = await send(
+      ctx,
+      rep(run, "succeeded", { verification: verdict }),
+    );
+    assert.equal(done.status, 200, done.text);
+    const later = await send(
+      ctx,
+      rep(run, "succeeded", { verification: { mode: "list", ok: true } }),
+    );
+    assert.equal(later.status, 200, later.text);
+    const [r] = await ctx.sql`
+      select verification, verified_at, finished_at from backup_history
+       where dispatch_id = ${run.dispatch_id}`;
+    assert.deepEqual(r.verification, verdict);
+    assert.ok(r.verified_at >= r.finished_at);
+  },
+);

@@ -157,6 +157,7 @@ behaviour(
         dispatch_id: ok.body.dispatch_id,
         status: "success",
         changed: true,
+        prune: [],
       });
     }
     const rows = await sql`

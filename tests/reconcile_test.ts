@@ -940,6 +940,7 @@ behaviour(
         dispatch_id: id,
         status: "success",
         changed: true,
+        prune: [],
       }, c.name);
       const r = await row(ctx.sql, id);
       assert.equal(r.status, "success", c.name);
@@ -1229,6 +1230,7 @@ behaviour(
       dispatch_id: stuck,
       status: "success",
       changed: true,
+      prune: [],
     });
     const old = await row(ctx.sql, stuck);
     assert.equal(old.status, "success");
@@ -1285,6 +1287,8 @@ behaviour(
         dispatch_id: id,
         status: final.status,
         changed: true,
+        // A success's answer lists what retention prunes: nothing here.
+        ...(event === "succeeded" ? { prune: [] } : {}),
       });
     }
   },

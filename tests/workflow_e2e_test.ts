@@ -34,19 +34,24 @@ import {
   startStack,
   TEST_WEBHOOK_SECRET,
   trigger,
+  userToken,
   webhookHeaders,
 } from "./support/stack.ts";
 import type { Json, Stack } from "./support/stack.ts";
+import { insertRun, SUCCESS } from "./support/runs.ts";
 import {
+  aws,
   createBucket,
   getObject,
   listKeys,
+  pendingUploads,
   S3_ACCESS_KEY,
   S3_SECRET_KEY,
   s3Endpoint,
   sha256hex,
   skipWithoutAct,
   sourceDatabase,
+  startFaultyS3,
   waitFor,
 } from "./support/workflow_harness.ts";
 import type { SourceDatabase } from "./support/workflow_harness.ts";
@@ -260,7 +265,7 @@ Deno.test(
 );
 
 Deno.test(
-  "e2e: upload fails (missing bucket) -> failed with the upload step's error",
+  "e2e: upload fails (missing bucket) -> failed naming the streaming dump step and the S3 error, no progress",
   opts,
   async () => {
     const e = await startE2E({
@@ -272,13 +277,276 @@ Deno.test(
       const r = await row(e, dispatchId);
       assert.equal(r.status, "failed", context(e, runId));
       assert.equal(r.failure_reason, "step_failed");
-      assert.match(r.error_text, /^Step "Upload to S3" failed \(exit code 1\)/);
+      // The custom format streams pg_dump into `aws s3 cp -` in the dump step.
+      assert.match(
+        r.error_text,
+        /^Step "Dump database" failed \(exit code 1\)/,
+      );
       assert.match(r.error_text, /NoSuchBucket/);
-      assert.deepEqual(r.progress, {
-        phase: "dumped",
-        size_bytes: r.progress.size_bytes,
-      });
+      assert.match(
+        r.error_text,
+        /Upload to s3:\/\/wf-bucket-that-does-not-exist\/backups\/\d{8}T\d{6}Z_[0-9a-f-]{36}\.dump failed \(see the error above\); nothing was stored\./,
+      );
+      assert.equal(r.progress, null);
       assert.equal(r.s3_key, null);
+    } finally {
+      await e.close();
+    }
+  },
+);
+
+Deno.test(
+  "e2e: the upload breaks mid-stream -> failed, pg_dump stopped, no object and no pending multipart upload",
+  opts,
+  async () => {
+    const faulty = startFaultyS3({ refuseParts: true });
+    const e = await startE2E({
+      vars: { BACKUP_S3_ENDPOINT_URL: faulty.url },
+    });
+    try {
+      // ~13 MB of incompressible rows: more than the CLI's 8 MiB first part.
+      await e.src.sql.unsafe(`
+        create table public.noise as
+          select g, decode(md5(random()::text) || md5(random()::text), 'hex') as b
+            from generate_series(1, 400000) g`);
+      const { dispatchId, runId } = await pressBackup(e);
+      const res = await e.gh.waitForRun(runId);
+      assert.equal(res.conclusion, "failure");
+      assert.ok(faulty.refusedParts() >= 1, "an UploadPart was refused");
+      const r = await row(e, dispatchId);
+      assert.equal(r.status, "failed", context(e, runId));
+      assert.equal(r.failure_reason, "step_failed");
+      assert.match(
+        r.error_text,
+        /^Step "Dump database" failed \(exit code 1\)/,
+      );
+      assert.match(r.error_text, /AccessDenied/);
+      assert.match(r.error_text, /nothing was stored\./);
+      assert.equal(r.s3_key, null);
+      assert.equal(r.sha256, null);
+      assert.equal(r.progress, null);
+      assert.deepEqual(await listKeys(e.bucket), []);
+      assert.deepEqual(await pendingUploads(e.bucket), []);
+      assert.equal(await dumpProcesses(e.src), 0);
+    } finally {
+      await e.close();
+      await faulty.close();
+    }
+  },
+);
+
+Deno.test(
+  "e2e: pg_dump dies mid-stream -> failed, and what the CLI stored of the truncated stream is removed",
+  opts,
+  async () => {
+    const e = await startE2E();
+    try {
+      await e.src.sql.unsafe(`
+        create table public.noise as
+          select g, decode(md5(random()::text) || md5(random()::text), 'hex') as b
+            from generate_series(1, 400000) g`);
+      const { dispatchId, runId } = await pressBackup(e);
+      // Kill pg_dump once it is streaming: its stdout closes, the CLI sees
+      // EOF and completes an object of what it got.
+      await waitFor(
+        "pg_dump to stream",
+        async () => {
+          const rows = await e.src.sql`
+          select pid from pg_stat_activity
+           where datname = ${e.src.name} and application_name = 'github-backup'
+             and query ilike 'copy%'`;
+          return rows.length > 0;
+        },
+        60_000,
+        20,
+      );
+      const pids = await dumpPids(e.src);
+      assert.ok(pids.length > 0, "pg_dump is running");
+      for (const pid of pids) Deno.kill(pid, "SIGKILL");
+      const res = await e.gh.waitForRun(runId);
+      assert.equal(res.conclusion, "failure");
+      const r = await row(e, dispatchId);
+      assert.equal(r.status, "failed", context(e, runId));
+      assert.equal(r.failure_reason, "step_failed");
+      assert.match(
+        r.error_text,
+        /^Step "Dump database" failed \(exit code 1\)/,
+      );
+      assert.match(
+        r.error_text,
+        /pg_dump failed \(see the error above\); nothing was stored\./,
+      );
+      assert.match(r.error_text, /Removed the incomplete object s3:\/\//);
+      assert.equal(r.s3_key, null);
+      assert.deepEqual(await listKeys(e.bucket), []);
+    } finally {
+      await e.close();
+    }
+  },
+);
+
+Deno.test(
+  "e2e: BACKUP_VERIFY=restore restores the downloaded object and every table's rows equal the dump's snapshot",
+  opts,
+  async () => {
+    const e = await startE2E({
+      vars: { BACKUP_VERIFY: "restore" },
+      secrets: {
+        BACKUP_VERIFY_DATABASE_URL: Deno.env.get("TEST_DATABASE_URL")!,
+      },
+    });
+    try {
+      const { dispatchId, runId } = await pressBackup(e);
+      const res = await e.gh.waitForRun(runId);
+      assert.equal(res.conclusion, "success", context(e, runId));
+      const r = await row(e, dispatchId);
+      assert.equal(r.status, "success", context(e, runId));
+      assert.deepEqual(r.verification, {
+        mode: "restore",
+        ok: true,
+        tables: 2,
+        rows: 2000,
+        mismatches: [],
+      });
+      assert.ok(r.verified_at instanceof Date);
+      assert.ok(r.verified_at >= r.finished_at);
+      // The scratch database is gone.
+      const left = await e.history.sql`
+        select datname from pg_database where datname like 'backup_verify_%'`;
+      assert.equal(left.length, 0);
+    } finally {
+      await e.close();
+    }
+  },
+);
+
+Deno.test(
+  "e2e: a tampered object fails restore verification; the run stays success and backup-status says so",
+  opts,
+  async () => {
+    // What the bucket will answer instead of the stored object: a valid
+    // dump of the same database with half the items.
+    const other = await sourceDatabase();
+    await other.sql`delete from public.items where id > 1000`;
+    const dumped = await new Deno.Command("pg_dump", {
+      args: ["--format=custom", `--dbname=${other.url}`],
+      stdout: "piped",
+    }).output();
+    await other.close();
+    assert.equal(dumped.code, 0);
+    const faulty = startFaultyS3({ tamperedGet: dumped.stdout });
+    const e = await startE2E({
+      vars: { BACKUP_VERIFY: "restore", BACKUP_S3_ENDPOINT_URL: faulty.url },
+      secrets: {
+        BACKUP_VERIFY_DATABASE_URL: Deno.env.get("TEST_DATABASE_URL")!,
+      },
+    });
+    try {
+      const { dispatchId, runId } = await pressBackup(e);
+      const res = await e.gh.waitForRun(runId);
+      assert.equal(res.conclusion, "success", context(e, runId));
+      assert.ok(faulty.tamperedGets() >= 1);
+      const r = await row(e, dispatchId);
+      assert.equal(r.status, "success", context(e, runId));
+      assert.deepEqual(r.verification, {
+        mode: "restore",
+        ok: false,
+        tables: 2,
+        rows: 1000,
+        mismatches: [{ table: "public items", expected: 2000, actual: 1000 }],
+        error:
+          `the stored object has ${dumped.stdout.length} bytes, the dump had ${
+            Number(r.size_bytes)
+          }; row counts differ from the dump's snapshot`,
+      });
+      assert.ok(r.verified_at instanceof Date);
+      // The status API says so, loudly, and the run is still a success.
+      const status = await fetch(
+        `${e.stack.fn("backup-status")}?dispatch_id=${dispatchId}`,
+        { headers: { authorization: `Bearer ${await userToken(ADMIN_ID)}` } },
+      );
+      assert.equal(status.status, 200);
+      const { run } = await status.json();
+      assert.equal(run.status, "success");
+      assert.equal(run.verification_failed, true);
+      assert.deepEqual(run.verification, r.verification);
+    } finally {
+      await e.close();
+      await faulty.close();
+    }
+  },
+);
+
+Deno.test(
+  "e2e: retention prunes the old objects beyond retention_keep, never a foreign key, and the rows get pruned_at",
+  opts,
+  async () => {
+    const e = await startE2E();
+    try {
+      await e.history.sql`
+        update backup_settings set retention_days = 7, retention_keep = 3`;
+      // Four old successes (30..33 days), their objects in the bucket; with
+      // the new backup, the newest three successes are kept.
+      const old: string[] = [];
+      for (let n = 0; n < 4; n++) {
+        const id = crypto.randomUUID();
+        const key = `backups/2026100${n}T000000Z_${id}.dump`;
+        await insertRun(e.history.sql, {
+          ...SUCCESS,
+          dispatch_id: id,
+          s3_key: key,
+        }, {
+          createdAgo: 86_400 * (33 - n),
+          startedAgo: 86_400 * (33 - n),
+          finishedAgo: 86_400 * (33 - n),
+        });
+        old.push(key);
+      }
+      // Not this project's: no row, a row in another folder, a name that
+      // is not its run's.
+      const otherId = crypto.randomUUID();
+      const foreign = [
+        "backups/hand-made.dump",
+        `elsewhere/20261001T000000Z_${otherId}.dump`,
+        "backups/20261001T000000Z_not-its-id.dump",
+      ];
+      await insertRun(e.history.sql, {
+        ...SUCCESS,
+        dispatch_id: otherId,
+        s3_key: foreign[1],
+      }, {
+        createdAgo: 86_400 * 40,
+        startedAgo: 86_400 * 40,
+        finishedAgo: 86_400 * 40,
+      });
+      await insertRun(e.history.sql, { ...SUCCESS, s3_key: foreign[2] }, {
+        createdAgo: 86_400 * 40,
+        startedAgo: 86_400 * 40,
+        finishedAgo: 86_400 * 40,
+      });
+      const file = await Deno.makeTempFile();
+      await Deno.writeTextFile(file, "old backup");
+      for (const key of [...old, ...foreign]) {
+        const put = await aws(["s3", "cp", file, `s3://${e.bucket}/${key}`]);
+        assert.equal(put.code, 0, put.stderr);
+      }
+      await Deno.remove(file);
+
+      const { dispatchId, runId } = await pressBackup(e);
+      const res = await e.gh.waitForRun(runId);
+      assert.equal(res.conclusion, "success", context(e, runId));
+      const r = await row(e, dispatchId);
+      assert.equal(r.status, "success");
+      // Kept: the new one, and the two newest old ones (3 = retention_keep);
+      // old[0] and old[1] (the two oldest) are pruned; foreign keys stay.
+      assert.deepEqual(
+        (await listKeys(e.bucket)).sort(),
+        [r.s3_key, old[2], old[3], ...foreign].sort(),
+      );
+      const pruned = await e.history.sql`
+        select s3_key from backup_history where pruned_at is not null order by s3_key`;
+      assert.deepEqual(pruned.map((p) => p.s3_key), [old[0], old[1]]);
+      assert.match(res.log, /Pruned 2 objects; reported\./);
     } finally {
       await e.close();
     }
@@ -315,16 +583,22 @@ async function waitForBlockedDump(src: SourceDatabase): Promise<void> {
 }
 
 /** pg_dump processes (on this machine) dumping the source database. */
-async function dumpProcesses(src: SourceDatabase): Promise<number> {
-  let n = 0;
+async function dumpPids(src: SourceDatabase): Promise<number[]> {
+  const pids: number[] = [];
   for await (const entry of Deno.readDir("/proc")) {
     if (!/^\d+$/.test(entry.name)) continue;
     try {
       const cmd = await Deno.readTextFile(`/proc/${entry.name}/cmdline`);
-      if (/(^|\/)pg_dump\0/.test(cmd) && cmd.includes(src.name)) n++;
+      if (/(^|\/)pg_dump\0/.test(cmd) && cmd.includes(src.name)) {
+        pids.push(Number(entry.name));
+      }
     } catch { /* gone meanwhile */ }
   }
-  return n;
+  return pids;
+}
+
+async function dumpProcesses(src: SourceDatabase): Promise<number> {
+  return (await dumpPids(src)).length;
 }
 
 Deno.test(

@@ -45,6 +45,28 @@ export interface BackupRun {
   run_url: string | null;
   /** The latest progress report, e.g. `{ "phase": "dumped" }`. */
   progress: Record<string, unknown> | null;
+  /** What the workflow found when it read the stored object back. */
+  verification: Verification | null;
+  /** Present (true) only when that check failed: still a success. */
+  verification_failed?: true;
+  /** When retention deleted the object (ISO 8601). */
+  pruned_at: string | null;
+}
+
+/** The workflow's verdict on a stored object (README "Verification"). */
+export interface Verification {
+  mode: "list" | "restore";
+  ok: boolean;
+  /** Tables whose rows the dump holds (custom format), else null. */
+  tables: number | null;
+  /** Rows restored (restore mode), else null. */
+  rows: number | null;
+  mismatches: {
+    table: string;
+    expected: number | null;
+    actual: number | null;
+  }[];
+  error?: string;
 }
 
 /** trigger-backup's 202. */

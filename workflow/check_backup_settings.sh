@@ -28,6 +28,15 @@ case ${BACKUP_FORMAT:-supabase} in
   supabase | custom) ;;
   *) bk_fail "Variable BACKUP_FORMAT must be \"supabase\" (the default) or \"custom\"." ;;
 esac
+case ${BACKUP_VERIFY:-list} in
+  list | off) ;;
+  restore)
+    [[ ${BACKUP_FORMAT:-supabase} == custom ]] \
+      || bk_fail "BACKUP_VERIFY=restore needs BACKUP_FORMAT=custom (a supabase-format backup restores only into a Supabase project)."
+    [[ ${BACKUP_VERIFY_DATABASE_URL:-} =~ ^postgres(ql)?:// ]] \
+      || bk_fail "BACKUP_VERIFY=restore needs the secret BACKUP_VERIFY_DATABASE_URL, a postgresql:// URL of a scratch server." ;;
+  *) bk_fail "Variable BACKUP_VERIFY must be \"list\" (the default), \"restore\" or \"off\"." ;;
+esac
 for tool in psql aws sha256sum stat tar gzip; do
   command -v "$tool" > /dev/null || bk_fail "Required tool '$tool' is not installed on the runner."
 done

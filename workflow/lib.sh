@@ -36,6 +36,12 @@ bk_phase_end() {
   if [[ $(cat "$BK_DIR/$BK_PHASE.state" 2>/dev/null) == running ]]; then
     printf 'exit %s\n' "$rc" > "$BK_DIR/$BK_PHASE.state"
   fi
+  # An object this step was still writing is not a backup: never leave it
+  # behind under a backup's name (a streamed upload completes on EOF even
+  # when pg_dump died, so a truncated object can exist).
+  if (( rc != 0 )) && [[ -n ${BK_PARTIAL_S3_KEY:-} ]]; then
+    bk_s3_discard "$BK_PARTIAL_S3_KEY"
+  fi
   # Let tee flush the captured stderr before the step ends.
   exec 2>&"$BK_STDERR"
   wait "$BK_TEE_PID" 2>/dev/null || true
@@ -128,4 +134,100 @@ bk_progress() { # PHASE [EXTRA_JSON]
   p=$(jq -n -c --arg phase "$1" --argjson extra "$extra" '{progress: ({phase: $phase} + $extra)}')
   bk_report progress "progress-$1" 20 "$p" \
     || printf '::warning title=Backup::progress report "%s" was not delivered\n' "$1"
+}
+
+# bk_s3_target FORMAT STARTED_AT: where this run's object goes. Sets
+# BK_S3_KEY, BK_S3_CONTENT_TYPE and BK_AWS (the aws CLI's common args).
+# The key's extension says how to restore the object (scripts/restore.sh).
+bk_s3_target() {
+  local prefix=${BACKUP_S3_PREFIX:-backups}
+  prefix=${prefix#/}; prefix=${prefix%/}
+  if [[ $1 == custom ]]; then
+    BK_S3_KEY="$prefix/${2}_${DISPATCH_ID}.dump"; BK_S3_CONTENT_TYPE=application/octet-stream
+  else
+    BK_S3_KEY="$prefix/${2}_${DISPATCH_ID}.tar.gz"; BK_S3_CONTENT_TYPE=application/gzip
+  fi
+  BK_S3_FORMAT=$1
+  BK_AWS=()
+  if [[ -n ${BACKUP_S3_ENDPOINT_URL:-} ]]; then
+    BK_AWS+=(--endpoint-url "$BACKUP_S3_ENDPOINT_URL")
+    # S3-compatible stores (R2, B2, MinIO) may reject the newer
+    # default integrity checksums of recent AWS CLIs.
+    export AWS_REQUEST_CHECKSUM_CALCULATION=when_required
+    export AWS_RESPONSE_CHECKSUM_VALIDATION=when_required
+  fi
+}
+
+# bk_s3_pending KEY: the object at KEY is removed if this step fails.
+bk_s3_pending() { BK_PARTIAL_S3_KEY=$1; }
+
+# bk_s3_keep: the object is checked and counts as this run's backup; a
+# later failure of the step no longer removes it.
+bk_s3_keep() { BK_PARTIAL_S3_KEY=""; }
+
+# bk_s3_discard KEY: best effort; a failure is logged, never fatal.
+bk_s3_discard() {
+  if aws "${BK_AWS[@]}" s3 rm "s3://$BACKUP_S3_BUCKET/$1" --only-show-errors > /dev/null; then
+    bk_err "Removed the incomplete object s3://$BACKUP_S3_BUCKET/$1"
+  else
+    printf '::warning title=Backup::The incomplete object s3://%s/%s could not be removed\n' \
+      "$BACKUP_S3_BUCKET" "$1"
+  fi
+}
+
+# bk_stream_to_s3 COMMAND...: runs COMMAND and uploads its stdout to
+# s3://$BACKUP_S3_BUCKET/$BK_S3_KEY as it is written (multipart beyond
+# 8 MiB), with the size and SHA-256 taken by tee from the same bytes.
+# Sets BK_STREAM_SIZE and BK_STREAM_SHA256. Fails the step, naming the
+# stage, when any stage fails; the object is then removed (bk_phase_end).
+bk_stream_to_s3() {
+  local hash_fifo="$BK_DIR/stream-hash.fifo" size_fifo="$BK_DIR/stream-size.fifo"
+  local hash_pid size_pid statuses
+  rm -f "$hash_fifo" "$size_fifo" "$BK_DIR/stream.sha256" "$BK_DIR/stream.size"
+  mkfifo "$hash_fifo" "$size_fifo"
+  sha256sum < "$hash_fifo" > "$BK_DIR/stream.sha256" &
+  hash_pid=$!
+  wc -c < "$size_fifo" > "$BK_DIR/stream.size" &
+  size_pid=$!
+  bk_s3_pending "$BK_S3_KEY"
+  set +e
+  "$@" | tee "$hash_fifo" "$size_fifo" \
+    | aws "${BK_AWS[@]}" s3 cp - "s3://$BACKUP_S3_BUCKET/$BK_S3_KEY" \
+      --only-show-errors --no-progress --content-type "$BK_S3_CONTENT_TYPE" \
+      --metadata "dispatch-id=$DISPATCH_ID,format=$BK_S3_FORMAT"
+  statuses=("${PIPESTATUS[@]}")
+  wait "$hash_pid"; wait "$size_pid"
+  set -e
+  rm -f "$hash_fifo" "$size_fifo"
+  # A failed upload also breaks tee and the dump (SIGPIPE): name it first.
+  (( statuses[2] == 0 )) \
+    || bk_fail "Upload to s3://$BACKUP_S3_BUCKET/$BK_S3_KEY failed (see the error above); nothing was stored."
+  (( statuses[0] == 0 )) || bk_fail "${1##*/} failed (see the error above); nothing was stored."
+  (( statuses[1] == 0 )) || bk_fail "Hashing the dump stream failed; nothing was stored."
+  BK_STREAM_SIZE=$(tr -d '[:space:]' < "$BK_DIR/stream.size")
+  BK_STREAM_SHA256=$(cut -d' ' -f1 < "$BK_DIR/stream.sha256")
+  [[ $BK_STREAM_SIZE =~ ^[0-9]+$ && $BK_STREAM_SHA256 =~ ^[0-9a-f]{64}$ ]] \
+    || bk_fail "The dump stream's size or hash could not be read; nothing was stored."
+}
+
+# One line per ordinary table, "schema name<TAB>rows", in the order and
+# spelling of pg_restore --list's "TABLE DATA schema name owner" lines.
+# Counting through query_to_xml keeps it one statement: in the dump's
+# snapshot at dump time, and in the scratch database after a restore.
+bk_count_rows_sql() {
+  cat <<'SQL'
+select n.nspname || ' ' || c.relname || E'\t' ||
+  (xpath('/row/n/text()', query_to_xml(
+    format('select count(*) as n from %I.%I', n.nspname, c.relname), false, true, '')))[1]::text
+from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+where c.relkind = 'r' and n.nspname not in ('pg_catalog', 'information_schema')
+  and n.nspname !~ '^pg_toast'
+order by 1;
+SQL
+}
+
+# bk_with_database URL NAME: URL with its database replaced by NAME.
+bk_with_database() {
+  [[ $1 =~ ^([^:]+://[^/?]+)(/[^?]*)?(\?.*)?$ ]] || return 1
+  printf '%s/%s%s\n' "${BASH_REMATCH[1]}" "$2" "${BASH_REMATCH[3]}"
 }

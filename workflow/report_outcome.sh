@@ -66,6 +66,9 @@ describe_phase() {
 if [[ $JOB_STATUS == success && -z $bad_id && -f $BK_DIR/result.json ]]; then
   event=succeeded
   extra=$(jq -c '{s3_key, size_bytes, sha256}' "$BK_DIR/result.json")
+  if [[ -f $BK_DIR/verification.json ]]; then
+    extra=$(jq -c --slurpfile v "$BK_DIR/verification.json" '. + {verification: $v[0]}' <<< "$extra")
+  fi
 else
   if [[ $JOB_STATUS == cancelled ]]; then
     event=cancelled
@@ -105,6 +108,10 @@ fi
 
 rc=0; bk_report "$event" final 240 "$extra" || rc=$?
 status=$(jq -r '.status // empty' "$BK_DIR/response.json" 2>/dev/null || true)
+if [[ $rc -eq 0 && $event == succeeded ]]; then
+  # What retention deletes now, for the next step (finalize-backup decides).
+  jq -c '.prune // []' "$BK_DIR/response.json" > "$BK_DIR/prune.json" 2>/dev/null || true
+fi
 {
   echo "### Database backup"
   echo
@@ -116,6 +123,10 @@ status=$(jq -r '.status // empty' "$BK_DIR/response.json" 2>/dev/null || true)
     echo "| Object | \`$(jq -r .s3_key "$BK_DIR/result.json")\` |"
     echo "| Size | $(jq -r .size_bytes "$BK_DIR/result.json") bytes |"
     echo "| SHA-256 | \`$(jq -r .sha256 "$BK_DIR/result.json")\` |"
+    if [[ -f $BK_DIR/verification.json ]]; then
+      echo "| Verification | $(jq -r '.mode + ": " + (if .ok then "passed" else "**FAILED** " + (.error // "") end)' \
+        "$BK_DIR/verification.json" | tr '|`' '  ') |"
+    fi
   fi
   if [[ $event != succeeded ]]; then
     echo "| Error | $(jq -r '.error_text | split("\n")[0] | gsub("[|`]"; " ")' <<< "$extra") |"

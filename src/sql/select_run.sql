@@ -23,6 +23,9 @@ select jsonb_build_object(
   'error_text', h.error_text,
   -- jsonb as its text: the core keeps the open object as JSON text.
   'progress', h.progress::text,
+  'verification', h.verification::text,
+  'verification_failed', coalesce(h.verification -> 'ok' = 'false'::jsonb, false),
+  'pruned_at', floor(extract(epoch from h.pruned_at) * 1000)::int8,
   'version', h.version
 ) as run,
 -- Exact, for history cursors (text: a JSON number would lose precision).

@@ -234,6 +234,93 @@ export async function listKeys(bucket: string): Promise<string[]> {
   return (body.Contents ?? []).map((o: { Key: string }) => o.Key);
 }
 
+/** Multipart uploads begun and neither completed nor aborted. */
+export async function pendingUploads(bucket: string): Promise<string[]> {
+  const r = await aws([
+    "s3api",
+    "list-multipart-uploads",
+    "--bucket",
+    bucket,
+    "--output",
+    "json",
+  ]);
+  if (r.code !== 0) {
+    throw new Error(`list-multipart-uploads ${bucket}: ${r.stderr}`);
+  }
+  const body = r.stdout.trim() ? JSON.parse(r.stdout) : {};
+  return (body.Uploads ?? []).map((u: { Key: string }) => u.Key);
+}
+
+/**
+ * S3 on loopback that forwards to moto, with one fault:
+ *  - `refuseParts`: every UploadPart is refused after its body is read, an
+ *    upload that breaks mid-stream once the first 8 MiB part is sent (403,
+ *    which the AWS CLI does not retry, so the failure is immediate);
+ *  - `tamperedGet`: a GET of an object answers these bytes instead, as if
+ *    the stored object had been changed after the upload.
+ */
+export function startFaultyS3(
+  fault: { refuseParts?: boolean; tamperedGet?: Uint8Array },
+): {
+  url: string;
+  refusedParts: () => number;
+  tamperedGets: () => number;
+  close(): Promise<void>;
+} {
+  const target = new URL(s3Endpoint());
+  let refused = 0;
+  let tampered = 0;
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    async (req) => {
+      const url = new URL(req.url);
+      if (
+        fault.refuseParts && req.method === "PUT" &&
+        url.searchParams.has("partNumber")
+      ) {
+        await req.arrayBuffer();
+        refused++;
+        return new Response(
+          '<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>' +
+            "<Message>part refused by the test</Message></Error>",
+          { status: 403, headers: { "content-type": "application/xml" } },
+        );
+      }
+      const objectGet = req.method === "GET" &&
+        url.pathname.split("/").filter(Boolean).length > 1 &&
+        url.search === "";
+      if (fault.tamperedGet && objectGet) {
+        tampered++;
+        return new Response(fault.tamperedGet as BodyInit, {
+          headers: {
+            "content-type": "application/octet-stream",
+            "content-length": String(fault.tamperedGet.length),
+          },
+        });
+      }
+      url.protocol = target.protocol;
+      url.host = target.host;
+      const body = req.body ? await req.arrayBuffer() : undefined;
+      const res = await fetch(url, {
+        method: req.method,
+        headers: req.headers,
+        body,
+        redirect: "manual",
+      });
+      return new Response(res.body, {
+        status: res.status,
+        headers: res.headers,
+      });
+    },
+  );
+  return {
+    url: `http://127.0.0.1:${server.addr.port}`,
+    refusedParts: () => refused,
+    tamperedGets: () => tampered,
+    close: () => server.shutdown(),
+  };
+}
+
 export async function sha256hex(bytes: Uint8Array): Promise<string> {
   const d = new Uint8Array(
     await crypto.subtle.digest("SHA-256", bytes as BufferSource),

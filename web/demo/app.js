@@ -386,7 +386,9 @@ function follow(dispatchId) {
       state.live = { run, receivedAt: Date.now() };
       renderLive();
       refreshHistory();
-      if (run.status === "success") {
+      if (run.status === "success" && run.verification_failed) {
+        showMessage("error", verificationWarning(run));
+      } else if (run.status === "success") {
         showMessage(
           "info",
           `Backup ${shortId(run.dispatch_id)} succeeded: ${
@@ -477,6 +479,16 @@ function renderLive() {
   }
   if (run.status === "success") {
     nodes.push(` · ${formatBytes(run.size_bytes)}`);
+    if (run.verification_failed) {
+      nodes.push(
+        " · ",
+        el("span", {
+          className: "reason verification-failed",
+          text: "verification FAILED",
+          title: verificationWarning(run),
+        }),
+      );
+    }
   }
   if (run.run_url) {
     nodes.push(
@@ -586,6 +598,22 @@ async function loadOlder() {
   }
 }
 
+/** What a failed verification found, for people. */
+function verificationWarning(run) {
+  const v = run.verification || {};
+  const lines = [
+    `Backup ${shortId(run.dispatch_id)} is stored, but its ${
+      v.mode || ""
+    } verification FAILED: ${v.error || "see the workflow run"}.`,
+  ];
+  for (const m of v.mismatches || []) {
+    lines.push(
+      `${m.table}: ${m.actual ?? "missing"} rows, expected ${m.expected}`,
+    );
+  }
+  return lines.join("\n");
+}
+
 function detailsCell(run) {
   if (run.status === "failed") {
     const label = FAILURE_REASONS[run.failure_reason] || run.failure_reason;
@@ -614,6 +642,27 @@ function detailsCell(run) {
     return el("td", { className: "details", text: `phase: ${run.phase}` });
   }
   const key = run.s3_key || "";
+  if (run.verification_failed) {
+    // The object exists, so the run is a success; but what was checked of
+    // it did not hold, and that must not look like an ordinary success.
+    return el(
+      "td",
+      { className: "details", title: key },
+      el(
+        "details",
+        {},
+        el(
+          "summary",
+          {},
+          el("span", {
+            className: "reason verification-failed",
+            text: "Verification failed",
+          }),
+        ),
+        el("pre", { text: verificationWarning(run) }),
+      ),
+    );
+  }
   return el(
     "td",
     {
