@@ -9,7 +9,6 @@ use crate::github::GitHubConfig;
 use crate::http::Cors;
 use crate::webhook::WebhookSecret;
 use serde::Deserialize;
-use std::collections::BTreeMap;
 
 /// Reads one setting; empty values count as unset.
 pub trait Env {
@@ -193,13 +192,42 @@ pub fn service_keys(env: &impl Env) -> Result<Vec<String>, Error> {
 /// entry point, `internal/functions/serve/templates/main.ts`, builds for
 /// `SUPABASE_PUBLISHABLE_KEYS` and `SUPABASE_SECRET_KEYS`), or one key as a
 /// JSON string.
-#[derive(Deserialize)]
-#[serde(untagged)]
 enum KeySet {
-    /// By name, so that the order is the same whatever order the members
-    /// were written in.
-    Named(BTreeMap<String, String>),
+    /// By name, sorted, so that the order is the same whatever order the
+    /// members were written in; a repeated name keeps its last key.
+    Named(Vec<(String, String)>),
     One(String),
+}
+
+impl<'de> Deserialize<'de> for KeySet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(KeySetVisitor)
+    }
+}
+
+/// Reads either shape directly (serde's `untagged` would buffer the value
+/// first, which costs the module more code than this).
+struct KeySetVisitor;
+
+impl<'de> serde::de::Visitor<'de> for KeySetVisitor {
+    type Value = KeySet;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a key, or an object of names to keys")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<KeySet, E> {
+        Ok(KeySet::One(v.to_string()))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<KeySet, A::Error> {
+        let mut named = Vec::<(String, String)>::new();
+        while let Some((name, key)) = map.next_entry::<String, String>()? {
+            match named.binary_search_by(|(n, _)| n.as_str().cmp(&name)) {
+                Ok(i) => named[i].1 = key,
+                Err(i) => named.insert(i, (name, key)),
+            }
+        }
+        Ok(KeySet::Named(named))
+    }
 }
 
 /// The keys of a key set, `default` first, then the others by name; empty
@@ -211,9 +239,10 @@ fn key_set(env: &impl Env, name: &str) -> Vec<String> {
         return Vec::new();
     };
     let keys = match serde_json::from_str::<KeySet>(&raw) {
-        Ok(KeySet::Named(mut by_name)) => {
-            let default = by_name.remove("default");
-            default.into_iter().chain(by_name.into_values()).collect()
+        Ok(KeySet::Named(by_name)) => {
+            let (default, others): (Vec<_>, Vec<_>) =
+                by_name.into_iter().partition(|(n, _)| n == "default");
+            default.into_iter().chain(others).map(|(_, k)| k).collect()
         }
         Ok(KeySet::One(key)) => vec![key],
         Err(_) if raw.starts_with('{') => Vec::new(),

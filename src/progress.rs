@@ -11,7 +11,6 @@
 //! `serde_json::Value`, keeps a generic JSON tree out of the module.
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use std::collections::BTreeMap;
 use std::fmt;
 
 /// The canonical text of a JSON object, or `None` when `json` is not one.
@@ -111,9 +110,14 @@ impl<'de> Visitor<'de> for CanonicalVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Canonical, A::Error> {
         // Sorted by key; a repeated key keeps its last value, as jsonb does.
-        let mut members = BTreeMap::<String, String>::new();
+        // (A sorted Vec rather than a BTreeMap: objects here are small, and
+        // the map's code would be the module's only copy of it.)
+        let mut members = Vec::<(String, String)>::new();
         while let Some((key, Canonical(value))) = map.next_entry::<String, Canonical>()? {
-            members.insert(key, value);
+            match members.binary_search_by(|(k, _)| k.as_str().cmp(&key)) {
+                Ok(i) => members[i].1 = value,
+                Err(i) => members.insert(i, (key, value)),
+            }
         }
         let mut out = String::from("{");
         for (key, value) in members {
