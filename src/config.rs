@@ -7,6 +7,7 @@
 use crate::error::Error;
 use crate::github::GitHubConfig;
 use crate::http::Cors;
+use crate::oidc::{Expected, GITHUB_OIDC_ISSUER};
 use crate::webhook::WebhookSecret;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -37,21 +38,7 @@ fn required(env: &impl Env, name: &'static str) -> Result<String, Error> {
 /// [`Error::Config`] naming the first missing or malformed setting.
 pub fn github(env: &impl Env) -> Result<GitHubConfig, Error> {
     let token = required(env, "GITHUB_TOKEN")?;
-    let repository = required(env, "GITHUB_REPOSITORY")?;
-    let valid_part = |p: &str| {
-        !p.is_empty()
-            && p.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    };
-    match repository.split_once('/') {
-        Some((owner, name)) if valid_part(owner) && valid_part(name) => {}
-        _ => {
-            return Err(Error::Config {
-                setting: "GITHUB_REPOSITORY",
-                message: "must be owner/name".into(),
-            })
-        }
-    }
+    let repository = repository(env)?;
     let api_url = get(env, "GITHUB_API_URL")
         .unwrap_or_else(|| "https://api.github.com".into())
         .trim_end_matches('/')
@@ -62,6 +49,34 @@ pub fn github(env: &impl Env) -> Result<GitHubConfig, Error> {
             message: "must be an http(s) URL".into(),
         });
     }
+    Ok(GitHubConfig {
+        api_url,
+        repository,
+        workflow: workflow(env)?,
+        workflow_ref: workflow_ref(env),
+        token,
+    })
+}
+
+/// `GITHUB_REPOSITORY`, `owner/name`.
+fn repository(env: &impl Env) -> Result<String, Error> {
+    let repository = required(env, "GITHUB_REPOSITORY")?;
+    let valid_part = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    match repository.split_once('/') {
+        Some((owner, name)) if valid_part(owner) && valid_part(name) => Ok(repository),
+        _ => Err(Error::Config {
+            setting: "GITHUB_REPOSITORY",
+            message: "must be owner/name".into(),
+        }),
+    }
+}
+
+/// `BACKUP_WORKFLOW`, default `backup.yml`.
+fn workflow(env: &impl Env) -> Result<String, Error> {
     let workflow = get(env, "BACKUP_WORKFLOW").unwrap_or_else(|| "backup.yml".into());
     if !workflow
         .chars()
@@ -72,12 +87,87 @@ pub fn github(env: &impl Env) -> Result<GitHubConfig, Error> {
             message: "must be a workflow file name or id".into(),
         });
     }
-    Ok(GitHubConfig {
-        api_url,
-        repository,
-        workflow,
-        workflow_ref: get(env, "BACKUP_WORKFLOW_REF").unwrap_or_else(|| "main".into()),
-        token,
+    Ok(workflow)
+}
+
+/// `BACKUP_WORKFLOW_REF`, default `main`.
+fn workflow_ref(env: &impl Env) -> String {
+    get(env, "BACKUP_WORKFLOW_REF").unwrap_or_else(|| "main".into())
+}
+
+/// How `finalize-backup` authenticates a report (`BACKUP_REPORT_AUTH`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportAuth {
+    /// The Standard Webhooks signature only (`webhook`): for GitHub
+    /// Enterprise Server without OIDC.
+    Webhook,
+    /// GitHub's OIDC token only (`oidc`): no secret in GitHub at all.
+    Oidc,
+    /// Both required (`both`, the default: the shipped workflow sends both).
+    Both,
+}
+
+impl ReportAuth {
+    /// Whether a webhook signature is required.
+    pub fn webhook(self) -> bool {
+        self != ReportAuth::Oidc
+    }
+
+    /// Whether a GitHub OIDC token is required.
+    pub fn oidc(self) -> bool {
+        self != ReportAuth::Webhook
+    }
+}
+
+/// `BACKUP_REPORT_AUTH`: `webhook`, `oidc` or `both` (default).
+///
+/// # Errors
+/// [`Error::Config`] naming it for any other value.
+pub fn report_auth(env: &impl Env) -> Result<ReportAuth, Error> {
+    match get(env, "BACKUP_REPORT_AUTH").as_deref() {
+        None | Some("both") => Ok(ReportAuth::Both),
+        Some("webhook") => Ok(ReportAuth::Webhook),
+        Some("oidc") => Ok(ReportAuth::Oidc),
+        Some(_) => Err(Error::Config {
+            setting: "BACKUP_REPORT_AUTH",
+            message: "must be webhook, oidc or both".into(),
+        }),
+    }
+}
+
+/// What a report's GitHub OIDC token must say: `GITHUB_OIDC_ISSUER`
+/// (default GitHub's), the audience `{SUPABASE_URL}/functions/v1/finalize-backup`,
+/// `GITHUB_REPOSITORY`, `BACKUP_WORKFLOW` (a file name here) and
+/// `BACKUP_WORKFLOW_REF` (a branch, or a full `refs/...`).
+///
+/// # Errors
+/// [`Error::Config`] naming the first missing or malformed setting.
+pub fn oidc(env: &impl Env) -> Result<Expected, Error> {
+    let issuer = get(env, "GITHUB_OIDC_ISSUER")
+        .unwrap_or_else(|| GITHUB_OIDC_ISSUER.into())
+        .trim_end_matches('/')
+        .to_string();
+    if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
+        return Err(Error::Config {
+            setting: "GITHUB_OIDC_ISSUER",
+            message: "must be an http(s) URL".into(),
+        });
+    }
+    let project = required(env, "SUPABASE_URL")?;
+    let git_ref = workflow_ref(env);
+    Ok(Expected {
+        issuer,
+        audience: format!(
+            "{}/functions/v1/finalize-backup",
+            project.trim_end_matches('/')
+        ),
+        repository: repository(env)?,
+        workflow: workflow(env)?,
+        git_ref: if git_ref.starts_with("refs/") {
+            git_ref
+        } else {
+            format!("refs/heads/{git_ref}")
+        },
     })
 }
 

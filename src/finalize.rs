@@ -1,19 +1,22 @@
 //! `POST /functions/v1/finalize-backup`: the one endpoint the workflow calls.
 //!
-//! Parse, apply, encode: verify the Standard Webhooks signature, validate
-//! the report, recognise a retried delivery by its `webhook-id`, then apply
+//! Parse, apply, encode: authenticate the report as `BACKUP_REPORT_AUTH`
+//! asks (the Standard Webhooks signature, GitHub's OIDC token naming this
+//! very run, or both: [`crate::oidc`]), validate the report, recognise a
+//! retried delivery by its `webhook-id` and body hash, then apply
 //! the report through the state machine in `run.rs` with optimistic
 //! concurrency, so duplicate and concurrent reports apply exactly once.
 
-use crate::config;
 use crate::dispatch_id::DispatchId;
 use crate::error::Error;
 use crate::http::{Request, Response};
+use crate::oidc;
 use crate::ports::{DbError, Host, Level};
 use crate::report::{Event, Report};
 use crate::run::{self, Outcome, Run, Status, TriggerSource};
-use crate::store::{in_progress_error, Store, ONE_IN_PROGRESS};
+use crate::store::{in_progress_error, Delivery, Store, ONE_IN_PROGRESS};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 /// How often a report is re-applied after losing a race with another writer.
 /// Each round is one read and one conditional write; past the first few,
@@ -31,21 +34,43 @@ pub async fn handle(
     req: &Request,
 ) -> Result<Response, Error> {
     req.check_size()?;
-    config::webhook_secret(host)?.verify_request(req, host.now_ms() / 1000)?;
+    let (run_of_token, webhook_id) = oidc::authenticate_report(host, req).await?;
     req.require_json()?;
     let report = Report::parse(&req.body)?;
-    // verify() refused a missing id, so this is present.
-    let webhook_id = req.header("webhook-id").unwrap_or_default();
+    if let Some(run) = run_of_token {
+        run.binds(&report)?;
+    }
+    let body_sha256 = hex_sha256(&req.body);
+    let delivery = Delivery {
+        id: webhook_id,
+        body_sha256: &body_sha256,
+    };
 
-    if let Some(id) = store.delivery(webhook_id).await? {
-        let run = store.get(id).await?.ok_or(Error::UnknownDispatchId)?;
+    if let Some(seen) = store.delivery(webhook_id).await? {
+        // The same id with another body is not a retry: answering it with
+        // the first delivery's run would hide a report that was never applied.
+        if seen.body_sha256.is_some_and(|h| h != body_sha256) {
+            return Err(Error::WebhookIdReused);
+        }
+        let run = store
+            .get(seen.dispatch_id)
+            .await?
+            .ok_or(Error::UnknownDispatchId)?;
         return Ok(answer(200, &run, false));
     }
 
     match report.dispatch_id {
-        Some(id) => apply(host, store, id, &report, webhook_id).await,
-        None => register(host, store, &report, webhook_id).await,
+        Some(id) => apply(host, store, id, &report, delivery).await,
+        None => register(host, store, &report, delivery).await,
     }
+}
+
+/// The SHA-256 of a body, lower-case hex, as a delivery records it.
+fn hex_sha256(body: &[u8]) -> String {
+    Sha256::digest(body)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The answer to a report: which run, its status now, whether it changed.
@@ -73,7 +98,7 @@ async fn apply(
     store: &impl Store,
     id: DispatchId,
     report: &Report,
-    webhook_id: &str,
+    delivery: Delivery<'_>,
 ) -> Result<Response, Error> {
     for round in 0..MAX_RACES {
         if round >= 3 {
@@ -82,10 +107,10 @@ async fn apply(
         let run = store.get(id).await?.ok_or(Error::UnknownDispatchId)?;
         match run::apply_report(&run, report, host.now_ms())? {
             Outcome::Unchanged => {
-                store.record_delivery(webhook_id, id).await?;
+                store.record_delivery(delivery, id).await?;
                 return Ok(answer(200, &run, false));
             }
-            Outcome::Changed(next) => match store.update(&run, &next, Some(webhook_id)).await {
+            Outcome::Changed(next) => match store.update(&run, &next, Some(delivery)).await {
                 Ok(Some(saved)) => {
                     host.log(
                         Level::Info,
@@ -123,7 +148,7 @@ async fn register(
     host: &impl Host,
     store: &impl Store,
     report: &Report,
-    webhook_id: &str,
+    delivery: Delivery<'_>,
 ) -> Result<Response, Error> {
     debug_assert_eq!(report.event, Event::Started);
     let mut lost_race = false;
@@ -135,7 +160,7 @@ async fn register(
                     report.workflow_run_id
                 )));
             }
-            return apply(host, store, existing.dispatch_id, report, webhook_id).await;
+            return apply(host, store, existing.dispatch_id, report, delivery).await;
         }
         if lost_race {
             // Another backup runs; this scheduled run cannot start now.
@@ -144,7 +169,7 @@ async fn register(
         let now = host.now_ms();
         let id = DispatchId::issue(now as u64, host.random());
         match store
-            .insert(&Run::scheduled(id, report, now), Some(webhook_id))
+            .insert(&Run::scheduled(id, report, now), Some(delivery))
             .await
         {
             Ok(run) => {

@@ -13,6 +13,7 @@
 //! | [`webhook`] | Standard Webhooks signatures on those reports |
 //! | [`token`] | user access tokens (HS256, ES256, RS256) |
 //! | [`auth`] | the caller: a verified user who is a backup admin |
+//! | [`oidc`] | reports bound to the exact GitHub run by its OIDC token |
 //! | [`github`] | building and reading GitHub REST calls |
 //! | [`time`] | ISO 8601 in and out |
 //! | [`config`] | settings from the environment, named when missing |
@@ -36,6 +37,7 @@ pub mod config;
 pub mod dispatch_id;
 pub mod error;
 pub mod finalize;
+pub mod oidc;
 pub mod github;
 pub mod http;
 pub mod ports;

@@ -27,15 +27,32 @@ pub const ONE_IN_PROGRESS: &str = "backup_history_one_in_progress";
 /// a millisecond cursor would skip rows written within the same millisecond.
 pub type Cursor = (i64, i64);
 
+/// A report's delivery: its `webhook-id`, and the SHA-256 (hex) of its
+/// body, so that the id re-used with another body is told from a retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery<'a> {
+    pub id: &'a str,
+    pub body_sha256: &'a str,
+}
+
+/// What an earlier delivery under a `webhook-id` was.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Delivered {
+    #[serde(rename = "id")]
+    pub dispatch_id: DispatchId,
+    /// None for deliveries recorded before the hash was.
+    pub body_sha256: Option<String>,
+}
+
 /// Typed access to `backup_history` and its companions.
 #[allow(async_fn_in_trait)]
 pub trait Store {
     /// Whether `user` is a backup admin (`public.is_backup_admin`).
     async fn is_admin(&self, user: Uuid) -> Result<bool, DbError>;
-    /// Inserts a new run, recording `webhook_id` as its delivery if given.
+    /// Inserts a new run, recording `delivery` if given.
     /// A second running backup is a [`DbError::UniqueViolation`] on
     /// [`ONE_IN_PROGRESS`].
-    async fn insert(&self, run: &Run, webhook_id: Option<&str>) -> Result<Run, DbError>;
+    async fn insert(&self, run: &Run, delivery: Option<Delivery<'_>>) -> Result<Run, DbError>;
     /// The run with this dispatch id.
     async fn get(&self, id: DispatchId) -> Result<Option<Run>, DbError>;
     /// The run in progress, if any.
@@ -47,12 +64,13 @@ pub trait Store {
         &self,
         prev: &Run,
         next: &Run,
-        webhook_id: Option<&str>,
+        delivery: Option<Delivery<'_>>,
     ) -> Result<Option<Run>, DbError>;
-    /// The dispatch id an earlier delivery with this `webhook-id` applied to.
-    async fn delivery(&self, webhook_id: &str) -> Result<Option<DispatchId>, DbError>;
+    /// The earlier delivery with this `webhook-id`: the run it applied to.
+    async fn delivery(&self, webhook_id: &str) -> Result<Option<Delivered>, DbError>;
     /// Records a delivery that changed nothing (so a retry is recognised).
-    async fn record_delivery(&self, webhook_id: &str, id: DispatchId) -> Result<(), DbError>;
+    async fn record_delivery(&self, delivery: Delivery<'_>, id: DispatchId)
+        -> Result<(), DbError>;
     /// History, newest first, after `before`, each run with its position.
     async fn list(&self, limit: u32, before: Option<Cursor>)
         -> Result<Vec<(Run, Cursor)>, DbError>;
@@ -165,11 +183,6 @@ struct AdminRow {
     ok: bool,
 }
 
-#[derive(Deserialize)]
-struct DeliveryRow {
-    id: DispatchId,
-}
-
 /// Seconds as stored; times as unix ms (float8: exact below 2^53).
 #[derive(Deserialize)]
 struct SettingsRow {
@@ -232,15 +245,16 @@ impl<D: Db> Store for PgStore<'_, D> {
         Ok(rows.first().is_some_and(|r| r.ok))
     }
 
-    async fn insert(&self, run: &Run, webhook_id: Option<&str>) -> Result<Run, DbError> {
+    async fn insert(&self, run: &Run, delivery: Option<Delivery<'_>>) -> Result<Run, DbError> {
         let mut params = mutable_params(run);
         params.extend([
-            webhook_id.map(str::to_string),
+            delivery.map(|d| d.id.to_string()),
             text(run.dispatch_id),
             text(run.trigger_source.as_str()),
             opt(&run.triggered_by),
             run.reason.clone(),
             text(run.created_at),
+            delivery.map(|d| d.body_sha256.to_string()),
         ]);
         self.one(&format!("{INSERT}{RUN_COLUMNS} from h"), &params)
             .await?
@@ -274,32 +288,37 @@ impl<D: Db> Store for PgStore<'_, D> {
         &self,
         prev: &Run,
         next: &Run,
-        webhook_id: Option<&str>,
+        delivery: Option<Delivery<'_>>,
     ) -> Result<Option<Run>, DbError> {
         let mut params = mutable_params(next);
-        params.push(webhook_id.map(str::to_string));
+        params.push(delivery.map(|d| d.id.to_string()));
         params.push(text(prev.id));
         params.push(text(prev.version));
+        params.push(delivery.map(|d| d.body_sha256.to_string()));
         self.one(&format!("{UPDATE}{RUN_COLUMNS} from h"), &params)
             .await
     }
 
-    async fn delivery(&self, webhook_id: &str) -> Result<Option<DispatchId>, DbError> {
-        let rows: Vec<DeliveryRow> = self
+    async fn delivery(&self, webhook_id: &str) -> Result<Option<Delivered>, DbError> {
+        let rows: Vec<Delivered> = self
             .db
             .query(
-                "select dispatch_id::text as id from public.backup_report_deliveries where webhook_id = $1::text",
+                "select dispatch_id::text as id, body_sha256 from public.backup_report_deliveries where webhook_id = $1::text",
                 &[text(webhook_id)],
             )
             .await?;
-        Ok(rows.into_iter().next().map(|r| r.id))
+        Ok(rows.into_iter().next())
     }
 
-    async fn record_delivery(&self, webhook_id: &str, id: DispatchId) -> Result<(), DbError> {
+    async fn record_delivery(
+        &self,
+        delivery: Delivery<'_>,
+        id: DispatchId,
+    ) -> Result<(), DbError> {
         self.db
             .execute(
-                "insert into public.backup_report_deliveries (webhook_id, dispatch_id) values ($1::text, $2::uuid) on conflict do nothing",
-                &[text(webhook_id), text(id)],
+                "insert into public.backup_report_deliveries (webhook_id, dispatch_id, body_sha256) values ($1::text, $2::uuid, $3::text) on conflict do nothing",
+                &[text(delivery.id), text(id), text(delivery.body_sha256)],
             )
             .await?;
         Ok(())

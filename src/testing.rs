@@ -9,7 +9,7 @@ use crate::dispatch_id::DispatchId;
 use crate::github::{OutboundRequest, OutboundResponse};
 use crate::ports::{DbError, Host, Level};
 use crate::run::{Run, Status};
-use crate::store::{Cursor, Settings, Store, SweeperRecord, ONE_IN_PROGRESS};
+use crate::store::{Cursor, Delivered, Delivery, Settings, Store, SweeperRecord, ONE_IN_PROGRESS};
 use crate::token::SignatureCheck;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -104,7 +104,8 @@ impl Host for FakeHost {
 pub struct MemStore {
     pub runs: RefCell<Vec<Run>>,
     pub admins: RefCell<Vec<Uuid>>,
-    pub deliveries: RefCell<HashMap<String, DispatchId>>,
+    /// webhook-id -> (run, body SHA-256).
+    pub deliveries: RefCell<HashMap<String, (DispatchId, String)>>,
     pub down: Cell<bool>,
     pub settings: Cell<Settings>,
     /// Recorded sweeps: (unix ms, outcome), oldest first.
@@ -133,7 +134,7 @@ impl Store for MemStore {
         self.up()?;
         Ok(self.admins.borrow().contains(&user))
     }
-    async fn insert(&self, run: &Run, webhook_id: Option<&str>) -> Result<Run, DbError> {
+    async fn insert(&self, run: &Run, delivery: Option<Delivery<'_>>) -> Result<Run, DbError> {
         self.up()?;
         let mut runs = self.runs.borrow_mut();
         if run.status == Status::InProgress && runs.iter().any(|r| r.status == Status::InProgress) {
@@ -142,10 +143,10 @@ impl Store for MemStore {
         let mut saved = run.clone();
         saved.id = runs.len() as i64 + 1;
         runs.push(saved.clone());
-        if let Some(w) = webhook_id {
+        if let Some(d) = delivery {
             self.deliveries
                 .borrow_mut()
-                .insert(w.into(), run.dispatch_id);
+                .insert(d.id.into(), (run.dispatch_id, d.body_sha256.into()));
         }
         Ok(saved)
     }
@@ -181,7 +182,7 @@ impl Store for MemStore {
         &self,
         prev: &Run,
         next: &Run,
-        webhook_id: Option<&str>,
+        delivery: Option<Delivery<'_>>,
     ) -> Result<Option<Run>, DbError> {
         self.up()?;
         let mut runs = self.runs.borrow_mut();
@@ -200,23 +201,30 @@ impl Store for MemStore {
         };
         *row = next.clone();
         row.version = prev.version + 1;
-        if let Some(w) = webhook_id {
+        if let Some(d) = delivery {
             self.deliveries
                 .borrow_mut()
-                .insert(w.into(), row.dispatch_id);
+                .insert(d.id.into(), (row.dispatch_id, d.body_sha256.into()));
         }
         Ok(Some(row.clone()))
     }
-    async fn delivery(&self, webhook_id: &str) -> Result<Option<DispatchId>, DbError> {
+    async fn delivery(&self, webhook_id: &str) -> Result<Option<Delivered>, DbError> {
         self.up()?;
-        Ok(self.deliveries.borrow().get(webhook_id).copied())
+        Ok(self
+            .deliveries
+            .borrow()
+            .get(webhook_id)
+            .map(|(id, hash)| Delivered {
+                dispatch_id: *id,
+                body_sha256: Some(hash.clone()),
+            }))
     }
-    async fn record_delivery(&self, webhook_id: &str, id: DispatchId) -> Result<(), DbError> {
+    async fn record_delivery(&self, delivery: Delivery<'_>, id: DispatchId) -> Result<(), DbError> {
         self.up()?;
         self.deliveries
             .borrow_mut()
-            .entry(webhook_id.into())
-            .or_insert(id);
+            .entry(delivery.id.into())
+            .or_insert((id, delivery.body_sha256.into()));
         Ok(())
     }
     async fn list(
@@ -291,6 +299,9 @@ pub(crate) mod kit {
         FakeHost::new(&[
             ("BACKUP_JWT_SECRET", JWT_SECRET),
             ("BACKUP_WEBHOOK_SECRET", WHSEC),
+            // Reports signed only: the flows about runs sign with `finalize`;
+            // `oidc_host` adds GitHub's tokens (finalize.rs, `mod oidc_flows`).
+            ("BACKUP_REPORT_AUTH", "webhook"),
             ("GITHUB_TOKEN", "ghp_test"),
             ("GITHUB_REPOSITORY", "acme/app"),
             ("ALLOWED_ORIGINS", "http://localhost:3000"),

@@ -38,9 +38,12 @@ use sha2::Sha256;
 use uuid::Uuid;
 
 /// Clock skew tolerated on `exp` and `nbf`.
-const LEEWAY_SECONDS: i64 = 30;
+pub(crate) const LEEWAY_SECONDS: i64 = 30;
+/// How far in the future an `iat` may be: a token issued later than that
+/// was not made by a clock anyone keeps, and would outlive its `exp` check.
+pub(crate) const MAX_IAT_AHEAD_SECONDS: i64 = 60;
 /// Tokens longer than this are refused before any decoding.
-const MAX_TOKEN_BYTES: usize = 16 * 1024;
+pub(crate) const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
 /// The verified facts the core uses from a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,9 +181,9 @@ impl std::fmt::Debug for Keys {
 
 /// The JOSE header; other members (`typ`, ...) are ignored.
 #[derive(Deserialize)]
-struct Header {
-    alg: Alg,
-    kid: Option<String>,
+pub(crate) struct Header {
+    pub(crate) alg: Alg,
+    pub(crate) kid: Option<String>,
 }
 
 /// The claims this module checks; the others are ignored. A claim of the
@@ -190,6 +193,7 @@ struct Claims {
     /// NumericDate: seconds, fractions allowed.
     exp: Option<f64>,
     nbf: Option<f64>,
+    iat: Option<f64>,
     role: Option<String>,
     aud: Option<Audience>,
     sub: Option<String>,
@@ -198,13 +202,13 @@ struct Claims {
 /// `aud`, which RFC 7519 allows as one string or an array of them.
 #[derive(Deserialize)]
 #[serde(untagged)]
-enum Audience {
+pub(crate) enum Audience {
     One(String),
     Many(Vec<String>),
 }
 
 impl Audience {
-    fn includes(&self, audience: &str) -> bool {
+    pub(crate) fn includes(&self, audience: &str) -> bool {
         match self {
             Audience::One(a) => a == audience,
             Audience::Many(list) => list.iter().any(|a| a == audience),
@@ -379,10 +383,18 @@ fn check_claims(p64: &str, now_secs: i64) -> Result<(User, i64), Error> {
             return Err(invalid("not yet valid"));
         }
     }
+    if claims
+        .iat
+        .is_some_and(|iat| iat as i64 > now_secs + MAX_IAT_AHEAD_SECONDS)
+    {
+        return Err(invalid("issued in the future"));
+    }
     if claims.role.as_deref() != Some("authenticated") {
         return Err(invalid("not a signed-in user's token"));
     }
-    if !claims.aud.is_none_or(|aud| aud.includes("authenticated")) {
+    // Required: a token without `aud` was not minted for this project's
+    // users (Supabase Auth always sets it).
+    if !claims.aud.is_some_and(|aud| aud.includes("authenticated")) {
         return Err(invalid("wrong audience"));
     }
     let sub = claims.sub.ok_or_else(|| invalid("no sub"))?;
@@ -392,7 +404,7 @@ fn check_claims(p64: &str, now_secs: i64) -> Result<(User, i64), Error> {
 
 /// A base64url JSON object, typed. Objects only: serde would also read a
 /// struct from a JSON array, member by position.
-fn decode_json<T: DeserializeOwned>(part: &str) -> Option<T> {
+pub(crate) fn decode_json<T: DeserializeOwned>(part: &str) -> Option<T> {
     let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
     if bytes.trim_ascii_start().first() != Some(&b'{') {
         return None;
@@ -403,7 +415,7 @@ fn decode_json<T: DeserializeOwned>(part: &str) -> Option<T> {
 /// The key for an asymmetric token; `None` when no key has its `kid` (or,
 /// without a `kid`, its key type). A key under the right `kid` but of the
 /// wrong type or algorithm is a refusal, not a miss: refetching cannot help.
-fn find_key<'a>(keys: &'a Keys, header: &Header) -> Result<Option<&'a Jwk>, Error> {
+pub(crate) fn find_key<'a>(keys: &'a Keys, header: &Header) -> Result<Option<&'a Jwk>, Error> {
     let kty = if header.alg == Alg::Es256 {
         Kty::Ec
     } else {
@@ -438,7 +450,7 @@ fn b64_member(value: &Option<String>, len: Option<usize>) -> Result<String, Erro
     Ok(v.to_string())
 }
 
-fn signature_check(
+pub(crate) fn signature_check(
     jwk: &Jwk,
     alg: Alg,
     signed: &[u8],
@@ -556,6 +568,18 @@ mod tests {
             verify(&sign_hs256(SECRET, &c), &hs_keys(), NOW).is_ok(),
             "within leeway"
         );
+    }
+
+    #[test]
+    fn rejects_a_token_issued_more_than_a_minute_ahead() {
+        let mut c = claims();
+        c["iat"] = json!(NOW + 10 * 365 * 86_400);
+        assert_eq!(
+            verify(&sign_hs256(SECRET, &c), &hs_keys(), NOW).unwrap_err(),
+            Error::InvalidToken("issued in the future".into())
+        );
+        c["iat"] = json!(NOW + 60);
+        assert!(verify(&sign_hs256(SECRET, &c), &hs_keys(), NOW).is_ok());
     }
 
     #[test]
@@ -905,8 +929,14 @@ mod tests {
             ),
             (
                 es.clone(),
-                json!({"sub": USER, "exp": NOW}),
+                json!({"sub": USER, "exp": NOW, "aud": "authenticated"}),
                 "not a signed-in user's token",
+            ),
+            (
+                es.clone(),
+                json!({"sub": USER, "role": "authenticated", "aud": "authenticated",
+                       "exp": NOW, "iat": NOW + 61}),
+                "issued in the future",
             ),
             (
                 es.clone(),
@@ -915,12 +945,12 @@ mod tests {
             ),
             (
                 es.clone(),
-                json!({"role": "authenticated", "exp": NOW}),
+                json!({"role": "authenticated", "aud": "authenticated", "exp": NOW}),
                 "no sub",
             ),
             (
                 es,
-                json!({"sub": "42", "role": "authenticated", "exp": NOW}),
+                json!({"sub": "42", "role": "authenticated", "aud": "authenticated", "exp": NOW}),
                 "sub is not a UUID",
             ),
         ];
@@ -934,12 +964,15 @@ mod tests {
     }
 
     #[test]
-    fn aud_may_be_one_string_a_list_or_absent() {
-        for aud in [
-            json!("authenticated"),
-            json!(["other", "authenticated"]),
-            json!(null),
-        ] {
+    fn aud_may_be_one_string_or_a_list_but_not_absent() {
+        let mut c = claims();
+        c.as_object_mut().unwrap().remove("aud");
+        let token = token_with(&json!({"alg": "ES256", "kid": "k1"}), &c);
+        assert_eq!(
+            verify(&token, &es256_keys(), NOW).unwrap_err(),
+            Error::InvalidToken("wrong audience".into())
+        );
+        for aud in [json!("authenticated"), json!(["other", "authenticated"])] {
             let mut c = claims();
             c["aud"] = aud.clone();
             let token = token_with(&json!({"alg": "ES256", "kid": "k1"}), &c);

@@ -1,7 +1,8 @@
 -- Writes the next state of a run if nobody else wrote it since it was read
 -- (optimistic concurrency on `version`), and records the delivery that
 -- caused it, in one statement. No row back means: re-read and decide again.
--- $1..$13 as in insert_run.sql, $14 webhook_id, $15 id, $16 the version read.
+-- $1..$13 as in insert_run.sql, $14 webhook_id, $15 id, $16 the version read,
+-- $17 the delivery's body SHA-256 (hex).
 with h as (
   update public.backup_history set
     status = $1::text,
@@ -22,8 +23,8 @@ with h as (
     and version = $16::int4
   returning *
 ), delivered as (
-  insert into public.backup_report_deliveries (webhook_id, dispatch_id)
-  select $14::text, h.dispatch_id from h where $14::text is not null
+  insert into public.backup_report_deliveries (webhook_id, dispatch_id, body_sha256)
+  select $14::text, h.dispatch_id, $17::text from h where $14::text is not null
   on conflict do nothing
 )
 -- followed by the select list of select_run.sql, `from h` (store.rs).
