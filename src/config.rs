@@ -157,16 +157,13 @@ pub fn oidc(env: &impl Env) -> Result<Expected, Error> {
     let git_ref = workflow_ref(env);
     Ok(Expected {
         issuer,
-        audience: format!(
-            "{}/functions/v1/finalize-backup",
-            project.trim_end_matches('/')
-        ),
+        audience: project.trim_end_matches('/').to_string() + "/functions/v1/finalize-backup",
         repository: repository(env)?,
         workflow: workflow(env)?,
         git_ref: if git_ref.starts_with("refs/") {
             git_ref
         } else {
-            format!("refs/heads/{git_ref}")
+            "refs/heads/".to_string() + &git_ref
         },
     })
 }

@@ -69,8 +69,7 @@ pub trait Store {
     /// The earlier delivery with this `webhook-id`: the run it applied to.
     async fn delivery(&self, webhook_id: &str) -> Result<Option<Delivered>, DbError>;
     /// Records a delivery that changed nothing (so a retry is recognised).
-    async fn record_delivery(&self, delivery: Delivery<'_>, id: DispatchId)
-        -> Result<(), DbError>;
+    async fn record_delivery(&self, delivery: Delivery<'_>, id: DispatchId) -> Result<(), DbError>;
     /// History, newest first, after `before`, each run with its position.
     async fn list(&self, limit: u32, before: Option<Cursor>)
         -> Result<Vec<(Run, Cursor)>, DbError>;
@@ -310,11 +309,7 @@ impl<D: Db> Store for PgStore<'_, D> {
         Ok(rows.into_iter().next())
     }
 
-    async fn record_delivery(
-        &self,
-        delivery: Delivery<'_>,
-        id: DispatchId,
-    ) -> Result<(), DbError> {
+    async fn record_delivery(&self, delivery: Delivery<'_>, id: DispatchId) -> Result<(), DbError> {
         self.db
             .execute(
                 "insert into public.backup_report_deliveries (webhook_id, dispatch_id, body_sha256) values ($1::text, $2::uuid, $3::text) on conflict do nothing",

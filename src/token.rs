@@ -43,7 +43,7 @@ pub(crate) const LEEWAY_SECONDS: i64 = 30;
 /// was not made by a clock anyone keeps, and would outlive its `exp` check.
 pub(crate) const MAX_IAT_AHEAD_SECONDS: i64 = 60;
 /// Tokens longer than this are refused before any decoding.
-pub(crate) const MAX_TOKEN_BYTES: usize = 16 * 1024;
+const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
 /// The verified facts the core uses from a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,17 +186,30 @@ pub(crate) struct Header {
     pub(crate) kid: Option<String>,
 }
 
-/// The claims this module checks; the others are ignored. A claim of the
-/// wrong JSON type makes the claims unreadable ("bad claims").
+/// The claims of both kinds of token checked here: user tokens (this
+/// module) and GitHub's OIDC tokens ([`crate::oidc`]). One struct for both,
+/// because each struct serde reads is its own copy of the JSON visitor in
+/// the module. The others are ignored. A claim of the wrong JSON type makes
+/// the claims unreadable ("bad claims").
 #[derive(Deserialize)]
-struct Claims {
+pub(crate) struct Claims {
     /// NumericDate: seconds, fractions allowed.
-    exp: Option<f64>,
-    nbf: Option<f64>,
-    iat: Option<f64>,
+    pub(crate) exp: Option<f64>,
+    pub(crate) nbf: Option<f64>,
+    pub(crate) iat: Option<f64>,
     role: Option<String>,
-    aud: Option<Audience>,
+    pub(crate) aud: Option<Audience>,
     sub: Option<String>,
+    pub(crate) iss: Option<String>,
+    // GitHub Actions' claims.
+    pub(crate) repository: Option<String>,
+    #[serde(rename = "ref")]
+    pub(crate) git_ref: Option<String>,
+    pub(crate) workflow_ref: Option<String>,
+    pub(crate) event_name: Option<String>,
+    /// GitHub writes both as decimal strings.
+    pub(crate) run_id: Option<String>,
+    pub(crate) run_attempt: Option<String>,
 }
 
 /// `aud`, which RFC 7519 allows as one string or an array of them.
@@ -309,6 +322,35 @@ pub enum Verdict {
 /// [`Error::InvalidToken`] (401) for every reason a token is not accepted;
 /// the reason is logged, the client only learns that it was refused.
 pub fn verify(token: &str, keys: &Keys, now_secs: i64) -> Result<Verdict, Error> {
+    let (header, p64, signed, signature) = compact(token)?;
+    if header.alg == Alg::Unsupported {
+        return Err(invalid("the algorithm is not HS256, ES256 or RS256"));
+    }
+    let (user, exp) = check_claims(p64, now_secs)?;
+    if header.alg == Alg::Hs256 {
+        return match hs256_verifies(keys, header.kid.as_deref(), signed, &signature) {
+            None => Ok(Verdict::ValidIfAuthConfirms { user, exp }),
+            Some(true) => Ok(Verdict::Valid(user)),
+            Some(false) => Err(invalid("HS256 signature mismatch")),
+        };
+    }
+    Ok(match find_key(keys.jwks.as_ref(), &header)? {
+        Some(jwk) => {
+            Verdict::ValidIfSigned(user, signature_check(jwk, header.alg, signed, signature)?)
+        }
+        None => Verdict::UnknownKey,
+    })
+}
+
+/// A compact JWS taken apart: its header, its base64url claims, the bytes
+/// its signature covers, and the signature.
+pub(crate) type Compact<'a> = (Header, &'a str, &'a [u8], Vec<u8>);
+
+/// Takes a compact JWS apart ([`Compact`]). Shared with [`crate::oidc`].
+///
+/// # Errors
+/// [`Error::InvalidToken`] naming the part that is malformed.
+pub(crate) fn compact(token: &str) -> Result<Compact<'_>, Error> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(invalid("token too long"));
     }
@@ -322,25 +364,12 @@ pub fn verify(token: &str, keys: &Keys, now_secs: i64) -> Result<Verdict, Error>
     let signature = URL_SAFE_NO_PAD
         .decode(s64)
         .map_err(|_| invalid("bad signature encoding"))?;
-    let signed = &token.as_bytes()[..h64.len() + 1 + p64.len()];
-
-    if header.alg == Alg::Unsupported {
-        return Err(invalid("the algorithm is not HS256, ES256 or RS256"));
-    }
-    let (user, exp) = check_claims(p64, now_secs)?;
-    if header.alg == Alg::Hs256 {
-        return match hs256_verifies(keys, header.kid.as_deref(), signed, &signature) {
-            None => Ok(Verdict::ValidIfAuthConfirms { user, exp }),
-            Some(true) => Ok(Verdict::Valid(user)),
-            Some(false) => Err(invalid("HS256 signature mismatch")),
-        };
-    }
-    Ok(match find_key(keys, &header)? {
-        Some(jwk) => {
-            Verdict::ValidIfSigned(user, signature_check(jwk, header.alg, signed, signature)?)
-        }
-        None => Verdict::UnknownKey,
-    })
+    Ok((
+        header,
+        p64,
+        &token.as_bytes()[..h64.len() + 1 + p64.len()],
+        signature,
+    ))
 }
 
 /// Whether one of the HS256 secrets the token may be signed with (see the
@@ -415,13 +444,16 @@ pub(crate) fn decode_json<T: DeserializeOwned>(part: &str) -> Option<T> {
 /// The key for an asymmetric token; `None` when no key has its `kid` (or,
 /// without a `kid`, its key type). A key under the right `kid` but of the
 /// wrong type or algorithm is a refusal, not a miss: refetching cannot help.
-pub(crate) fn find_key<'a>(keys: &'a Keys, header: &Header) -> Result<Option<&'a Jwk>, Error> {
+pub(crate) fn find_key<'a>(
+    jwks: Option<&'a Jwks>,
+    header: &Header,
+) -> Result<Option<&'a Jwk>, Error> {
     let kty = if header.alg == Alg::Es256 {
         Kty::Ec
     } else {
         Kty::Rsa
     };
-    let Some(jwks) = keys.jwks.as_ref() else {
+    let Some(jwks) = jwks else {
         return Ok(None);
     };
     let mut named = jwks.keys.iter().filter(|k| match &header.kid {
