@@ -57,6 +57,8 @@ pub mod webhook;
 mod wasm;
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod testing;
 
 #[cfg(target_arch = "wasm32")]
