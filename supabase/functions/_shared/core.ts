@@ -71,6 +71,7 @@ function log(level: string, fn: string, message: string): void {
   const line = JSON.stringify({ level, fn, message });
   if (level === "error") console.error(line);
   else if (level === "warn") console.warn(line);
+  else if (level === "debug") console.debug(line);
   else console.log(line);
 }
 
@@ -201,7 +202,11 @@ export async function serve(name: string, req: Request): Promise<Response> {
     );
     return toResponse(await Promise.race([result, panicked]));
   } catch (error) {
-    if (!poisoned) {
+    if (req.signal.aborted) {
+      // The client went away (reading its body failed): nothing is wrong
+      // here, and no one will read the answer.
+      log("debug", name, `client disconnected: ${String(error).slice(0, 300)}`);
+    } else if (!poisoned) {
       log("error", name, `host error: ${String(error).slice(0, 300)}`);
     }
     return internalError();
