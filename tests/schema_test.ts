@@ -467,7 +467,11 @@ Deno.test(
         claims,
         (tx) => tx`select public.is_backup_admin(${ADMIN}::uuid) as admin`,
       );
-      assert.deepEqual({ ...noSub[0] }, { admin: false }, JSON.stringify(claims));
+      assert.deepEqual(
+        { ...noSub[0] },
+        { admin: false },
+        JSON.stringify(claims),
+      );
     }
     await asClient(
       sql,

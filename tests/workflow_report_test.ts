@@ -124,7 +124,7 @@ Deno.test("workflow: no uses:, no inlined secrets or inputs in scripts, minimal 
     /^\s*-?\s*uses:/m,
     "act must not need to fetch actions",
   );
-  assert.match(text, /^permissions:\n  id-token: write\n/m);
+  assert.match(text, /^permissions:\n {2}id-token: write\n/m);
   for (const { name, text: script } of workflowScripts()) {
     assert.doesNotMatch(
       script,
