@@ -18,8 +18,7 @@ use crate::github::OutboundRequest;
 use crate::http::Request;
 use crate::ports::Host;
 use crate::store::Store;
-use crate::token::{self, Jwks, Keys, User, Verdict};
-use serde::Deserialize;
+use crate::token::{self, Claims, Jwks, Keys, User, Verdict};
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
 use uuid::Uuid;
@@ -273,19 +272,16 @@ enum AuthAnswer {
     Unavailable(String),
 }
 
-/// The one member of Auth's user object that is used; the rest (email,
-/// metadata, identities) is not read.
-#[derive(Deserialize)]
-struct AuthUser {
-    id: String,
-}
-
 fn auth_answer(status: u16, body: &str) -> AuthAnswer {
     let why = format!("HTTP {status}");
     match status {
-        200 => match serde_json::from_str::<AuthUser>(body)
-            .ok()
-            .and_then(|user| Uuid::try_parse(&user.id).ok())
+        // Only the user's `id` is read (through token::Claims, whose other
+        // members a user object does not have); email, metadata and
+        // identities are not.
+        200 => match Some(body)
+            .filter(|b| b.trim_start().starts_with('{'))
+            .and_then(|b| serde_json::from_str::<Claims>(b).ok())
+            .and_then(|user| Uuid::try_parse(&user.id?).ok())
         {
             Some(id) => AuthAnswer::User(id),
             None => AuthAnswer::Unavailable(format!("{why} without a user id")),

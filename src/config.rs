@@ -38,7 +38,21 @@ fn required(env: &impl Env, name: &'static str) -> Result<String, Error> {
 /// [`Error::Config`] naming the first missing or malformed setting.
 pub fn github(env: &impl Env) -> Result<GitHubConfig, Error> {
     let token = required(env, "GITHUB_TOKEN")?;
-    let repository = repository(env)?;
+    let repository = required(env, "GITHUB_REPOSITORY")?;
+    let valid_part = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    match repository.split_once('/') {
+        Some((owner, name)) if valid_part(owner) && valid_part(name) => {}
+        _ => {
+            return Err(Error::Config {
+                setting: "GITHUB_REPOSITORY",
+                message: "must be owner/name".into(),
+            })
+        }
+    }
     let api_url = get(env, "GITHUB_API_URL")
         .unwrap_or_else(|| "https://api.github.com".into())
         .trim_end_matches('/')
@@ -49,34 +63,6 @@ pub fn github(env: &impl Env) -> Result<GitHubConfig, Error> {
             message: "must be an http(s) URL".into(),
         });
     }
-    Ok(GitHubConfig {
-        api_url,
-        repository,
-        workflow: workflow(env)?,
-        workflow_ref: workflow_ref(env),
-        token,
-    })
-}
-
-/// `GITHUB_REPOSITORY`, `owner/name`.
-fn repository(env: &impl Env) -> Result<String, Error> {
-    let repository = required(env, "GITHUB_REPOSITORY")?;
-    let valid_part = |p: &str| {
-        !p.is_empty()
-            && p.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    };
-    match repository.split_once('/') {
-        Some((owner, name)) if valid_part(owner) && valid_part(name) => Ok(repository),
-        _ => Err(Error::Config {
-            setting: "GITHUB_REPOSITORY",
-            message: "must be owner/name".into(),
-        }),
-    }
-}
-
-/// `BACKUP_WORKFLOW`, default `backup.yml`.
-fn workflow(env: &impl Env) -> Result<String, Error> {
     let workflow = get(env, "BACKUP_WORKFLOW").unwrap_or_else(|| "backup.yml".into());
     if !workflow
         .chars()
@@ -87,12 +73,13 @@ fn workflow(env: &impl Env) -> Result<String, Error> {
             message: "must be a workflow file name or id".into(),
         });
     }
-    Ok(workflow)
-}
-
-/// `BACKUP_WORKFLOW_REF`, default `main`.
-fn workflow_ref(env: &impl Env) -> String {
-    get(env, "BACKUP_WORKFLOW_REF").unwrap_or_else(|| "main".into())
+    Ok(GitHubConfig {
+        api_url,
+        repository,
+        workflow,
+        workflow_ref: get(env, "BACKUP_WORKFLOW_REF").unwrap_or_else(|| "main".into()),
+        token,
+    })
 }
 
 /// How `finalize-backup` authenticates a report (`BACKUP_REPORT_AUTH`).
@@ -137,29 +124,22 @@ pub fn report_auth(env: &impl Env) -> Result<ReportAuth, Error> {
 
 /// What a report's GitHub OIDC token must say: `GITHUB_OIDC_ISSUER`
 /// (default GitHub's), the audience `{SUPABASE_URL}/functions/v1/finalize-backup`,
-/// `GITHUB_REPOSITORY`, `BACKUP_WORKFLOW` (a file name here) and
-/// `BACKUP_WORKFLOW_REF` (a branch, or a full `refs/...`).
+/// and the repository, workflow file and ref of [`github`] (the same
+/// settings `trigger-backup` dispatches with; a branch name becomes
+/// `refs/heads/...`).
 ///
 /// # Errors
 /// [`Error::Config`] naming the first missing or malformed setting.
 pub fn oidc(env: &impl Env) -> Result<Expected, Error> {
-    let issuer = get(env, "GITHUB_OIDC_ISSUER")
-        .unwrap_or_else(|| GITHUB_OIDC_ISSUER.into())
-        .trim_end_matches('/')
-        .to_string();
-    if !(issuer.starts_with("https://") || issuer.starts_with("http://")) {
-        return Err(Error::Config {
-            setting: "GITHUB_OIDC_ISSUER",
-            message: "must be an http(s) URL".into(),
-        });
-    }
+    let issuer = get(env, "GITHUB_OIDC_ISSUER").unwrap_or_else(|| GITHUB_OIDC_ISSUER.into());
     let project = required(env, "SUPABASE_URL")?;
-    let git_ref = workflow_ref(env);
+    let github = github(env)?;
+    let git_ref = github.workflow_ref;
     Ok(Expected {
         issuer,
         audience: project.trim_end_matches('/').to_string() + "/functions/v1/finalize-backup",
-        repository: repository(env)?,
-        workflow: workflow(env)?,
+        repository: github.repository,
+        workflow: github.workflow,
         git_ref: if git_ref.starts_with("refs/") {
             git_ref
         } else {

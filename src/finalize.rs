@@ -69,11 +69,12 @@ pub async fn handle(
 fn hex_sha256(body: &[u8]) -> String {
     // By hand: `format!("{:02x}")` would pull the formatting machinery in.
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    Sha256::digest(body)
-        .iter()
-        .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]])
-        .map(char::from)
-        .collect()
+    let mut hex = String::with_capacity(64);
+    for b in Sha256::digest(body) {
+        hex.push(char::from(HEX[usize::from(b >> 4)]));
+        hex.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    hex
 }
 
 /// The answer to a report: which run, its status now, whether it changed.

@@ -42,7 +42,7 @@ const EVENTS: [&str; 2] = ["workflow_dispatch", "schedule"];
 /// What a token must say (from the settings, [`config::oidc`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Expected {
-    /// `iss`, without a trailing slash.
+    /// `iss`, exactly as tokens name it.
     pub issuer: String,
     /// `aud`: the URL of `finalize-backup`, as the workflow asks for it.
     pub audience: String,
@@ -114,7 +114,7 @@ impl Refusal {
     /// The message of the 401. The code says which claim failed; neither
     /// says what the token held.
     pub fn message(self) -> &'static str {
-        "the GitHub OIDC token was refused; the code names the claim that failed"
+        "the GitHub OIDC token was refused (see the code)"
     }
 }
 
@@ -176,7 +176,7 @@ pub fn verify(
 }
 
 fn check_claims(c: &Claims, want: &Expected, now: i64) -> Result<RunIdentity, Refusal> {
-    if c.iss.as_deref().map(|i| i.trim_end_matches('/')) != Some(want.issuer.as_str()) {
+    if c.iss.as_deref() != Some(want.issuer.as_str()) {
         return Err(Refusal::Iss);
     }
     if !c.aud.as_ref().is_some_and(|a| a.includes(&want.audience)) {
@@ -293,9 +293,7 @@ pub async fn authenticate_report<'r>(
     let webhook_id = req
         .header("webhook-id")
         .filter(|id| !id.is_empty() && id.len() <= 256)
-        .ok_or_else(|| {
-            Error::parameter("webhook-id", "the header (1 to 256 characters) is required")
-        })?;
+        .ok_or_else(|| Error::parameter("webhook-id", "is required"))?;
     let run = match mode {
         ReportAuth::Webhook => None,
         ReportAuth::Oidc | ReportAuth::Both => Some(run_of(host, req, &config::oidc(host)?).await?),

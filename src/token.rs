@@ -179,20 +179,26 @@ impl std::fmt::Debug for Keys {
     }
 }
 
-/// The JOSE header; other members (`typ`, ...) are ignored.
-#[derive(Deserialize)]
+/// The JOSE header members used; others (`typ`, ...) are ignored. Read
+/// through [`Claims`], whose `alg` must be present.
 pub(crate) struct Header {
     pub(crate) alg: Alg,
     pub(crate) kid: Option<String>,
 }
 
-/// The claims of both kinds of token checked here: user tokens (this
-/// module) and GitHub's OIDC tokens ([`crate::oidc`]). One struct for both,
-/// because each struct serde reads is its own copy of the JSON visitor in
-/// the module. The others are ignored. A claim of the wrong JSON type makes
-/// the claims unreadable ("bad claims").
+/// The members read from either part of a token, the JOSE header (`alg`,
+/// `kid`) and the claims, of both kinds of token checked here: user tokens
+/// (this module) and GitHub's OIDC tokens ([`crate::oidc`]). One struct for
+/// all four, because each struct serde reads is its own copy of the JSON
+/// visitor in the module (about 1 KB gzipped each). Other members are
+/// ignored; one of the wrong JSON type makes the part unreadable ("bad
+/// header", "bad claims"). For the same reason [`crate::auth`] reads the
+/// `id` of Supabase Auth's user object through it.
 #[derive(Deserialize)]
 pub(crate) struct Claims {
+    alg: Option<Alg>,
+    kid: Option<String>,
+    pub(crate) id: Option<String>,
     /// NumericDate: seconds, fractions allowed.
     pub(crate) exp: Option<f64>,
     pub(crate) nbf: Option<f64>,
@@ -360,7 +366,14 @@ pub(crate) fn compact(token: &str) -> Result<Compact<'_>, Error> {
     else {
         return Err(invalid("not a compact JWS"));
     };
-    let header: Header = decode_json(h64).ok_or_else(|| invalid("bad header"))?;
+    let header = decode_json::<Claims>(h64)
+        .and_then(|h| {
+            Some(Header {
+                alg: h.alg?,
+                kid: h.kid,
+            })
+        })
+        .ok_or_else(|| invalid("bad header"))?;
     let signature = URL_SAFE_NO_PAD
         .decode(s64)
         .map_err(|_| invalid("bad signature encoding"))?;

@@ -144,7 +144,7 @@ Deno.test("finalize-backup in oidc mode refuses a token for another repository, 
       assert.equal(r.body.error.code, code);
       assert.equal(
         r.body.error.message,
-        "the GitHub OIDC token was refused; the code names the claim that failed",
+        "the GitHub OIDC token was refused (see the code)",
       );
     }
     const good = await mint({});
