@@ -451,7 +451,7 @@ Deno.test(
 
       // ...until the sweep asks GitHub (no grace period for the report here).
       await e.history.sql`update backup_settings set report_grace_seconds = 0`;
-      const body = "{}";
+      const body = JSON.stringify({ sweep: true });
       const sweep = await fetch(e.stack.fn("reconcile-backups"), {
         method: "POST",
         headers: await webhookHeaders(body),
