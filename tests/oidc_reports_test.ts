@@ -251,3 +251,33 @@ Deno.test("a lowercase method is answered 405, not served as POST", async () => 
     assert.equal(await status(ctx, id), "in_progress");
   });
 });
+
+Deno.test("a client that disconnects mid-body is logged at debug level, not as an error", async () => {
+  const stack = await startStack({
+    databaseUrl: "postgres://127.0.0.1:9/none",
+  });
+  try {
+    const { port } = new URL(stack.url);
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: +port });
+    await conn.write(new TextEncoder().encode(
+      "POST /functions/v1/finalize-backup HTTP/1.1\r\nhost: x\r\n" +
+        'content-type: application/json\r\ncontent-length: 5000\r\n\r\n{"ev',
+    ));
+    await new Promise((r) => setTimeout(r, 200));
+    conn.close();
+    const deadline = Date.now() + 5_000;
+    while (!stack.output().includes("client disconnected")) {
+      assert.ok(Date.now() < deadline, stack.output());
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const lines = stack.output().split("\n").filter((l) => l.startsWith("{"));
+    const logged = lines.map((l) => JSON.parse(l));
+    assert.deepEqual(
+      logged.filter((l) => l.fn === "finalize-backup").map((l) => l.level),
+      ["debug"],
+      stack.output(),
+    );
+  } finally {
+    await stack.close();
+  }
+});

@@ -194,7 +194,16 @@ function toResponse(r: CoreResponse): Response {
 export async function serve(name: string, req: Request): Promise<Response> {
   try {
     ready();
-    const body = await readBody(req, maxBodyBytes());
+    let body: Uint8Array;
+    try {
+      body = await readBody(req, maxBodyBytes());
+    } catch (error) {
+      // Reading the body fails when the client goes away mid-request (or
+      // sends a broken stream): nothing is wrong here, and no one will
+      // read the answer.
+      log("debug", name, `client disconnected: ${String(error).slice(0, 300)}`);
+      return internalError();
+    }
     const result = handle(
       name,
       { method: req.method, url: req.url, headers: [...req.headers], body },
@@ -202,11 +211,7 @@ export async function serve(name: string, req: Request): Promise<Response> {
     );
     return toResponse(await Promise.race([result, panicked]));
   } catch (error) {
-    if (req.signal.aborted) {
-      // The client went away (reading its body failed): nothing is wrong
-      // here, and no one will read the answer.
-      log("debug", name, `client disconnected: ${String(error).slice(0, 300)}`);
-    } else if (!poisoned) {
+    if (!poisoned) {
       log("error", name, `host error: ${String(error).slice(0, 300)}`);
     }
     return internalError();
