@@ -225,6 +225,12 @@ export async function startDev(opts: DevOptions = {}): Promise<Dev> {
       GITHUB_REPOSITORY: "local/backup-demo",
       GITHUB_API_URL: github.url,
       ALLOWED_ORIGINS: url,
+      // Reports bound to their run, as deployed (BACKUP_REPORT_AUTH=both):
+      // the stand-in is the OIDC issuer, and the audience is this URL's
+      // finalize-backup.
+      SUPABASE_URL: url,
+      GITHUB_OIDC_ISSUER: github.oidcIssuer,
+      BACKUP_REPORT_AUTH: Deno.env.get("BACKUP_REPORT_AUTH") || "both",
     };
     for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
     const accessToken = await userToken(DEV_ADMIN_ID, {
@@ -291,7 +297,9 @@ Try it (the token is valid for 7 days):
   # The history
   curl -s "${url}/functions/v1/backup-status?limit=5" -H "Authorization: Bearer $TOKEN"
 
-  # A signed report, made the way the workflow makes it (openssl + curl)
+  # A signed report, made the way the workflow makes it (openssl + curl).
+  # Accepted as is when dev runs with BACKUP_REPORT_AUTH=webhook; by default
+  # (both) it also needs GitHub's OIDC token, which only the run itself gets.
   SECRET='${DEV_WEBHOOK_SECRET}'
   BODY='{"event":"cancelled","dispatch_id":"'$ID'","workflow_run_id":1000,"run_attempt":1,"error_text":"cancelled by hand"}'
   MSG="msg_$(date +%s%N)"; TS="$(date +%s)"

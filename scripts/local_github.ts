@@ -57,6 +57,20 @@ export interface ActOptions {
   echo?: boolean;
   /** Repository full name used for scheduled runs started with startScheduledRun(). */
   repo?: string;
+  /** Give each run ACTIONS_ID_TOKEN_REQUEST_URL/_TOKEN, as GitHub does for
+   * a job with `permissions: id-token: write`; default true. false: a
+   * GitHub without OIDC (GitHub Enterprise Server without it). */
+  oidc?: boolean;
+}
+
+/** Claims and header members of a token minted with `mintOidcToken`. */
+export interface OidcTokenOptions {
+  /** Claims to set (or, with null, to drop) over those of `runId`'s run. */
+  claims?: Record<string, unknown>;
+  /** JOSE header members over `{alg: "RS256", kid, typ: "JWT"}`. */
+  header?: Record<string, unknown>;
+  /** Sign with a key the issuer does not publish. */
+  foreignKey?: boolean;
 }
 
 export type RunConclusion = "success" | "failure" | "cancelled";
@@ -96,6 +110,17 @@ export interface LocalGitHub {
   runLog(runId: number): string;
   /** Starts `act schedule` (a run without dispatch id); returns its run id. */
   startScheduledRun(): Promise<number>;
+  /** The OIDC issuer this stand-in serves (`GITHUB_OIDC_ISSUER`): its
+   * `/.well-known/jwks`, `/.well-known/openid-configuration`, and the
+   * token endpoint a run's ACTIONS_ID_TOKEN_REQUEST_URL points at. */
+  oidcIssuer: string;
+  /** An RS256 token as GitHub mints it for run `runId` (which must exist),
+   * for `audience`, with `opts` changing claims, header or key. */
+  mintOidcToken(
+    runId: number,
+    audience: string,
+    opts?: OidcTokenOptions,
+  ): Promise<string>;
   /**
    * Cancels a running act run. SIGINT (default) is a GitHub-style cancel:
    * act kills the running step and still runs `if: always()` /
@@ -202,6 +227,96 @@ export async function startLocalGitHub(
 
   let url = "";
   const now = () => new Date().toISOString().replace(/\.\d+Z$/, "Z");
+
+  // The OIDC issuer: one published signing key, and one that is not (to
+  // sign tokens the issuer never issued). Request tokens name their run.
+  const rsa = {
+    name: "RSASSA-PKCS1-v1_5",
+    modulusLength: 2048,
+    publicExponent: new Uint8Array([1, 0, 1]),
+    hash: "SHA-256",
+  };
+  const oidcKey = await crypto.subtle.generateKey(rsa, true, [
+    "sign",
+    "verify",
+  ]) as CryptoKeyPair;
+  const foreignKey = await crypto.subtle.generateKey(rsa, true, [
+    "sign",
+    "verify",
+  ]) as CryptoKeyPair;
+  const oidcKid = "local-github-1";
+  const publicJwk = await crypto.subtle.exportKey("jwk", oidcKey.publicKey);
+  const requestTokens = new Map<string, number>();
+  const b64url = (bytes: Uint8Array) =>
+    btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(
+      /\//g,
+      "_",
+    ).replace(/=+$/, "");
+  const text64 = (v: unknown) =>
+    b64url(new TextEncoder().encode(JSON.stringify(v)));
+
+  async function mintOidcToken(
+    runId: number,
+    audience: string,
+    opts: OidcTokenOptions = {},
+  ): Promise<string> {
+    const run = runs.get(runId);
+    if (!run) throw new Error(`no run ${runId}`);
+    const repo = (run.repository as { full_name: string }).full_name;
+    const ref = `refs/heads/${run.head_branch}`;
+    const t = Math.floor(Date.now() / 1000);
+    const claims: Record<string, unknown> = {
+      jti: crypto.randomUUID(),
+      sub: `repo:${repo}:ref:${ref}`,
+      aud: audience,
+      ref,
+      sha: run.head_sha,
+      repository: repo,
+      repository_owner: repo.split("/")[0],
+      run_id: String(runId),
+      run_number: String(run.run_number),
+      run_attempt: String(run.run_attempt),
+      actor: "local",
+      workflow: run.name,
+      workflow_ref: `${repo}/${workflowRel}@${ref}`,
+      event_name: run.event,
+      ref_type: "branch",
+      iss: gh.oidcIssuer,
+      nbf: t - 5,
+      iat: t - 5,
+      exp: t + 300,
+    };
+    for (const [k, v] of Object.entries(opts.claims ?? {})) {
+      if (v === null) delete claims[k];
+      else claims[k] = v;
+    }
+    const header = {
+      alg: "RS256",
+      kid: oidcKid,
+      typ: "JWT",
+      ...opts.header,
+    };
+    const signed = `${text64(header)}.${text64(claims)}`;
+    const key = opts.foreignKey ? foreignKey : oidcKey;
+    const sig = await crypto.subtle.sign(
+      "RSASSA-PKCS1-v1_5",
+      key.privateKey,
+      new TextEncoder().encode(signed),
+    );
+    return `${signed}.${b64url(new Uint8Array(sig))}`;
+  }
+
+  /** GitHub's token endpoint: `GET ?audience=` with the run's request token. */
+  async function oidcToken(req: Request): Promise<Response> {
+    const auth = req.headers.get("authorization") ?? "";
+    const runId = requestTokens.get(auth.replace(/^bearer /i, ""));
+    if (runId === undefined) {
+      return json(401, { message: "Bad credentials", status: "401" });
+    }
+    const audience = new URL(req.url).searchParams.get("audience") ??
+      gh.oidcIssuer;
+    return json(200, { value: await mintOidcToken(runId, audience) });
+  }
 
   function registerRun(
     repo: string,
@@ -322,6 +437,16 @@ export async function startLocalGitHub(
       if (v) env[name] = v;
     }
     Object.assign(env, act.env ?? {});
+    if (act.oidc ?? true) {
+      const requestToken = crypto.randomUUID();
+      requestTokens.set(requestToken, runId);
+      args.push(
+        "--env",
+        `ACTIONS_ID_TOKEN_REQUEST_URL=${url}/oidc/token?api-version=2.0`,
+        "--env",
+        `ACTIONS_ID_TOKEN_REQUEST_TOKEN=${requestToken}`,
+      );
+    }
     // setsid: act leads its own process group, so SIGKILL can take down
     // everything it started (a lost runner), and nothing outlives close().
     const child = new Deno.Command("setsid", {
@@ -464,6 +589,8 @@ export async function startLocalGitHub(
 
   const gh: LocalGitHub = {
     url: "",
+    oidcIssuer: "",
+    mintOidcToken,
     dispatches,
     runs,
     requests,
@@ -535,6 +662,30 @@ export async function startLocalGitHub(
   }, async (req) => {
     const path = new URL(req.url).pathname;
     requests.push({ method: req.method, path });
+    if (req.method === "GET" && path === "/oidc/.well-known/jwks") {
+      return json(200, {
+        keys: [{
+          kty: "RSA",
+          kid: oidcKid,
+          alg: "RS256",
+          use: "sig",
+          n: publicJwk.n,
+          e: publicJwk.e,
+        }],
+      });
+    }
+    if (
+      req.method === "GET" && path === "/oidc/.well-known/openid-configuration"
+    ) {
+      return json(200, {
+        issuer: gh.oidcIssuer,
+        jwks_uri: `${gh.oidcIssuer}/.well-known/jwks`,
+        subject_types_supported: ["public", "pairwise"],
+        response_types_supported: ["id_token"],
+        id_token_signing_alg_values_supported: ["RS256"],
+      });
+    }
+    if (req.method === "GET" && path === "/oidc/token") return oidcToken(req);
     let m = path.match(DISPATCH_RE);
     if (m) {
       if (req.method !== "POST") return notFound();
@@ -579,6 +730,7 @@ export async function startLocalGitHub(
   });
   url = `http://127.0.0.1:${server.addr.port}`;
   gh.url = url;
+  gh.oidcIssuer = `${url}/oidc`;
   return gh;
 }
 

@@ -18,8 +18,7 @@ use crate::github::OutboundRequest;
 use crate::http::Request;
 use crate::ports::Host;
 use crate::store::Store;
-use crate::token::{self, Jwks, Keys, User, Verdict};
-use serde::Deserialize;
+use crate::token::{self, Claims, Jwks, Keys, User, Verdict};
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
 use uuid::Uuid;
@@ -47,7 +46,9 @@ struct Fetched {
 }
 
 thread_local! {
-    static FETCHED: RefCell<Option<Fetched>> = const { RefCell::new(None) };
+    // One entry per key set URL: the project's, and GitHub's OIDC issuer's
+    // (crate::oidc), each fetched, cached and refetched by the same rules.
+    static FETCHED: RefCell<Vec<Fetched>> = const { RefCell::new(Vec::new()) };
     // (SHA-256 of a token Auth confirmed, its user, remembered until). A
     // scan of at most CONFIRMED_MAX entries costs less than a HashMap's
     // share of the module.
@@ -119,29 +120,32 @@ fn with_fetched(keys: &mut Keys, injected: usize, fetched: Option<Jwks>) {
     jwks.keys.extend(fetched.keys);
 }
 
-/// The fetched key set, unless it is older than [`JWKS_TTL_MS`].
-fn fetched_jwks(url: &str, now: i64) -> Option<Jwks> {
+/// The key set fetched from `url`, unless it is older than [`JWKS_TTL_MS`].
+pub(crate) fn fetched_jwks(url: &str, now: i64) -> Option<Jwks> {
     FETCHED.with(|f| {
         f.borrow()
-            .as_ref()
-            .filter(|f| f.url == url)
+            .iter()
+            .find(|f| f.url == url)
             .and_then(|f| f.jwks.as_ref())
             .filter(|(_, at)| now - at < JWKS_TTL_MS)
             .and_then(|(text, _)| Jwks::parse(text).ok())
     })
 }
 
-/// Fetches the key set, unless the last attempt was less than
+/// Fetches the key set at `url`, unless the last attempt was less than
 /// [`JWKS_REFETCH_MS`] ago: then the token stays unverifiable, which is a
 /// 401 if that attempt found a key set, and a 502 if it failed.
-async fn refetch_jwks(host: &impl Host, url: &str) -> Result<Jwks, Error> {
+///
+/// # Errors
+/// [`Error::InvalidToken`] (401) and [`Error::Upstream`] (502) as above.
+pub(crate) async fn refetch_jwks(host: &impl Host, url: &str) -> Result<Jwks, Error> {
     let now = host.now_ms();
     // The attempt is claimed before the fetch (nothing awaits in between),
     // so that requests arriving while it runs do not fetch too; until it
     // succeeds it counts as failed, a 502 they may retry.
     FETCHED.with(|f| {
         let mut f = f.borrow_mut();
-        match f.as_mut().filter(|f| f.url == url) {
+        match f.iter_mut().find(|f| f.url == url) {
             Some(f) if now - f.attempt.0 < JWKS_REFETCH_MS => Err(if f.attempt.1 {
                 Error::Upstream("the JWKS endpoint failed (or is being asked) <1 min ago".into())
             } else {
@@ -152,7 +156,7 @@ async fn refetch_jwks(host: &impl Host, url: &str) -> Result<Jwks, Error> {
                 Ok(())
             }
             None => {
-                *f = Some(Fetched {
+                f.push(Fetched {
                     url: url.to_string(),
                     jwks: None,
                     attempt: (now, true),
@@ -163,7 +167,7 @@ async fn refetch_jwks(host: &impl Host, url: &str) -> Result<Jwks, Error> {
     })?;
     let result = fetch_jwks(host, url).await;
     FETCHED.with(|f| {
-        if let Some(f) = f.borrow_mut().as_mut().filter(|f| f.url == url) {
+        if let Some(f) = f.borrow_mut().iter_mut().find(|f| f.url == url) {
             if let Ok((_, text)) = &result {
                 f.jwks = Some((text.clone(), now));
                 f.attempt.1 = false;
@@ -268,19 +272,16 @@ enum AuthAnswer {
     Unavailable(String),
 }
 
-/// The one member of Auth's user object that is used; the rest (email,
-/// metadata, identities) is not read.
-#[derive(Deserialize)]
-struct AuthUser {
-    id: String,
-}
-
 fn auth_answer(status: u16, body: &str) -> AuthAnswer {
     let why = format!("HTTP {status}");
     match status {
-        200 => match serde_json::from_str::<AuthUser>(body)
-            .ok()
-            .and_then(|user| Uuid::try_parse(&user.id).ok())
+        // Only the user's `id` is read (through token::Claims, whose other
+        // members a user object does not have); email, metadata and
+        // identities are not.
+        200 => match Some(body)
+            .filter(|b| b.trim_start().starts_with('{'))
+            .and_then(|b| serde_json::from_str::<Claims>(b).ok())
+            .and_then(|user| Uuid::try_parse(&user.id?).ok())
         {
             Some(id) => AuthAnswer::User(id),
             None => AuthAnswer::Unavailable(format!("{why} without a user id")),

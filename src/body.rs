@@ -29,7 +29,13 @@ pub fn parse<T: FromJsonObject>(
     rule: impl Fn(&str) -> &'static str,
 ) -> Result<T, Error> {
     let failed = FailedMember::new(None);
-    let mut de = serde_json::Deserializer::from_slice(body);
+    // From a str, not a slice: serde_json's parser is generic over its
+    // input, and every other JSON in the module is read from a str, so a
+    // slice reader would be a second copy of the whole parser (about 3 KB
+    // gzipped). JSON is UTF-8; a body that is not cannot be an object.
+    let text = std::str::from_utf8(body)
+        .map_err(|_| Error::InvalidBody("the body must be a JSON object".into()))?;
+    let mut de = serde_json::Deserializer::from_str(text);
     let parsed = serde::de::DeserializeSeed::deserialize(T::seed(&failed), &mut de)
         .and_then(|t| de.end().map(|()| t));
     parsed.map_err(|e| match failed.get() {

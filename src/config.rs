@@ -7,6 +7,7 @@
 use crate::error::Error;
 use crate::github::GitHubConfig;
 use crate::http::Cors;
+use crate::oidc::{Expected, GITHUB_OIDC_ISSUER};
 use crate::webhook::WebhookSecret;
 use serde::Deserialize;
 
@@ -77,6 +78,72 @@ pub fn github(env: &impl Env) -> Result<GitHubConfig, Error> {
         workflow,
         workflow_ref: get(env, "BACKUP_WORKFLOW_REF").unwrap_or_else(|| "main".into()),
         token,
+    })
+}
+
+/// How `finalize-backup` authenticates a report (`BACKUP_REPORT_AUTH`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportAuth {
+    /// The Standard Webhooks signature only (`webhook`): for GitHub
+    /// Enterprise Server without OIDC.
+    Webhook,
+    /// GitHub's OIDC token only (`oidc`): no secret in GitHub at all.
+    Oidc,
+    /// Both required (`both`, the default: the shipped workflow sends both).
+    Both,
+}
+
+impl ReportAuth {
+    /// Whether a webhook signature is required.
+    pub fn webhook(self) -> bool {
+        self != ReportAuth::Oidc
+    }
+
+    /// Whether a GitHub OIDC token is required.
+    pub fn oidc(self) -> bool {
+        self != ReportAuth::Webhook
+    }
+}
+
+/// `BACKUP_REPORT_AUTH`: `webhook`, `oidc` or `both` (default).
+///
+/// # Errors
+/// [`Error::Config`] naming it for any other value.
+pub fn report_auth(env: &impl Env) -> Result<ReportAuth, Error> {
+    match get(env, "BACKUP_REPORT_AUTH").as_deref() {
+        None | Some("both") => Ok(ReportAuth::Both),
+        Some("webhook") => Ok(ReportAuth::Webhook),
+        Some("oidc") => Ok(ReportAuth::Oidc),
+        Some(_) => Err(Error::Config {
+            setting: "BACKUP_REPORT_AUTH",
+            message: "must be webhook, oidc or both".into(),
+        }),
+    }
+}
+
+/// What a report's GitHub OIDC token must say: `GITHUB_OIDC_ISSUER`
+/// (default GitHub's), the audience `{SUPABASE_URL}/functions/v1/finalize-backup`,
+/// and the repository, workflow file and ref of [`github`] (the same
+/// settings `trigger-backup` dispatches with; a branch name becomes
+/// `refs/heads/...`).
+///
+/// # Errors
+/// [`Error::Config`] naming the first missing or malformed setting.
+pub fn oidc(env: &impl Env) -> Result<Expected, Error> {
+    let issuer = get(env, "GITHUB_OIDC_ISSUER").unwrap_or_else(|| GITHUB_OIDC_ISSUER.into());
+    let project = required(env, "SUPABASE_URL")?;
+    let github = github(env)?;
+    let git_ref = github.workflow_ref;
+    Ok(Expected {
+        issuer,
+        audience: project.trim_end_matches('/').to_string() + "/functions/v1/finalize-backup",
+        repository: github.repository,
+        workflow: github.workflow,
+        git_ref: if git_ref.starts_with("refs/") {
+            git_ref
+        } else {
+            "refs/heads/".to_string() + &git_ref
+        },
     })
 }
 

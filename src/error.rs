@@ -25,6 +25,9 @@ pub enum Error {
     InvalidToken(String),
     /// 401: the webhook signature headers are missing, stale or wrong.
     InvalidSignature(String),
+    /// 401: the report's GitHub OIDC token is refused; names the claim (or
+    /// the part of the token) that failed, never its content.
+    OidcRefused(crate::oidc::Refusal),
     /// 403: the user is authenticated but not a backup admin.
     NotAdmin,
     /// 403: a CORS preflight from an origin not in ALLOWED_ORIGINS.
@@ -41,6 +44,8 @@ pub enum Error {
     StaleAttempt { reported: u32, current: u32 },
     /// 409: the run's state does not allow this report.
     IllegalTransition(String),
+    /// 409: this `webhook-id` was delivered before with another body.
+    WebhookIdReused,
     /// 413: the body is larger than the endpoint accepts.
     PayloadTooLarge { limit: usize },
     /// 415: the body is not `application/json`.
@@ -83,13 +88,17 @@ impl Error {
             Error::InvalidField { .. } | Error::InvalidBody(_) | Error::InvalidParameter { .. } => {
                 400
             }
-            Error::MissingToken | Error::InvalidToken(_) | Error::InvalidSignature(_) => 401,
+            Error::MissingToken
+            | Error::InvalidToken(_)
+            | Error::InvalidSignature(_)
+            | Error::OidcRefused(_) => 401,
             Error::NotAdmin | Error::OriginNotAllowed => 403,
             Error::UnknownDispatchId | Error::NotFound => 404,
             Error::MethodNotAllowed { .. } => 405,
             Error::BackupInProgress { .. }
             | Error::StaleAttempt { .. }
-            | Error::IllegalTransition(_) => 409,
+            | Error::IllegalTransition(_)
+            | Error::WebhookIdReused => 409,
             Error::PayloadTooLarge { .. } => 413,
             Error::UnsupportedMediaType => 415,
             Error::Config { .. } | Error::Internal(_) => 500,
@@ -107,6 +116,7 @@ impl Error {
             Error::MissingToken => "missing_token",
             Error::InvalidToken(_) => "invalid_token",
             Error::InvalidSignature(_) => "invalid_signature",
+            Error::OidcRefused(refusal) => refusal.code(),
             Error::NotAdmin => "not_admin",
             Error::OriginNotAllowed => "origin_not_allowed",
             Error::UnknownDispatchId => "unknown_dispatch_id",
@@ -115,6 +125,7 @@ impl Error {
             Error::BackupInProgress { .. } => "backup_in_progress",
             Error::StaleAttempt { .. } => "stale_attempt",
             Error::IllegalTransition(_) => "illegal_transition",
+            Error::WebhookIdReused => "webhook_id_reused",
             Error::PayloadTooLarge { .. } => "payload_too_large",
             Error::UnsupportedMediaType => "unsupported_media_type",
             Error::Config { .. } => "config_missing",
@@ -135,6 +146,7 @@ impl Error {
             Error::MissingToken => "Authorization: Bearer <access token> is required".into(),
             Error::InvalidToken(_) => "the access token is invalid or expired".into(),
             Error::InvalidSignature(m) => m.clone(),
+            Error::OidcRefused(refusal) => refusal.message().into(),
             Error::NotAdmin => "this user is not a backup admin".into(),
             Error::OriginNotAllowed => "this origin is not allowed".into(),
             Error::UnknownDispatchId => "no backup run has this dispatch_id".into(),
@@ -145,6 +157,9 @@ impl Error {
                 format!("run_attempt {reported} is older than the recorded attempt {current}")
             }
             Error::IllegalTransition(m) => m.clone(),
+            Error::WebhookIdReused => {
+                "this webhook-id was delivered before with another body".into()
+            }
             Error::PayloadTooLarge { limit } => format!("the body exceeds {limit} bytes"),
             Error::UnsupportedMediaType => "the body must be application/json".into(),
             Error::Config { setting, message } => {

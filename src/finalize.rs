@@ -1,8 +1,10 @@
 //! `POST /functions/v1/finalize-backup`: the one endpoint the workflow calls.
 //!
-//! Parse, apply, encode: verify the Standard Webhooks signature, validate
-//! the report, recognise a retried delivery by its `webhook-id`, then apply
-//! the report through the state machine in `run.rs`.
+//! Parse, apply, encode: authenticate the report as `BACKUP_REPORT_AUTH`
+//! asks (the Standard Webhooks signature, GitHub's OIDC token naming this
+//! very run, or both: [`crate::oidc`]), validate the report, recognise a
+//! retried delivery by its `webhook-id` and body hash, then apply the report
+//! through the state machine in `run.rs`.
 //!
 //! Most reports find their run in progress in the reported attempt: then
 //! the decision is made before reading (what [`run::apply_report`] makes of
@@ -13,17 +15,18 @@
 //! is read and decided in full, and written guarded by the state it was
 //! decided from.
 
-use crate::config;
 use crate::dispatch_id::DispatchId;
 use crate::error::Error;
 use crate::http::{Request, Response};
+use crate::oidc;
 use crate::ports::{DbError, Host, Level};
 use crate::report::{Event, Report};
 use crate::retention;
 use crate::run::{self, Outcome, Run, Status, TriggerSource};
-use crate::store::{in_progress_error, Started, Store, ONE_IN_PROGRESS};
+use crate::store::{in_progress_error, Delivered, Delivery, Started, Store, ONE_IN_PROGRESS};
 use serde::Serialize;
 use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
 
 /// Serves the endpoint; `app` has already checked the method and answered
 /// CORS preflights.
@@ -36,22 +39,28 @@ pub async fn handle(
     req: &Request,
 ) -> Result<Response, Error> {
     req.check_size()?;
-    config::webhook_secret(host)?.verify_request(req, host.now_ms() / 1000)?;
+    let (run_of_token, webhook_id) = oidc::authenticate_report(host, req).await?;
     req.require_json()?;
     let report = Report::parse(&req.body)?;
-    // verify() refused a missing id, and one over the 256 bytes that
-    // backup_report_deliveries keeps, so this is present and fits.
-    let webhook_id = req.header("webhook-id").unwrap_or_default();
+    if let Some(run) = run_of_token {
+        run.binds(&report)?;
+    }
+    let body_sha256 = hex_sha256(&req.body);
+    let delivery = Delivery {
+        id: webhook_id,
+        body_sha256: &body_sha256,
+    };
     if report.event == Event::Pruned {
         return pruned(store, &report).await;
     }
 
     let Some(id) = report.dispatch_id else {
         // A scheduled run's registration.
-        if let Some((run, Some(_))) = store.read_for_report(None, webhook_id).await? {
+        if let Some((run, Some(seen))) = store.read_for_report(None, webhook_id).await? {
+            retry_of(&seen, &body_sha256)?;
             return Ok(answer(200, &run, false));
         }
-        return register(host, store, &report, webhook_id).await;
+        return register(host, store, &report, delivery).await;
     };
     // The common case first: the decision for a run in progress in the
     // reported attempt that has nothing yet, written if that is the run's
@@ -62,19 +71,51 @@ pub async fn handle(
     let mut blank = Run::manual(id, uuid::Uuid::nil(), None, now);
     blank.run_attempt = report.run_attempt;
     if let Outcome::Changed(next) = run::apply_report(&blank, &report, now)? {
-        if store.apply_to_running(id, &next, webhook_id).await? {
+        if store.apply_to_running(id, &next, delivery).await? {
             log_applied(host, &report, &next);
             return after_success(store, &report, *next, true).await;
         }
     }
     // Not the common case: read the run, and decide in full.
     let (run, changed) = match store.read_for_report(Some(id), webhook_id).await? {
-        Some((run, None)) => apply(host, store, &report, webhook_id, run).await?,
+        Some((run, None)) => apply(host, store, &report, delivery, run).await?,
         // A repeated delivery: answered with the run as it is now.
-        Some((run, Some(_))) => (run, false),
+        Some((run, Some(seen))) => {
+            retry_of(&seen, &body_sha256)?;
+            (run, false)
+        }
         None => return Err(Error::UnknownDispatchId),
     };
     after_success(store, &report, run, changed).await
+}
+
+/// Checks that an earlier delivery under the same `webhook-id` was this
+/// body: the same id with another body is not a retry, and answering it with
+/// the first delivery's run would hide a report that was never applied.
+///
+/// # Errors
+/// 409 [`Error::WebhookIdReused`].
+fn retry_of(seen: &Delivered, body_sha256: &str) -> Result<(), Error> {
+    if seen
+        .body_sha256
+        .as_deref()
+        .is_some_and(|h| h != body_sha256)
+    {
+        return Err(Error::WebhookIdReused);
+    }
+    Ok(())
+}
+
+/// The SHA-256 of a body, lower-case hex, as a delivery records it.
+fn hex_sha256(body: &[u8]) -> String {
+    // By hand: `format!("{:02x}")` would pull the formatting machinery in.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(64);
+    for b in Sha256::digest(body) {
+        hex.push(char::from(HEX[usize::from(b >> 4)]));
+        hex.push(char::from(HEX[usize::from(b & 15)]));
+    }
+    hex
 }
 
 /// Logs a report that changed a run, except progress: a running backup
@@ -163,16 +204,16 @@ async fn apply(
     host: &impl Host,
     store: &impl Store,
     report: &Report,
-    webhook_id: &str,
+    delivery: Delivery<'_>,
     mut run: Run,
 ) -> Result<(Run, bool), Error> {
     loop {
         match run::apply_report(&run, report, host.now_ms())? {
             Outcome::Unchanged => {
-                store.record_delivery(webhook_id, run.dispatch_id).await?;
+                store.record_delivery(delivery, run.dispatch_id).await?;
                 return Ok((run, false));
             }
-            Outcome::Changed(next) => match store.update(&run, &next, Some(webhook_id)).await {
+            Outcome::Changed(next) => match store.update(&run, &next, Some(delivery)).await {
                 Ok(Some(saved)) => {
                     log_applied(host, report, &saved);
                     return Ok((saved, true));
@@ -202,7 +243,7 @@ async fn register(
     host: &impl Host,
     store: &impl Store,
     report: &Report,
-    webhook_id: &str,
+    delivery: Delivery<'_>,
 ) -> Result<Response, Error> {
     debug_assert_eq!(report.event, Event::Started);
     let mut lost_race = false;
@@ -214,7 +255,7 @@ async fn register(
                     report.workflow_run_id
                 )));
             }
-            let (run, changed) = apply(host, store, report, webhook_id, existing).await?;
+            let (run, changed) = apply(host, store, report, delivery, existing).await?;
             return Ok(answer(200, &run, changed));
         }
         if lost_race {
@@ -224,7 +265,7 @@ async fn register(
         let now = host.now_ms();
         let id = DispatchId::issue(now as u64, host.random());
         match store
-            .start(&Run::scheduled(id, report, now), Some(webhook_id))
+            .start(&Run::scheduled(id, report, now), Some(delivery))
             .await
         {
             Ok(Started::Inserted(run)) => {
@@ -690,5 +731,424 @@ mod flows {
             let message = body(&r)["error"]["message"].as_str().unwrap().to_string();
             assert!(message.starts_with(&format!("{field}: ")), "{message}");
         }
+    }
+}
+
+/// Reports bound to their GitHub run by its OIDC token (`crate::oidc`),
+/// through whole requests. The RS256 arithmetic is the host's (here
+/// `FakeHost::signature_ok`); everything decided is the core's.
+#[cfg(test)]
+mod oidc_flows {
+    use crate::testing::kit::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+
+    const ISSUER: &str = "http://127.0.0.1:9/oidc";
+    const AUD: &str = "https://ref.supabase.co/functions/v1/finalize-backup";
+
+    fn oidc_host(mode: &str) -> FakeHost {
+        let mut h = host();
+        for (k, v) in [
+            ("BACKUP_REPORT_AUTH", mode),
+            ("GITHUB_OIDC_ISSUER", ISSUER),
+            ("SUPABASE_URL", "https://ref.supabase.co/"),
+        ] {
+            h.env.insert(k.into(), v.into());
+        }
+        if mode == "oidc" {
+            h.env.remove("BACKUP_WEBHOOK_SECRET");
+        }
+        h.signature_ok.set(true);
+        h
+    }
+
+    fn github_keys(host: &FakeHost, kids: &[&str]) {
+        let keys: Vec<Value> = kids
+            .iter()
+            .map(|kid| {
+                json!({"kty": "RSA", "kid": kid, "alg": "RS256", "use": "sig",
+                              "n": URL_SAFE_NO_PAD.encode([7u8; 256]), "e": "AQAB"})
+            })
+            .collect();
+        host.answer(200, &[], &json!({ "keys": keys }).to_string());
+    }
+
+    /// The claims GitHub gives run 4242, attempt 1, of acme/app's backup.yml.
+    fn claims(host: &FakeHost) -> Value {
+        let now = host.now_ms() / 1000;
+        json!({
+            "iss": ISSUER, "aud": AUD, "exp": now + 300, "nbf": now - 5, "iat": now - 5,
+            "repository": "acme/app", "ref": "refs/heads/main",
+            "workflow_ref": "acme/app/.github/workflows/backup.yml@refs/heads/main",
+            "event_name": "workflow_dispatch", "run_id": "4242", "run_attempt": "1",
+            "sub": "repo:acme/app:ref:refs/heads/main", "jti": "j-1",
+        })
+    }
+
+    fn jwt(header: &Value, claims: &Value) -> String {
+        format!(
+            "{}.{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string()),
+            URL_SAFE_NO_PAD.encode([9u8; 256])
+        )
+    }
+
+    fn rs256(claims: &Value) -> String {
+        jwt(
+            &json!({"alg": "RS256", "kid": "gh-1", "typ": "JWT"}),
+            claims,
+        )
+    }
+
+    /// A report with the bearer `token` and, when `signed`, the signature.
+    fn report(
+        host: &FakeHost,
+        store: &MemStore,
+        webhook_id: &str,
+        body: &Value,
+        token: Option<&str>,
+        signed: bool,
+    ) -> Response {
+        let body = body.to_string();
+        let ts = host.now_ms() / 1000;
+        let mut headers = vec![
+            ("webhook-id".to_string(), webhook_id.to_string()),
+            ("content-type".into(), "application/json".into()),
+        ];
+        if signed {
+            let sig = WebhookSecret::parse(WHSEC)
+                .unwrap()
+                .sign(webhook_id, ts, body.as_bytes());
+            headers.push(("webhook-timestamp".into(), ts.to_string()));
+            headers.push(("webhook-signature".into(), sig));
+        }
+        if let Some(t) = token {
+            headers.push(("authorization".into(), format!("Bearer {t}")));
+        }
+        let req = Request::new(
+            "POST",
+            "http://localhost/functions/v1/finalize-backup",
+            headers,
+            body.into_bytes(),
+        );
+        block_on(app::handle(host, store, "finalize-backup", &req))
+    }
+
+    fn started(id: &str) -> Value {
+        json!({"event": "started", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1})
+    }
+
+    /// A dispatched run and an OIDC host whose key set is about to be served.
+    fn setup(mode: &str) -> (FakeHost, MemStore, String) {
+        let (host, store) = (oidc_host(mode), store());
+        let id = dispatched(&host, &store);
+        github_keys(&host, &["gh-1"]);
+        (host, store, id)
+    }
+
+    /// The 401 code for a token whose claim `name` is `value`.
+    fn refused_with(name: &str, value: Value) -> String {
+        let (host, store, id) = setup("oidc");
+        let mut c = claims(&host);
+        c[name] = value;
+        let r = report(&host, &store, "m1", &started(&id), Some(&rs256(&c)), false);
+        assert_eq!(r.status, 401, "{}", r.body);
+        assert_eq!(store.only().status, Status::InProgress);
+        assert!(store.only().started_at.is_none(), "nothing applied");
+        error_code(&r).as_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn oidc_mode_accepts_the_run_own_token_without_any_webhook_secret() {
+        let (host, store, id) = setup("oidc");
+        let r = report(
+            &host,
+            &store,
+            "m1",
+            &started(&id),
+            Some(&rs256(&claims(&host))),
+            false,
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(
+            body(&r),
+            json!({"dispatch_id": id, "status": "in_progress", "changed": true})
+        );
+        assert_eq!(
+            host.fetched.borrow()[1].url,
+            format!("{ISSUER}/.well-known/jwks")
+        );
+        // The key set is kept: the next report costs no fetch.
+        let mut done = started(&id);
+        done["event"] = json!("failed");
+        let r = report(
+            &host,
+            &store,
+            "m2",
+            &done,
+            Some(&rs256(&claims(&host))),
+            false,
+        );
+        assert_eq!(body(&r)["status"], "failed");
+        assert_eq!(
+            host.fetched.borrow().len(),
+            2,
+            "GitHub's dispatch, one JWKS fetch"
+        );
+    }
+
+    #[test]
+    fn a_token_for_another_repository_is_refused() {
+        assert_eq!(
+            refused_with("repository", json!("evil/app")),
+            "oidc_repository"
+        );
+    }
+
+    #[test]
+    fn a_token_for_another_workflow_file_is_refused() {
+        let other = json!("acme/app/.github/workflows/deploy.yml@refs/heads/main");
+        assert_eq!(refused_with("workflow_ref", other), "oidc_workflow_ref");
+        let other_repo = json!("evil/app/.github/workflows/backup.yml@refs/heads/main");
+        assert_eq!(
+            refused_with("workflow_ref", other_repo),
+            "oidc_workflow_ref"
+        );
+    }
+
+    #[test]
+    fn a_token_for_another_ref_is_refused() {
+        assert_eq!(refused_with("ref", json!("refs/heads/feature")), "oidc_ref");
+        let at_other_ref = json!("acme/app/.github/workflows/backup.yml@refs/heads/feature");
+        assert_eq!(
+            refused_with("workflow_ref", at_other_ref),
+            "oidc_workflow_ref"
+        );
+    }
+
+    #[test]
+    fn a_token_from_another_event_is_refused() {
+        for event in ["push", "pull_request_target", "workflow_run"] {
+            assert_eq!(refused_with("event_name", json!(event)), "oidc_event_name");
+        }
+    }
+
+    #[test]
+    fn a_token_for_another_run_id_or_run_attempt_is_refused() {
+        assert_eq!(refused_with("run_id", json!("4243")), "oidc_run_id");
+        assert_eq!(refused_with("run_attempt", json!("2")), "oidc_run_attempt");
+    }
+
+    #[test]
+    fn an_expired_token_a_wrong_aud_and_a_wrong_iss_are_refused() {
+        let now = 1_800_000_000;
+        assert_eq!(refused_with("exp", json!(now - 31)), "oidc_exp");
+        assert_eq!(
+            refused_with(
+                "aud",
+                json!("https://other.supabase.co/functions/v1/finalize-backup")
+            ),
+            "oidc_aud"
+        );
+        assert_eq!(
+            refused_with("iss", json!(crate::oidc::GITHUB_OIDC_ISSUER)),
+            "oidc_iss"
+        );
+    }
+
+    #[test]
+    fn alg_none_and_hs256_alg_confusion_are_refused() {
+        let (host, store, id) = setup("oidc");
+        let c = claims(&host);
+        let none = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#),
+            URL_SAFE_NO_PAD.encode(c.to_string())
+        );
+        // HS256 "signed" with the issuer's public key as the secret.
+        let hs = crate::token::sign_hs256_kid(&[7u8; 256], Some("gh-1"), &c);
+        for token in [none, hs] {
+            let r = report(&host, &store, "m1", &started(&id), Some(&token), false);
+            assert_eq!(r.status, 401);
+            assert_eq!(error_code(&r), "oidc_alg");
+        }
+        assert_eq!(
+            host.fetched.borrow().len(),
+            1,
+            "no key was fetched for them"
+        );
+    }
+
+    #[test]
+    fn an_unknown_kid_is_refused_after_one_refetch() {
+        let (host, store, id) = setup("oidc");
+        let t = jwt(&json!({"alg": "RS256", "kid": "gh-9"}), &claims(&host));
+        for _ in 0..2 {
+            let r = report(&host, &store, "m1", &started(&id), Some(&t), false);
+            assert_eq!(r.status, 401);
+            assert_eq!(error_code(&r), "oidc_kid");
+        }
+        assert_eq!(
+            host.fetched.borrow().len(),
+            2,
+            "one JWKS fetch for two misses"
+        );
+    }
+
+    #[test]
+    fn a_token_whose_signature_does_not_verify_is_refused() {
+        let (host, store, id) = setup("oidc");
+        host.signature_ok.set(false);
+        let r = report(
+            &host,
+            &store,
+            "m1",
+            &started(&id),
+            Some(&rs256(&claims(&host))),
+            false,
+        );
+        assert_eq!(r.status, 401);
+        assert_eq!(error_code(&r), "oidc_signature");
+    }
+
+    #[test]
+    fn both_mode_requires_the_signature_and_the_token() {
+        let (host, store, id) = setup("both");
+        let token = rs256(&claims(&host));
+        let r = report(&host, &store, "m1", &started(&id), Some(&token), false);
+        assert_eq!(error_code(&r), "invalid_signature");
+        let r = report(&host, &store, "m1", &started(&id), None, true);
+        assert_eq!(error_code(&r), "missing_token");
+        let r = report(&host, &store, "m1", &started(&id), Some(&token), true);
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(body(&r)["changed"], true);
+    }
+
+    #[test]
+    fn oidc_mode_still_needs_a_webhook_id_to_name_the_delivery() {
+        let (host, store, id) = setup("oidc");
+        let r = report(
+            &host,
+            &store,
+            "",
+            &started(&id),
+            Some(&rs256(&claims(&host))),
+            false,
+        );
+        assert_eq!(r.status, 400);
+        assert_eq!(error_code(&r), "invalid_parameter");
+    }
+
+    #[test]
+    fn a_bound_run_refuses_another_runs_report_even_with_that_runs_token() {
+        let (host, store, id) = setup("oidc");
+        let r = report(
+            &host,
+            &store,
+            "m1",
+            &started(&id),
+            Some(&rs256(&claims(&host))),
+            false,
+        );
+        assert_eq!(r.status, 200);
+        // Run 5555's own token and report, about 4242's dispatch id.
+        let mut c = claims(&host);
+        c["run_id"] = json!("5555");
+        let mut other = started(&id);
+        other["workflow_run_id"] = json!(5555);
+        other["event"] = json!("succeeded");
+        other["s3_key"] = json!("x.dump");
+        let r = report(&host, &store, "m2", &other, Some(&rs256(&c)), false);
+        assert_eq!(r.status, 409);
+        assert_eq!(error_code(&r), "illegal_transition");
+        assert_eq!(store.only().status, Status::InProgress);
+    }
+
+    #[test]
+    fn an_unknown_report_auth_mode_is_a_500_naming_it() {
+        let (mut host, store) = (oidc_host("oidc"), store());
+        host.env.insert("BACKUP_REPORT_AUTH".into(), "hmac".into());
+        let r = report(
+            &host,
+            &store,
+            "m1",
+            &started(&Uuid::nil().to_string()),
+            None,
+            true,
+        );
+        assert_eq!(r.status, 500);
+        assert!(body(&r)["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("BACKUP_REPORT_AUTH"));
+    }
+
+    #[test]
+    fn a_reused_webhook_id_with_another_body_is_a_409_and_the_same_body_a_200() {
+        let (host, store) = (host(), store());
+        let id = dispatched(&host, &store);
+        let first = json!({"event": "failed", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "error_text": "dump failed"});
+        assert_eq!(finalize(&host, &store, "same", &first).status, 200);
+        let again = finalize(&host, &store, "same", &first);
+        assert_eq!(
+            body(&again),
+            json!({"dispatch_id": id, "status": "failed", "changed": false})
+        );
+        let mut other = first.clone();
+        other["error_text"] = json!("something else");
+        let r = finalize(&host, &store, "same", &other);
+        assert_eq!(r.status, 409);
+        assert_eq!(
+            body(&r),
+            json!({"error": {"code": "webhook_id_reused",
+                   "message": "this webhook-id was delivered before with another body"}})
+        );
+    }
+
+    #[test]
+    fn a_signed_report_replayed_to_reconcile_backups_is_refused() {
+        let (host, store) = (host(), store());
+        let body = json!({"event": "started", "workflow_run_id": 1, "run_attempt": 1}).to_string();
+        let ts = host.now_ms() / 1000;
+        let sign = |body: &str| {
+            vec![
+                ("webhook-id".to_string(), "m1".to_string()),
+                ("webhook-timestamp".into(), ts.to_string()),
+                (
+                    "webhook-signature".into(),
+                    WebhookSecret::parse(WHSEC)
+                        .unwrap()
+                        .sign("m1", ts, body.as_bytes()),
+                ),
+            ]
+        };
+        let sweep = |body: &str| {
+            let req = Request::new(
+                "POST",
+                "http://x/functions/v1/reconcile-backups",
+                sign(body),
+                body.as_bytes().to_vec(),
+            );
+            block_on(app::handle(&host, &store, "reconcile-backups", &req))
+        };
+        let r = sweep(&body);
+        assert_eq!(r.status, 401);
+        assert_eq!(error_code(&r), "invalid_signature");
+        assert_eq!(sweep(r#"{"sweep":true}"#).status, 200);
+    }
+
+    #[test]
+    fn a_lowercase_method_is_a_405() {
+        let (host, store) = (host(), store());
+        let req = Request::new(
+            "post",
+            "http://x/functions/v1/finalize-backup",
+            vec![],
+            vec![],
+        );
+        let r = block_on(app::handle(&host, &store, "finalize-backup", &req));
+        assert_eq!(r.status, 405);
+        assert_eq!(r.header("allow"), Some("POST"));
     }
 }

@@ -54,7 +54,9 @@ impl Request {
             .split_once('?')
             .unwrap_or((path_and_query, ""));
         Request {
-            method: method.to_ascii_uppercase(),
+            // As sent: methods are case-sensitive (RFC 9110 §9.1), so
+            // `post` is not POST and gets a 405.
+            method: method.to_string(),
             path: path.to_string(),
             query: query.to_string(),
             headers: headers
@@ -309,7 +311,7 @@ mod tests {
     #[test]
     fn url_is_split_into_path_and_query() {
         let r = req(&[]);
-        assert_eq!(r.method, "POST");
+        assert_eq!(r.method, "post", "kept as sent: methods are case-sensitive");
         assert_eq!(r.path, "/functions/v1/a");
         assert_eq!(r.query_param("b").as_deref(), Some("1"));
         assert_eq!(r.query_param("c").as_deref(), Some("/d e"));

@@ -15,6 +15,7 @@
 //! | [`webhook`] | Standard Webhooks signatures on those reports |
 //! | [`token`] | user access tokens (HS256, ES256, RS256) |
 //! | [`auth`] | the caller: a verified user who is a backup admin |
+//! | [`oidc`] | reports bound to the exact GitHub run by its OIDC token |
 //! | [`github`] | building and reading GitHub REST calls |
 //! | [`time`] | ISO 8601 in and out |
 //! | [`config`] | settings from the environment, named when missing |
@@ -40,6 +41,7 @@ pub mod error;
 pub mod finalize;
 pub mod github;
 pub mod http;
+pub mod oidc;
 pub mod ports;
 pub mod progress;
 pub mod reconcile;
@@ -58,6 +60,8 @@ pub mod webhook;
 #[cfg(target_arch = "wasm32")]
 mod wasm;
 
+#[cfg(test)]
+mod properties;
 #[cfg(test)]
 mod testing;
 

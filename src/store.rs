@@ -37,6 +37,23 @@ pub const ONE_IN_PROGRESS: &str = "backup_history_one_in_progress";
 /// a millisecond cursor would skip rows written within the same millisecond.
 pub type Cursor = (i64, i64);
 
+/// A report's delivery: its `webhook-id`, and the SHA-256 (hex) of its
+/// body, so that the id re-used with another body is told from a retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivery<'a> {
+    pub id: &'a str,
+    pub body_sha256: &'a str,
+}
+
+/// What an earlier delivery under a `webhook-id` was.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Delivered {
+    #[serde(rename = "id")]
+    pub dispatch_id: DispatchId,
+    /// None for deliveries recorded before the hash was.
+    pub body_sha256: Option<String>,
+}
+
 /// Typed access to `backup_history` and its companions.
 #[allow(async_fn_in_trait)]
 pub trait Store {
@@ -56,7 +73,7 @@ pub trait Store {
         &self,
         prev: &Run,
         next: &Run,
-        webhook_id: Option<&str>,
+        delivery: Option<Delivery<'_>>,
     ) -> Result<Option<Run>, DbError>;
     /// A report's common case: merges `next`, what the report makes of a
     /// run in progress in `next.run_attempt` that has nothing yet, into the
@@ -68,7 +85,7 @@ pub trait Store {
         &self,
         id: DispatchId,
         next: &Run,
-        webhook_id: &str,
+        delivery: Delivery<'_>,
     ) -> Result<bool, DbError>;
     /// The run `id` (without one: the run an earlier delivery of
     /// `webhook_id` applied to), and the run that delivery applied to.
@@ -76,14 +93,14 @@ pub trait Store {
         &self,
         id: Option<DispatchId>,
         webhook_id: &str,
-    ) -> Result<Option<(Run, Option<DispatchId>)>, DbError>;
+    ) -> Result<Option<(Run, Option<Delivered>)>, DbError>;
     /// Inserts a new run unless a backup is in progress, and then returns
     /// that one; records `webhook_id` as the new run's delivery if given. A
     /// concurrent insert this one could not see is a
     /// [`DbError::UniqueViolation`] on [`ONE_IN_PROGRESS`].
-    async fn start(&self, run: &Run, webhook_id: Option<&str>) -> Result<Started, DbError>;
+    async fn start(&self, run: &Run, delivery: Option<Delivery<'_>>) -> Result<Started, DbError>;
     /// Records a delivery that changed nothing (so a retry is recognised).
-    async fn record_delivery(&self, webhook_id: &str, id: DispatchId) -> Result<(), DbError>;
+    async fn record_delivery(&self, delivery: Delivery<'_>, id: DispatchId) -> Result<(), DbError>;
     /// History, newest first, after `before`, each run with its position.
     async fn list(&self, limit: u32, before: Option<Cursor>)
         -> Result<Vec<(Run, Cursor)>, DbError>;
@@ -206,9 +223,12 @@ impl<'a, D: Db> PgStore<'a, D> {
 struct RunRow {
     run: Run,
     created_us: String,
-    /// `read_for_report.sql` only: an earlier delivery's run.
+    /// `read_for_report.sql` only: an earlier delivery's run, and its body
+    /// hash.
     #[serde(default)]
     delivered: Option<DispatchId>,
+    #[serde(default)]
+    delivered_sha256: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -312,11 +332,11 @@ impl<D: Db> Store for PgStore<'_, D> {
         &self,
         prev: &Run,
         next: &Run,
-        webhook_id: Option<&str>,
+        delivery: Option<Delivery<'_>>,
     ) -> Result<Option<Run>, DbError> {
         let mut params = mutable_params(next);
         params.extend([
-            webhook_id.map(str::to_string),
+            delivery.map(|d| d.id.to_string()),
             text(prev.id),
             text(prev.status.as_str()),
             text(prev.run_attempt),
@@ -326,6 +346,7 @@ impl<D: Db> Store for PgStore<'_, D> {
             text(prev.started_at.is_some()),
             text(next.run_url != prev.run_url),
             text(next.progress != prev.progress),
+            delivery.map(|d| d.body_sha256.to_string()),
         ]);
         self.one(&format!("{UPDATE}{RUN_COLUMNS} from h"), &params)
             .await
@@ -335,10 +356,10 @@ impl<D: Db> Store for PgStore<'_, D> {
         &self,
         id: DispatchId,
         next: &Run,
-        webhook_id: &str,
+        delivery: Delivery<'_>,
     ) -> Result<bool, DbError> {
         let mut params = mutable_params(next);
-        params.extend([text(webhook_id), text(id)]);
+        params.extend([text(delivery.id), text(id), text(delivery.body_sha256)]);
         let rows: Vec<IgnoredAny> = self.db.query(APPLY, &params).await?;
         Ok(!rows.is_empty())
     }
@@ -347,7 +368,7 @@ impl<D: Db> Store for PgStore<'_, D> {
         &self,
         id: Option<DispatchId>,
         webhook_id: &str,
-    ) -> Result<Option<(Run, Option<DispatchId>)>, DbError> {
+    ) -> Result<Option<(Run, Option<Delivered>)>, DbError> {
         let rows: Vec<RunRow> = self
             .db
             .query(
@@ -355,18 +376,25 @@ impl<D: Db> Store for PgStore<'_, D> {
                 &[opt(&id), text(webhook_id)],
             )
             .await?;
-        Ok(rows.into_iter().next().map(|r| (r.run, r.delivered)))
+        Ok(rows.into_iter().next().map(|r| {
+            let seen = r.delivered.map(|dispatch_id| Delivered {
+                dispatch_id,
+                body_sha256: r.delivered_sha256,
+            });
+            (r.run, seen)
+        }))
     }
 
-    async fn start(&self, run: &Run, webhook_id: Option<&str>) -> Result<Started, DbError> {
+    async fn start(&self, run: &Run, delivery: Option<Delivery<'_>>) -> Result<Started, DbError> {
         let mut params = mutable_params(run);
         params.extend([
-            webhook_id.map(str::to_string),
+            delivery.map(|d| d.id.to_string()),
             text(run.dispatch_id),
             text(run.trigger_source.as_str()),
             opt(&run.triggered_by),
             run.reason.clone(),
             text(run.created_at),
+            delivery.map(|d| d.body_sha256.to_string()),
         ]);
         let found = self
             .one(
@@ -382,11 +410,11 @@ impl<D: Db> Store for PgStore<'_, D> {
         })
     }
 
-    async fn record_delivery(&self, webhook_id: &str, id: DispatchId) -> Result<(), DbError> {
+    async fn record_delivery(&self, delivery: Delivery<'_>, id: DispatchId) -> Result<(), DbError> {
         self.db
             .execute(
-                "insert into public.backup_report_deliveries (webhook_id, dispatch_id) values ($1::text, $2::uuid) on conflict do nothing",
-                &[text(webhook_id), text(id)],
+                "insert into public.backup_report_deliveries (webhook_id, dispatch_id, body_sha256) values ($1::text, $2::uuid, $3::text) on conflict do nothing",
+                &[text(delivery.id), text(id), text(delivery.body_sha256)],
             )
             .await?;
         Ok(())

@@ -9,7 +9,9 @@ use crate::dispatch_id::DispatchId;
 use crate::github::{OutboundRequest, OutboundResponse};
 use crate::ports::{DbError, Host, Level};
 use crate::run::{FailureReason, OutcomeSource, Run, Status};
-use crate::store::{Cursor, Settings, Started, Store, SweeperRecord, ONE_IN_PROGRESS};
+use crate::store::{
+    Cursor, Delivered, Delivery, Settings, Started, Store, SweeperRecord, ONE_IN_PROGRESS,
+};
 use crate::token::SignatureCheck;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -107,7 +109,8 @@ impl Host for FakeHost {
 pub struct MemStore {
     pub runs: RefCell<Vec<Run>>,
     pub admins: RefCell<Vec<Uuid>>,
-    pub deliveries: RefCell<HashMap<String, DispatchId>>,
+    /// webhook-id -> (run, body SHA-256).
+    pub deliveries: RefCell<HashMap<String, (DispatchId, String)>>,
     pub down: Cell<bool>,
     pub settings: Cell<Settings>,
     /// Recorded sweeps: (unix ms, outcome), oldest first.
@@ -170,7 +173,7 @@ impl MemStore {
     }
     /// Inserts, as the single-flight index allows (the raw insert that
     /// [`Store::start`] guards).
-    pub async fn insert(&self, run: &Run, webhook_id: Option<&str>) -> Result<Run, DbError> {
+    pub async fn insert(&self, run: &Run, delivery: Option<Delivery<'_>>) -> Result<Run, DbError> {
         self.up()?;
         let mut runs = self.runs.borrow_mut();
         if run.status == Status::InProgress && runs.iter().any(|r| r.status == Status::InProgress) {
@@ -179,10 +182,10 @@ impl MemStore {
         let mut saved = run.clone();
         saved.id = runs.len() as i64 + 1;
         runs.push(saved.clone());
-        if let Some(w) = webhook_id {
+        if let Some(d) = delivery {
             self.deliveries
                 .borrow_mut()
-                .insert(w.into(), run.dispatch_id);
+                .insert(d.id.into(), (run.dispatch_id, d.body_sha256.into()));
         }
         Ok(saved)
     }
@@ -230,7 +233,7 @@ impl Store for MemStore {
         &self,
         prev: &Run,
         next: &Run,
-        webhook_id: Option<&str>,
+        delivery: Option<Delivery<'_>>,
     ) -> Result<Option<Run>, DbError> {
         self.up()?;
         let mut runs = self.runs.borrow_mut();
@@ -262,11 +265,11 @@ impl Store for MemStore {
             row.progress = progress;
         }
         row.version += 1;
-        if let Some(w) = webhook_id {
+        if let Some(d) = delivery {
             self.deliveries
                 .borrow_mut()
-                .entry(w.into())
-                .or_insert(row.dispatch_id);
+                .entry(d.id.into())
+                .or_insert((row.dispatch_id, d.body_sha256.into()));
         }
         Ok(Some(row.clone()))
     }
@@ -274,10 +277,10 @@ impl Store for MemStore {
         &self,
         id: DispatchId,
         next: &Run,
-        webhook_id: &str,
+        delivery: Delivery<'_>,
     ) -> Result<bool, DbError> {
         self.up()?;
-        if self.deliveries.borrow().contains_key(webhook_id) {
+        if self.deliveries.borrow().contains_key(delivery.id) {
             return Ok(false);
         }
         let mut runs = self.runs.borrow_mut();
@@ -296,33 +299,42 @@ impl Store for MemStore {
         }
         *row = merged;
         row.version += 1;
-        self.deliveries.borrow_mut().insert(webhook_id.into(), id);
+        self.deliveries
+            .borrow_mut()
+            .insert(delivery.id.into(), (id, delivery.body_sha256.into()));
         Ok(true)
     }
     async fn read_for_report(
         &self,
         id: Option<DispatchId>,
         webhook_id: &str,
-    ) -> Result<Option<(Run, Option<DispatchId>)>, DbError> {
+    ) -> Result<Option<(Run, Option<Delivered>)>, DbError> {
         self.up()?;
-        let delivered = self.deliveries.borrow().get(webhook_id).copied();
-        let Some(id) = id.or(delivered) else {
+        let delivered = self
+            .deliveries
+            .borrow()
+            .get(webhook_id)
+            .map(|(id, hash)| Delivered {
+                dispatch_id: *id,
+                body_sha256: Some(hash.clone()),
+            });
+        let Some(id) = id.or(delivered.as_ref().map(|d| d.dispatch_id)) else {
             return Ok(None);
         };
         Ok(self.get(id).await?.map(|run| (run, delivered)))
     }
-    async fn start(&self, run: &Run, webhook_id: Option<&str>) -> Result<Started, DbError> {
+    async fn start(&self, run: &Run, delivery: Option<Delivery<'_>>) -> Result<Started, DbError> {
         if let Some(running) = self.running().await? {
             return Ok(Started::Running(running));
         }
-        self.insert(run, webhook_id).await.map(Started::Inserted)
+        self.insert(run, delivery).await.map(Started::Inserted)
     }
-    async fn record_delivery(&self, webhook_id: &str, id: DispatchId) -> Result<(), DbError> {
+    async fn record_delivery(&self, delivery: Delivery<'_>, id: DispatchId) -> Result<(), DbError> {
         self.up()?;
         self.deliveries
             .borrow_mut()
-            .entry(webhook_id.into())
-            .or_insert(id);
+            .entry(delivery.id.into())
+            .or_insert((id, delivery.body_sha256.into()));
         Ok(())
     }
     async fn list(
@@ -457,6 +469,9 @@ pub(crate) mod kit {
         FakeHost::new(&[
             ("BACKUP_JWT_SECRET", JWT_SECRET),
             ("BACKUP_WEBHOOK_SECRET", WHSEC),
+            // Reports signed only: the flows about runs sign with `finalize`;
+            // `oidc_host` adds GitHub's tokens (finalize.rs, `mod oidc_flows`).
+            ("BACKUP_REPORT_AUTH", "webhook"),
             ("GITHUB_TOKEN", "ghp_test"),
             ("GITHUB_REPOSITORY", "acme/app"),
             ("ALLOWED_ORIGINS", "http://localhost:3000"),

@@ -32,13 +32,16 @@ use crate::error::Error;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use uuid::Uuid;
 
 /// Clock skew tolerated on `exp` and `nbf`.
-const LEEWAY_SECONDS: i64 = 30;
+pub(crate) const LEEWAY_SECONDS: i64 = 30;
+/// How far in the future an `iat` may be: a token issued later than that
+/// was not made by a clock anyone keeps, and would outlive its `exp` check.
+pub(crate) const MAX_IAT_AHEAD_SECONDS: i64 = 60;
 /// Tokens longer than this are refused before any decoding.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
@@ -121,11 +124,17 @@ struct JwksDoc {
 /// `kty`, a member of the wrong type) is skipped, not fatal: RFC 7517 §5
 /// has the rest of the set used, and one odd key must not lock out every
 /// user.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Entry {
-    Key(Jwk),
-    Other(IgnoredAny),
+///
+/// Each member is kept as its JSON text and read as a key apart, rather
+/// than through serde's `untagged` (which buffers every value into a
+/// generic tree first, and costs the module that tree's code).
+struct Entry(Option<Jwk>);
+
+impl<'de> Deserialize<'de> for Entry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = <Box<serde_json::value::RawValue>>::deserialize(d)?;
+        Ok(Entry(serde_json::from_str(raw.get()).ok()))
+    }
 }
 
 impl Jwks {
@@ -143,13 +152,7 @@ impl Jwks {
                 message: "must be a JSON Web Key Set ({\"keys\":[...]})".into(),
             })?;
         Ok(Jwks {
-            keys: entries
-                .into_iter()
-                .filter_map(|entry| match entry {
-                    Entry::Key(key) => Some(key),
-                    Entry::Other(_) => None,
-                })
-                .collect(),
+            keys: entries.into_iter().filter_map(|Entry(key)| key).collect(),
         })
     }
 }
@@ -176,35 +179,81 @@ impl std::fmt::Debug for Keys {
     }
 }
 
-/// The JOSE header; other members (`typ`, ...) are ignored.
-#[derive(Deserialize)]
-struct Header {
-    alg: Alg,
-    kid: Option<String>,
+/// The JOSE header members used; others (`typ`, ...) are ignored. Read
+/// through [`Claims`], whose `alg` must be present.
+pub(crate) struct Header {
+    pub(crate) alg: Alg,
+    pub(crate) kid: Option<String>,
 }
 
-/// The claims this module checks; the others are ignored. A claim of the
-/// wrong JSON type makes the claims unreadable ("bad claims").
+/// The members read from either part of a token, the JOSE header (`alg`,
+/// `kid`) and the claims, of both kinds of token checked here: user tokens
+/// (this module) and GitHub's OIDC tokens ([`crate::oidc`]). One struct for
+/// all four, because each struct serde reads is its own copy of the JSON
+/// visitor in the module (about 1 KB gzipped each). Other members are
+/// ignored; one of the wrong JSON type makes the part unreadable ("bad
+/// header", "bad claims"). For the same reason [`crate::auth`] reads the
+/// `id` of Supabase Auth's user object through it.
 #[derive(Deserialize)]
-struct Claims {
+pub(crate) struct Claims {
+    alg: Option<Alg>,
+    kid: Option<String>,
+    pub(crate) id: Option<String>,
     /// NumericDate: seconds, fractions allowed.
-    exp: Option<f64>,
-    nbf: Option<f64>,
+    pub(crate) exp: Option<f64>,
+    pub(crate) nbf: Option<f64>,
+    pub(crate) iat: Option<f64>,
     role: Option<String>,
-    aud: Option<Audience>,
+    pub(crate) aud: Option<Audience>,
     sub: Option<String>,
+    pub(crate) iss: Option<String>,
+    // GitHub Actions' claims.
+    pub(crate) repository: Option<String>,
+    #[serde(rename = "ref")]
+    pub(crate) git_ref: Option<String>,
+    pub(crate) workflow_ref: Option<String>,
+    pub(crate) event_name: Option<String>,
+    /// GitHub writes both as decimal strings.
+    pub(crate) run_id: Option<String>,
+    pub(crate) run_attempt: Option<String>,
 }
 
 /// `aud`, which RFC 7519 allows as one string or an array of them.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Audience {
+pub(crate) enum Audience {
     One(String),
     Many(Vec<String>),
 }
 
+/// Reads either form directly (serde's `untagged` would buffer the value
+/// into a generic tree first).
+impl<'de> Deserialize<'de> for Audience {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct AudienceVisitor;
+        impl<'de> serde::de::Visitor<'de> for AudienceVisitor {
+            type Value = Audience;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Audience, E> {
+                Ok(Audience::One(v.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Audience, A::Error> {
+                let mut all = Vec::new();
+                while let Some(a) = seq.next_element::<String>()? {
+                    all.push(a);
+                }
+                Ok(Audience::Many(all))
+            }
+        }
+        d.deserialize_any(AudienceVisitor)
+    }
+}
+
 impl Audience {
-    fn includes(&self, audience: &str) -> bool {
+    pub(crate) fn includes(&self, audience: &str) -> bool {
         match self {
             Audience::One(a) => a == audience,
             Audience::Many(list) => list.iter().any(|a| a == audience),
@@ -305,21 +354,7 @@ pub enum Verdict {
 /// [`Error::InvalidToken`] (401) for every reason a token is not accepted;
 /// the reason is logged, the client only learns that it was refused.
 pub fn verify(token: &str, keys: &Keys, now_secs: i64) -> Result<Verdict, Error> {
-    if token.len() > MAX_TOKEN_BYTES {
-        return Err(invalid("token too long"));
-    }
-    let mut parts = token.split('.');
-    let (Some(h64), Some(p64), Some(s64), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(invalid("not a compact JWS"));
-    };
-    let header: Header = decode_json(h64).ok_or_else(|| invalid("bad header"))?;
-    let signature = URL_SAFE_NO_PAD
-        .decode(s64)
-        .map_err(|_| invalid("bad signature encoding"))?;
-    let signed = &token.as_bytes()[..h64.len() + 1 + p64.len()];
-
+    let (header, p64, signed, signature) = compact(token)?;
     if header.alg == Alg::Unsupported {
         return Err(invalid("the algorithm is not HS256, ES256 or RS256"));
     }
@@ -331,12 +366,49 @@ pub fn verify(token: &str, keys: &Keys, now_secs: i64) -> Result<Verdict, Error>
             Some(false) => Err(invalid("HS256 signature mismatch")),
         };
     }
-    Ok(match find_key(keys, &header)? {
+    Ok(match find_key(keys.jwks.as_ref(), &header)? {
         Some(jwk) => {
             Verdict::ValidIfSigned(user, signature_check(jwk, header.alg, signed, signature)?)
         }
         None => Verdict::UnknownKey,
     })
+}
+
+/// A compact JWS taken apart: its header, its base64url claims, the bytes
+/// its signature covers, and the signature.
+pub(crate) type Compact<'a> = (Header, &'a str, &'a [u8], Vec<u8>);
+
+/// Takes a compact JWS apart ([`Compact`]). Shared with [`crate::oidc`].
+///
+/// # Errors
+/// [`Error::InvalidToken`] naming the part that is malformed.
+pub(crate) fn compact(token: &str) -> Result<Compact<'_>, Error> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(invalid("token too long"));
+    }
+    let mut parts = token.split('.');
+    let (Some(h64), Some(p64), Some(s64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(invalid("not a compact JWS"));
+    };
+    let header = decode_json::<Claims>(h64)
+        .and_then(|h| {
+            Some(Header {
+                alg: h.alg?,
+                kid: h.kid,
+            })
+        })
+        .ok_or_else(|| invalid("bad header"))?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(s64)
+        .map_err(|_| invalid("bad signature encoding"))?;
+    Ok((
+        header,
+        p64,
+        &token.as_bytes()[..h64.len() + 1 + p64.len()],
+        signature,
+    ))
 }
 
 /// Whether one of the HS256 secrets the token may be signed with (see the
@@ -379,10 +451,18 @@ fn check_claims(p64: &str, now_secs: i64) -> Result<(User, i64), Error> {
             return Err(invalid("not yet valid"));
         }
     }
+    if claims
+        .iat
+        .is_some_and(|iat| iat as i64 > now_secs + MAX_IAT_AHEAD_SECONDS)
+    {
+        return Err(invalid("issued in the future"));
+    }
     if claims.role.as_deref() != Some("authenticated") {
         return Err(invalid("not a signed-in user's token"));
     }
-    if !claims.aud.is_none_or(|aud| aud.includes("authenticated")) {
+    // Required: a token without `aud` was not minted for this project's
+    // users (Supabase Auth always sets it).
+    if !claims.aud.is_some_and(|aud| aud.includes("authenticated")) {
         return Err(invalid("wrong audience"));
     }
     let sub = claims.sub.ok_or_else(|| invalid("no sub"))?;
@@ -392,7 +472,7 @@ fn check_claims(p64: &str, now_secs: i64) -> Result<(User, i64), Error> {
 
 /// A base64url JSON object, typed. Objects only: serde would also read a
 /// struct from a JSON array, member by position.
-fn decode_json<T: DeserializeOwned>(part: &str) -> Option<T> {
+pub(crate) fn decode_json<T: DeserializeOwned>(part: &str) -> Option<T> {
     let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
     if bytes.trim_ascii_start().first() != Some(&b'{') {
         return None;
@@ -403,13 +483,16 @@ fn decode_json<T: DeserializeOwned>(part: &str) -> Option<T> {
 /// The key for an asymmetric token; `None` when no key has its `kid` (or,
 /// without a `kid`, its key type). A key under the right `kid` but of the
 /// wrong type or algorithm is a refusal, not a miss: refetching cannot help.
-fn find_key<'a>(keys: &'a Keys, header: &Header) -> Result<Option<&'a Jwk>, Error> {
+pub(crate) fn find_key<'a>(
+    jwks: Option<&'a Jwks>,
+    header: &Header,
+) -> Result<Option<&'a Jwk>, Error> {
     let kty = if header.alg == Alg::Es256 {
         Kty::Ec
     } else {
         Kty::Rsa
     };
-    let Some(jwks) = keys.jwks.as_ref() else {
+    let Some(jwks) = jwks else {
         return Ok(None);
     };
     let mut named = jwks.keys.iter().filter(|k| match &header.kid {
@@ -438,7 +521,7 @@ fn b64_member(value: &Option<String>, len: Option<usize>) -> Result<String, Erro
     Ok(v.to_string())
 }
 
-fn signature_check(
+pub(crate) fn signature_check(
     jwk: &Jwk,
     alg: Alg,
     signed: &[u8],
@@ -556,6 +639,18 @@ mod tests {
             verify(&sign_hs256(SECRET, &c), &hs_keys(), NOW).is_ok(),
             "within leeway"
         );
+    }
+
+    #[test]
+    fn rejects_a_token_issued_more_than_a_minute_ahead() {
+        let mut c = claims();
+        c["iat"] = json!(NOW + 10 * 365 * 86_400);
+        assert_eq!(
+            verify(&sign_hs256(SECRET, &c), &hs_keys(), NOW).unwrap_err(),
+            Error::InvalidToken("issued in the future".into())
+        );
+        c["iat"] = json!(NOW + 60);
+        assert!(verify(&sign_hs256(SECRET, &c), &hs_keys(), NOW).is_ok());
     }
 
     #[test]
@@ -905,8 +1000,14 @@ mod tests {
             ),
             (
                 es.clone(),
-                json!({"sub": USER, "exp": NOW}),
+                json!({"sub": USER, "exp": NOW, "aud": "authenticated"}),
                 "not a signed-in user's token",
+            ),
+            (
+                es.clone(),
+                json!({"sub": USER, "role": "authenticated", "aud": "authenticated",
+                       "exp": NOW, "iat": NOW + 61}),
+                "issued in the future",
             ),
             (
                 es.clone(),
@@ -915,12 +1016,12 @@ mod tests {
             ),
             (
                 es.clone(),
-                json!({"role": "authenticated", "exp": NOW}),
+                json!({"role": "authenticated", "aud": "authenticated", "exp": NOW}),
                 "no sub",
             ),
             (
                 es,
-                json!({"sub": "42", "role": "authenticated", "exp": NOW}),
+                json!({"sub": "42", "role": "authenticated", "aud": "authenticated", "exp": NOW}),
                 "sub is not a UUID",
             ),
         ];
@@ -934,12 +1035,15 @@ mod tests {
     }
 
     #[test]
-    fn aud_may_be_one_string_a_list_or_absent() {
-        for aud in [
-            json!("authenticated"),
-            json!(["other", "authenticated"]),
-            json!(null),
-        ] {
+    fn aud_may_be_one_string_or_a_list_but_not_absent() {
+        let mut c = claims();
+        c.as_object_mut().unwrap().remove("aud");
+        let token = token_with(&json!({"alg": "ES256", "kid": "k1"}), &c);
+        assert_eq!(
+            verify(&token, &es256_keys(), NOW).unwrap_err(),
+            Error::InvalidToken("wrong audience".into())
+        );
+        for aud in [json!("authenticated"), json!(["other", "authenticated"])] {
             let mut c = claims();
             c["aud"] = aud.clone();
             let token = token_with(&json!({"alg": "ES256", "kid": "k1"}), &c);

@@ -201,6 +201,10 @@ Deno.test("every function, bundled alone and run from an empty directory, answer
           SUPABASE_ANON_KEY: ANON_KEY,
           SUPABASE_SERVICE_ROLE_KEY: SERVICE_ROLE_KEY,
           BACKUP_WEBHOOK_SECRET: WEBHOOK_SECRET,
+          // Signed reports alone, so that one can reach the database below;
+          // the default, both, also wants GitHub's OIDC token for the run
+          // (tests/oidc_reports_test.ts).
+          BACKUP_REPORT_AUTH: "webhook",
           GITHUB_TOKEN: "ghp_deploy_test_token",
           GITHUB_REPOSITORY: "acme/app",
           GITHUB_API_URL: "http://127.0.0.1:9",

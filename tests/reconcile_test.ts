@@ -57,9 +57,14 @@ const call = (ctx: Ctx, url: string, init: RequestInit = {}) =>
   callChecked(ctx, url, init, SERVICE_KEY);
 
 /** POST /reconcile-backups with the service role key (or these headers). */
+/** The body a signed sweep request must have: a signature alone does not
+ * say which endpoint it was made for. */
+const SIGNED_SWEEP = '{"sweep":true}';
+
 function sweep(
   ctx: Ctx,
-  opts: { headers?: Record<string, string>; method?: string } = {},
+  opts: { headers?: Record<string, string>; method?: string; body?: string } =
+    {},
 ): Promise<Answer> {
   const method = opts.method ?? "POST";
   return call(ctx, ctx.stack.fn("reconcile-backups"), {
@@ -68,7 +73,7 @@ function sweep(
       authorization: `Bearer ${SERVICE_KEY}`,
       "content-type": "application/json",
     },
-    body: method === "GET" || method === "HEAD" ? undefined : "{}",
+    body: method === "GET" || method === "HEAD" ? undefined : opts.body ?? "{}",
   });
 }
 
@@ -1337,7 +1342,7 @@ behaviour(
 // --- auth and method ----------------------------------------------------------------
 
 behaviour(
-  "reconcile-backups answers 401 without or with a wrong key, 405 for GET, 200 with a webhook signature",
+  "reconcile-backups answers 401 without or with a wrong key or a replayed report signature, 405 for GET, 200 with a signed sweep request",
   async (ctx) => {
     const id = await insertRunning(ctx.sql, { createdAgo: 11 * MIN });
     const none = await sweep(ctx, {
@@ -1364,12 +1369,23 @@ behaviour(
 
     const badSig = await sweep(ctx, {
       headers: {
-        ...await webhookHeaders("{}", {
+        ...await webhookHeaders(SIGNED_SWEEP, {
           secret: "whsec_" + btoa("another-secret-of-32-bytes-long!!"),
         }),
       },
     });
     assertError(badSig, 401, "invalid_signature");
+    // A report signed for finalize-backup, replayed here, is not a sweep.
+    const report = JSON.stringify({
+      event: "started",
+      workflow_run_id: 1,
+      run_attempt: 1,
+    });
+    const replayed = await sweep(ctx, {
+      headers: await webhookHeaders(report),
+      body: report,
+    });
+    assertError(replayed, 401, "invalid_signature");
 
     const get = await sweep(ctx, { method: "GET" });
     assertError(get, 405, "method_not_allowed");
@@ -1381,7 +1397,10 @@ behaviour(
 
     untouched(await row(ctx.sql, id));
 
-    const signed = await sweep(ctx, { headers: await webhookHeaders("{}") });
+    const signed = await sweep(ctx, {
+      headers: await webhookHeaders(SIGNED_SWEEP),
+      body: SIGNED_SWEEP,
+    });
     assert.equal(signed.status, 200, signed.text);
     assert.deepEqual(signed.body, failedOne(id, "lost", "no_run_id"));
   },
@@ -1401,7 +1420,8 @@ behaviour(
       assert.ok(message.includes("SUPABASE_SERVICE_ROLE_KEY"), message);
       // The webhook signature still works without the key.
       const signed = await sweep({ ...ctx, stack }, {
-        headers: await webhookHeaders("{}"),
+        headers: await webhookHeaders(SIGNED_SWEEP),
+        body: SIGNED_SWEEP,
       });
       assert.equal(signed.status, 200, signed.text);
       assert.deepEqual(signed.body, nothing("skipped", 0));

@@ -428,7 +428,7 @@ async function seedForRls(sql: Sql) {
 }
 
 Deno.test(
-  "is_backup_admin is true exactly for users in backup_admins",
+  "is_backup_admin is true exactly for users in backup_admins, and false for a session without sub",
   withDb(async (sql) => {
     await sql`insert into public.backup_admins (user_id) values (${ADMIN})`;
     const [r] = await sql`
@@ -459,6 +459,20 @@ Deno.test(
                   public.is_backup_admin(auth.uid()) as me`,
     );
     assert.deepEqual({ ...asAdmin[0] }, { admin: true, me: true });
+    // A session whose claims name no user learns nothing about anyone.
+    for (const claims of [{ role: "authenticated" }, {}]) {
+      const noSub = await asClient(
+        sql,
+        "authenticated",
+        claims,
+        (tx) => tx`select public.is_backup_admin(${ADMIN}::uuid) as admin`,
+      );
+      assert.deepEqual(
+        { ...noSub[0] },
+        { admin: false },
+        JSON.stringify(claims),
+      );
+    }
     await asClient(
       sql,
       "anon",

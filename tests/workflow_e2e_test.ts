@@ -31,6 +31,7 @@ import { freshDatabase } from "./support/db.ts";
 import type { FreshDatabase } from "./support/db.ts";
 import {
   ADMIN_ID,
+  freePort,
   startStack,
   TEST_WEBHOOK_SECRET,
   trigger,
@@ -71,8 +72,15 @@ interface E2E {
 }
 
 async function startE2E(
-  o: { secrets?: Record<string, string>; vars?: Record<string, string> } = {},
+  o: {
+    secrets?: Record<string, string>;
+    vars?: Record<string, string>;
+    /** BACKUP_REPORT_AUTH of the functions; default both, as deployed.
+     * In `oidc` mode neither side has a webhook secret. */
+    reportAuth?: "both" | "oidc" | "webhook";
+  } = {},
 ): Promise<E2E> {
+  const reportAuth = o.reportAuth ?? "both";
   const history = await freshDatabase();
   const src = await sourceDatabase();
   const bucket = await createBucket();
@@ -92,7 +100,10 @@ async function startE2E(
       BACKUP_FORMAT: "custom",
       ...o.vars,
     },
+    // Scheduled runs belong to the repository the functions expect.
+    repo: "acme/app",
   };
+  if (reportAuth === "oidc") delete act.secrets!.BACKUP_WEBHOOK_SECRET;
   const closers: (() => Promise<unknown>)[] = [
     () => src.close(),
     () => history.close(),
@@ -101,9 +112,19 @@ async function startE2E(
     await history.sql`insert into backup_admins (user_id) values (${ADMIN_ID})`;
     const gh = await startLocalGitHub({ act });
     closers.unshift(() => gh.close());
+    // The stand-in is the OIDC issuer; the token's audience is this
+    // stack's finalize-backup, so its URL is chosen before it starts.
+    const port = freePort();
     const stack = await startStack({
       databaseUrl: history.url,
       githubApiUrl: gh.url,
+      port,
+      env: {
+        BACKUP_REPORT_AUTH: reportAuth,
+        GITHUB_OIDC_ISSUER: gh.oidcIssuer,
+        SUPABASE_URL: `http://127.0.0.1:${port}`,
+        ...(reportAuth === "oidc" ? { BACKUP_WEBHOOK_SECRET: null } : {}),
+      },
     });
     closers.unshift(() => stack.close());
     // act reads its options at each run: the URL is known only now.
@@ -195,6 +216,38 @@ Deno.test(
         `  success run: act ${res.durationMs} ms, whole test ${
           Date.now() - t0
         } ms`,
+      );
+    } finally {
+      await e.close();
+    }
+  },
+);
+
+Deno.test(
+  "e2e: in oidc mode, with no webhook secret anywhere, the run's own GitHub OIDC token carries every report to success",
+  opts,
+  async () => {
+    const e = await startE2E({ reportAuth: "oidc" });
+    try {
+      assert.equal(e.act.secrets!.BACKUP_WEBHOOK_SECRET, undefined);
+      const { dispatchId, runId } = await pressBackup(e);
+      const res = await e.gh.waitForRun(runId);
+      assert.equal(res.conclusion, "success", context(e, runId));
+      const r = await row(e, dispatchId);
+      assert.equal(r.status, "success", context(e, runId));
+      assert.equal(r.outcome_source, "report");
+      assert.equal(Number(r.workflow_run_id), runId);
+      assert.deepEqual(r.progress, { phase: "uploaded" });
+      // Every report asked GitHub for a token and carried no signature.
+      const tokenCalls = e.gh.requests.filter((q) => q.path === "/oidc/token");
+      const deliveries = await e.history.sql`
+        select count(*)::int as n from backup_report_deliveries
+        where dispatch_id = ${dispatchId}`;
+      assert.ok(tokenCalls.length >= deliveries[0].n, context(e, runId));
+      assert.ok(deliveries[0].n >= 3, "started, progress and succeeded");
+      assert.ok(
+        !/webhook-signature|oidc_/.test(e.stack.output()),
+        e.stack.output(),
       );
     } finally {
       await e.close();
@@ -672,7 +725,7 @@ Deno.test(
 
       // ...until the sweep asks GitHub (no grace period for the report here).
       await e.history.sql`update backup_settings set report_grace_seconds = 0`;
-      const body = "{}";
+      const body = JSON.stringify({ sweep: true });
       const sweep = await fetch(e.stack.fn("reconcile-backups"), {
         method: "POST",
         headers: await webhookHeaders(body),

@@ -124,7 +124,7 @@ Deno.test("workflow: no uses:, no inlined secrets or inputs in scripts, minimal 
     /^\s*-?\s*uses:/m,
     "act must not need to fetch actions",
   );
-  assert.match(text, /^permissions: \{\}$/m);
+  assert.match(text, /^permissions:\n {2}id-token: write\n/m);
   for (const { name, text: script } of workflowScripts()) {
     assert.doesNotMatch(
       script,
@@ -156,7 +156,8 @@ Deno.test({
   ], { stdin: workflowText() });
   assert.equal(r.code, 0, r.stderr);
   const wf = JSON.parse(r.stdout);
-  assert.deepEqual(wf.permissions, {});
+  // Only what asking GitHub for the run's OIDC token needs.
+  assert.deepEqual(wf.permissions, { "id-token": "write" });
   assert.equal(wf.concurrency["cancel-in-progress"], false);
   const steps: { name: string; run: string; if?: string }[] =
     wf.jobs.backup.steps;

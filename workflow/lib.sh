@@ -58,38 +58,70 @@ bk_sign() { # msg_id timestamp body_file
     | base64 -w0
 }
 
+# bk_oidc_token FILE: asks GitHub for an OIDC token naming this run, with
+# the finalize URL as its audience, and writes the Authorization header
+# to FILE (a file, so the token is never on a command line). Needs
+# `permissions: id-token: write`, which is what sets the two variables.
+bk_oidc_token() {
+  local token
+  token=$(curl -sS --fail --connect-timeout 10 --max-time 30 -G \
+    -H "Authorization: bearer $ACTIONS_ID_TOKEN_REQUEST_TOKEN" \
+    --data-urlencode "audience=$BACKUP_FINALIZE_URL" \
+    -- "$ACTIONS_ID_TOKEN_REQUEST_URL" | jq -r '.value // empty') || return 1
+  [[ -n $token ]] || return 1
+  echo "::add-mask::$token"
+  printf 'Authorization: Bearer %s\n' "$token" > "$1"
+}
+
 # bk_post MSG_ID BODY_FILE BUDGET_SECONDS
-# Sends one signed report. The webhook-id stays the same on every
-# attempt so finalize-backup deduplicates re-sends; timestamp and
-# signature are fresh per attempt. 2xx -> 0. 408, 429, 5xx and network
+# Sends one report, signed with BACKUP_WEBHOOK_SECRET when it is set and
+# carrying GitHub's OIDC token when the job may ask for one (both, as
+# shipped). The webhook-id stays the same on every attempt so
+# finalize-backup deduplicates re-sends; timestamp, signature and token
+# are fresh per attempt. 2xx -> 0. 408, 429, 5xx and network
 # errors are retried (backoff, Retry-After) within the budget -> 1 when
 # it runs out. Other 4xx are permanent -> 2, no retry.
 # (curl's own --retry-all-errors would also retry permanent 4xx.)
 # The answer is left in $BK_DIR/response.json, the status in BK_HTTP.
 bk_post() {
-  local id=$1 body=$2 budget=$3 deadline delay=2 attempt=0 ts sig rc ra msg
+  local id=$1 body=$2 budget=$3 deadline delay=2 attempt=0 ts sig rc ra msg auth
   deadline=$((SECONDS + budget))
   while :; do
     attempt=$((attempt + 1))
-    ts=$(date +%s)
-    sig=$(bk_sign "$id" "$ts" "$body")
-    rm -f "$BK_DIR/response.json" "$BK_DIR/response.headers"
+    auth=("-H" "webhook-id: $id")
+    if [[ -n ${BACKUP_WEBHOOK_SECRET:-} ]]; then
+      ts=$(date +%s)
+      sig=$(bk_sign "$id" "$ts" "$body")
+      auth+=("-H" "webhook-timestamp: $ts" "-H" "webhook-signature: v1,$sig")
+    fi
+    rm -f "$BK_DIR/response.json" "$BK_DIR/response.headers" "$BK_DIR/oidc.header"
     rc=0
-    BK_HTTP=$(curl -sS --connect-timeout 10 --max-time 30 \
-      -o "$BK_DIR/response.json" -D "$BK_DIR/response.headers" -w '%{http_code}' \
-      -H 'Content-Type: application/json' \
-      -H 'User-Agent: supabase-backup-workflow' \
-      -H "webhook-id: $id" \
-      -H "webhook-timestamp: $ts" \
-      -H "webhook-signature: v1,$sig" \
-      --data-binary "@$body" \
-      -- "$BACKUP_FINALIZE_URL") || rc=$?
+    BK_HTTP=000
+    if [[ -n ${ACTIONS_ID_TOKEN_REQUEST_URL:-} ]]; then
+      if bk_oidc_token "$BK_DIR/oidc.header"; then
+        auth+=("-H" "@$BK_DIR/oidc.header")
+      else
+        rc=99
+      fi
+    fi
+    if [[ $rc -eq 0 ]]; then
+      BK_HTTP=$(curl -sS --connect-timeout 10 --max-time 30 \
+        -o "$BK_DIR/response.json" -D "$BK_DIR/response.headers" -w '%{http_code}' \
+        -H 'Content-Type: application/json' \
+        -H 'User-Agent: supabase-backup-workflow' \
+        "${auth[@]}" \
+        --data-binary "@$body" \
+        -- "$BACKUP_FINALIZE_URL") || rc=$?
+    fi
+    rm -f "$BK_DIR/oidc.header"
     if [[ $rc -eq 0 && $BK_HTTP == 2?? ]]; then
       return 0
     fi
     msg=$(jq -r '(.error.code // "") + (if .error.message then ": " + .error.message else "" end)' \
       "$BK_DIR/response.json" 2>/dev/null | head -c 300 || true)
-    if [[ $rc -ne 0 ]]; then
+    if [[ $rc -eq 99 ]]; then
+      bk_err "GitHub gave no OIDC token for the report (attempt $attempt)"
+    elif [[ $rc -ne 0 ]]; then
       bk_err "finalize-backup unreachable (curl exit $rc, attempt $attempt)"
     elif [[ $BK_HTTP =~ ^(408|429|5[0-9][0-9])$ ]]; then
       bk_err "finalize-backup answered $BK_HTTP ${msg:-} (attempt $attempt)"

@@ -12,7 +12,8 @@
 -- hottest statement, about a third more.
 -- No lock is held between round trips: the row lock lasts this statement.
 -- $1..$13 as in insert_run.sql, of that decision ($6 run_url, always null
--- there, keeps the row's), $14 webhook_id, $15 dispatch_id
+-- there, keeps the row's), $14 webhook_id, $15 dispatch_id, $16 the
+-- delivery's body SHA-256 (hex)
 with applied as (
   update public.backup_history set
     status = $1::text,
@@ -42,8 +43,8 @@ with applied as (
     )
   returning dispatch_id
 ), delivered as (
-  insert into public.backup_report_deliveries (webhook_id, dispatch_id)
-  select $14::text, applied.dispatch_id from applied
+  insert into public.backup_report_deliveries (webhook_id, dispatch_id, body_sha256)
+  select $14::text, applied.dispatch_id, $16::text from applied
   on conflict do nothing
 )
 select true as applied from applied

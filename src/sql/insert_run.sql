@@ -8,7 +8,7 @@
 -- $5 run_attempt, $6 run_url, $7 started_at (ms), $8 finished_at (ms),
 -- $9 s3_key, $10 size_bytes, $11 sha256, $12 error_text, $13 progress (json),
 -- $14 webhook_id, $15 dispatch_id, $16 trigger_source, $17 triggered_by,
--- $18 reason, $19 created_at (ms)
+-- $18 reason, $19 created_at (ms), $20 the delivery's body SHA-256 (hex)
 -- (jsonb arrives as text and is cast here: a driver that sees a jsonb
 -- parameter would otherwise encode the string once more, as a JSON string.)
 with running as (
@@ -30,8 +30,8 @@ with running as (
   where not exists (select from running)
   returning *
 ), delivered as (
-  insert into public.backup_report_deliveries (webhook_id, dispatch_id)
-  select $14::text, h.dispatch_id from h where $14::text is not null
+  insert into public.backup_report_deliveries (webhook_id, dispatch_id, body_sha256)
+  select $14::text, h.dispatch_id, $20::text from h where $14::text is not null
   on conflict do nothing
 )
 -- followed by the select list of select_run.sql `from h`, then the same

@@ -3,8 +3,10 @@
 -- the same webhook-id applied to, if any, in one round trip. Without a
 -- dispatch id (a scheduled run's registration), the run that delivery
 -- applied to.
--- $1 dispatch_id (or null), $2 webhook_id
+-- $1 dispatch_id (or null), $2 webhook_id. An earlier delivery comes with
+-- its body hash, so that the id re-used with another body is told apart.
   , d.dispatch_id::text as delivered
+  , d.body_sha256 as delivered_sha256
 from public.backup_history h
 left join public.backup_report_deliveries d on d.webhook_id = $2::text
 where h.dispatch_id = coalesce($1::uuid, d.dispatch_id)

@@ -10,7 +10,8 @@
 -- $1..$13 as in insert_run.sql, $14 webhook_id, $15 id,
 -- $16..$21 the state read: status, run_attempt, workflow_run_id,
 -- failure_reason, outcome_source, started (bool),
--- $22 whether the decision changed run_url, $23 whether it changed progress.
+-- $22 whether the decision changed run_url, $23 whether it changed progress,
+-- $24 the delivery's body SHA-256 (hex).
 -- (Booleans arrive as text: postgres.js encodes a parameter it is told is
 -- bool from a JS boolean only, and would send the string 'true' as false.)
 with h as (
@@ -38,8 +39,8 @@ with h as (
     and (started_at is not null) = $21::text::bool
   returning *
 ), delivered as (
-  insert into public.backup_report_deliveries (webhook_id, dispatch_id)
-  select $14::text, h.dispatch_id from h where $14::text is not null
+  insert into public.backup_report_deliveries (webhook_id, dispatch_id, body_sha256)
+  select $14::text, h.dispatch_id, $24::text from h where $14::text is not null
   on conflict do nothing
 )
 -- followed by the select list of select_run.sql, `from h` (store.rs).

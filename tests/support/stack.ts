@@ -41,13 +41,16 @@ export interface StackOptions {
   env?: Record<string, string | null>;
   /** Extra `deno run` flags (e.g. an --import-map for a test-only core). */
   denoArgs?: string[];
+  /** The port to serve on (default: a free one), for tests that must know
+   * the URL before the stack starts (SUPABASE_URL, the OIDC audience). */
+  port?: number;
 }
 
 export { freePort };
 
 /** Starts scripts/serve.ts and waits until it answers. */
 export async function startStack(opts: StackOptions): Promise<Stack> {
-  const port = freePort();
+  const port = opts.port ?? freePort();
   const env: Record<string, string> = {
     PATH: Deno.env.get("PATH") ?? "",
     HOME: Deno.env.get("HOME") ?? "/root",
@@ -56,6 +59,10 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     SUPABASE_DB_URL: opts.databaseUrl,
     BACKUP_JWT_SECRET: TEST_JWT_SECRET,
     BACKUP_WEBHOOK_SECRET: TEST_WEBHOOK_SECRET,
+    // Reports signed only, as most tests make them by hand; the OIDC tests
+    // (tests/oidc_reports_test.ts, the workflow end to end) set `oidc` or
+    // remove this for the default, `both`.
+    BACKUP_REPORT_AUTH: "webhook",
     GITHUB_TOKEN: TEST_GITHUB_TOKEN,
     GITHUB_REPOSITORY: "acme/app",
     GITHUB_API_URL: opts.githubApiUrl ?? "http://127.0.0.1:9",

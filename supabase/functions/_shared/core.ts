@@ -71,6 +71,7 @@ function log(level: string, fn: string, message: string): void {
   const line = JSON.stringify({ level, fn, message });
   if (level === "error") console.error(line);
   else if (level === "warn") console.warn(line);
+  else if (level === "debug") console.debug(line);
   else console.log(line);
 }
 
@@ -193,7 +194,16 @@ function toResponse(r: CoreResponse): Response {
 export async function serve(name: string, req: Request): Promise<Response> {
   try {
     ready();
-    const body = await readBody(req, maxBodyBytes());
+    let body: Uint8Array;
+    try {
+      body = await readBody(req, maxBodyBytes());
+    } catch (error) {
+      // Reading the body fails when the client goes away mid-request (or
+      // sends a broken stream): nothing is wrong here, and no one will
+      // read the answer.
+      log("debug", name, `client disconnected: ${String(error).slice(0, 300)}`);
+      return internalError();
+    }
     const result = handle(
       name,
       { method: req.method, url: req.url, headers: [...req.headers], body },
