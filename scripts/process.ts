@@ -37,3 +37,56 @@ export async function run(
   }
   return new TextDecoder().decode(out.stdout).trim();
 }
+
+/** A server process started by {@link spawnServer}. */
+export interface Served {
+  /** Everything it printed so far (stdout and stderr). */
+  output(): string;
+  /** SIGTERM, then waits for it and its output to end. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Spawns `command` (stdout and stderr piped), collects its output, and
+ * resolves once `probe` gets any HTTP answer; after 20 s it kills the
+ * process and rejects with what it printed, naming it `what`.
+ */
+export async function spawnServer(
+  command: Deno.Command,
+  probe: string | URL,
+  what: string,
+  init: RequestInit = {},
+): Promise<Served> {
+  const child = command.spawn();
+  let output = "";
+  const decoder = new TextDecoder();
+  const pump = async (stream: ReadableStream<Uint8Array>) => {
+    for await (const chunk of stream) output += decoder.decode(chunk);
+  };
+  const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
+  const deadline = Date.now() + 20_000;
+  while (true) {
+    try {
+      const r = await fetch(probe, init);
+      await r.body?.cancel();
+      break;
+    } catch {
+      if (Date.now() > deadline) {
+        child.kill("SIGKILL");
+        await pumps;
+        throw new Error(`${what} did not start:\n${output}`);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  return {
+    output: () => output,
+    async stop() {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* already gone */ }
+      await child.status;
+      await pumps;
+    },
+  };
+}

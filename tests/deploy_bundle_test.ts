@@ -12,7 +12,7 @@
 
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { freePort } from "../scripts/process.ts";
+import { freePort, spawnServer } from "../scripts/process.ts";
 import { functionNames } from "../supabase/functions/_shared/core.ts";
 import { freshDatabase } from "./support/db.ts";
 import { webhookHeaders } from "./support/stack.ts";
@@ -68,61 +68,35 @@ async function runAlone(
   env: Record<string, string>,
 ): Promise<Running> {
   const port = freePort();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--no-config",
-      "--no-lock",
-      "--allow-env",
-      "--allow-net=127.0.0.1",
-      "index.js",
-    ],
-    cwd: dir,
-    clearEnv: true,
-    env: {
-      ...env,
-      DENO_DIR: `${dir}/.deno`,
-      DENO_NO_UPDATE_CHECK: "1",
-      // Where Deno.serve() listens when the code names no port.
-      DENO_SERVE_ADDRESS: `tcp:127.0.0.1:${port}`,
-    },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let output = "";
-  const decoder = new TextDecoder();
-  const pump = async (s: ReadableStream<Uint8Array>) => {
-    for await (const chunk of s) output += decoder.decode(chunk);
-  };
-  const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
   const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 20_000;
-  while (true) {
-    try {
-      const r = await fetch(url, { method: "OPTIONS" });
-      await r.body?.cancel();
-      break;
-    } catch {
-      if (Date.now() > deadline) {
-        child.kill("SIGKILL");
-        await pumps;
-        throw new Error(`the bundle did not start:\n${output}`);
-      }
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
-  return {
+  const served = await spawnServer(
+    new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--no-config",
+        "--no-lock",
+        "--allow-env",
+        "--allow-net=127.0.0.1",
+        "index.js",
+      ],
+      cwd: dir,
+      clearEnv: true,
+      env: {
+        ...env,
+        DENO_DIR: `${dir}/.deno`,
+        DENO_NO_UPDATE_CHECK: "1",
+        // Where Deno.serve() listens when the code names no port.
+        DENO_SERVE_ADDRESS: `tcp:127.0.0.1:${port}`,
+      },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }),
     url,
-    output: () => output,
-    async stop() {
-      try {
-        child.kill("SIGTERM");
-      } catch { /* already gone */ }
-      await child.status;
-      await pumps;
-    },
-  };
+    "the bundle",
+    { method: "OPTIONS" },
+  );
+  return { url, ...served };
 }
 
 async function answer(

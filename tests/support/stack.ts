@@ -7,7 +7,7 @@
 
 import { fileURLToPath } from "node:url";
 import * as signing from "../../scripts/signing.ts";
-import { freePort } from "../../scripts/process.ts";
+import { freePort, spawnServer } from "../../scripts/process.ts";
 
 /** A parsed JSON body (tests index into it freely). */
 // deno-lint-ignore no-explicit-any
@@ -72,53 +72,31 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     if (v === null) delete env[k];
     else env[k] = v;
   }
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-env",
-      "--allow-net",
-      "--allow-read",
-      ...(opts.denoArgs ?? []),
-      "scripts/serve.ts",
-    ],
-    cwd: ROOT,
-    env,
-    clearEnv: true,
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  let output = "";
-  const decoder = new TextDecoder();
-  const pump = async (stream: ReadableStream<Uint8Array>) => {
-    for await (const chunk of stream) output += decoder.decode(chunk);
-  };
-  const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
   const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 20_000;
-  while (true) {
-    try {
-      const r = await fetch(`${url}/functions/v1/`);
-      await r.body?.cancel();
-      break;
-    } catch {
-      if (Date.now() > deadline) {
-        child.kill("SIGKILL");
-        throw new Error(`the functions did not start:\n${output}`);
-      }
-      await new Promise((r) => setTimeout(r, 50));
-    }
-  }
+  const served = await spawnServer(
+    new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-env",
+        "--allow-net",
+        "--allow-read",
+        ...(opts.denoArgs ?? []),
+        "scripts/serve.ts",
+      ],
+      cwd: ROOT,
+      env,
+      clearEnv: true,
+      stdout: "piped",
+      stderr: "piped",
+    }),
+    `${url}/functions/v1/`,
+    "the functions",
+  );
   return {
     url,
     fn: (name) => `${url}/functions/v1/${name}`,
-    output: () => output,
-    async close() {
-      try {
-        child.kill("SIGTERM");
-      } catch { /* already gone */ }
-      await child.status;
-      await pumps;
-    },
+    output: served.output,
+    close: served.stop,
   };
 }
 
