@@ -1,8 +1,10 @@
 // `deno task bench`: the performance budget, measured on this machine.
 //
-//   1. size of pkg/ (wasm + JS glue, gzip -9) against the 160 KB budget
-//   2. cold start of scripts/serve.ts (spawn → first served response) beside
-//      a minimal pure-TypeScript function started the same way
+//   1. size of each function's module in pkg/ (wasm + JS glue, gzip -9)
+//      against the 160 KB budget
+//   2. cold start (spawn → first served response) of a function as deployed
+//      (its index.ts) and of scripts/serve.ts (all four), beside a minimal
+//      pure-TypeScript function started the same way
 //   3. finalize-backup throughput: signed reports at 1, 8, 32 and 64
 //      concurrent clients against one running backup, and at 32 across 500
 //      runs in various states, beside bench/baseline_function.ts (a plain
@@ -97,15 +99,8 @@ async function machine(): Promise<string[]> {
 async function sizes(): Promise<
   { gzipped: number; raw: number; lines: string[] }
 > {
-  // The bytes are embedded in pkg/backup_core_wasm.js (base64); that module
-  // and the glue are what every function ships.
-  const { wasmBytes: wasm } = await import("../pkg/backup_core_wasm.js");
-  const embedded = Deno.readFileSync(
-    new URL("../pkg/backup_core_wasm.js", import.meta.url),
-  );
-  const glue = Deno.readFileSync(
-    new URL("../pkg/backup_core.js", import.meta.url),
-  );
+  // Each function ships its own module (pkg/<function>/): the bytes embedded
+  // in backup_core_wasm.js (base64) and the glue, backup_core.js.
   const concat = (a: Uint8Array, b: Uint8Array) => {
     const both = new Uint8Array(a.length + b.length);
     both.set(a);
@@ -113,34 +108,50 @@ async function sizes(): Promise<
     return both;
   };
   const gz = (b: Uint8Array) => gzipSync(b, { level: 9 }).length;
-  // The budget is on the WebAssembly module itself plus its glue, in one
-  // gzip stream; the base64 form that ships is reported beside it.
-  const gzipped = gz(concat(wasm, glue));
-  const shipped = gz(concat(embedded, glue));
-  const verdict = gzipped <= BUDGET_BYTES
-    ? `within budget, ${fmtInt(BUDGET_BYTES - gzipped)} bytes to spare`
-    : `OVER BUDGET by ${fmtInt(gzipped - BUDGET_BYTES)} bytes`;
-  const row = (label: string, n: number) =>
-    `${label.padEnd(40)}${fmtInt(n).padStart(9)} bytes`;
+  const functions = [...Deno.readDirSync(new URL("../pkg/", import.meta.url))]
+    .filter((e) => e.isDirectory).map((e) => e.name).sort();
+  const lines = [
+    `${"function".padEnd(20)}${"wasm raw".padStart(10)}${
+      "glue raw".padStart(10)
+    }${"wasm+glue gz".padStart(14)}${"as shipped gz".padStart(15)}  budget ${
+      fmtInt(BUDGET_BYTES)
+    } each`,
+  ];
+  let largest = { gzipped: 0, raw: 0, name: "" };
+  for (const fn of functions) {
+    const dir = new URL(`../pkg/${fn}/`, import.meta.url);
+    const { wasmBytes: wasm } = await import(
+      new URL("backup_core_wasm.js", dir).href
+    );
+    const embedded = Deno.readFileSync(new URL("backup_core_wasm.js", dir));
+    const glue = Deno.readFileSync(new URL("backup_core.js", dir));
+    // The budget is on the WebAssembly module itself plus its glue, in one
+    // gzip stream; the base64 form that ships is reported beside it.
+    const gzipped = gz(concat(wasm, glue));
+    const verdict = gzipped <= BUDGET_BYTES
+      ? `within, ${fmtInt(BUDGET_BYTES - gzipped)} to spare`
+      : `OVER by ${fmtInt(gzipped - BUDGET_BYTES)}`;
+    lines.push(
+      `${fn.padEnd(20)}${fmtInt(wasm.length).padStart(10)}${
+        fmtInt(glue.length).padStart(10)
+      }${fmtInt(gzipped).padStart(14)}${
+        fmtInt(gz(concat(embedded, glue))).padStart(15)
+      }  ${verdict}`,
+    );
+    if (gzipped > largest.gzipped) {
+      largest = { gzipped, raw: wasm.length, name: fn };
+    }
+  }
   return {
-    gzipped,
-    raw: wasm.length,
-    lines: [
-      row("wasm module (wasm-opt -Oz) raw", wasm.length),
-      row("pkg/backup_core.js (glue) raw", glue.length),
-      row("pkg/backup_core_wasm.js (base64) raw", embedded.length),
-      `${row("wasm + glue, gzip -9", gzipped)}  budget ${
-        fmtInt(BUDGET_BYTES)
-      }: ${verdict}`,
-      row("as shipped: embedded + glue, gzip -9", shipped),
-      ...whereTheBytesGo(),
-    ],
+    gzipped: largest.gzipped,
+    raw: largest.raw,
+    lines: [...lines, ...whereTheBytesGo(largest.name)],
   };
 }
 
-/** Code size by crate, from the release build's name section. */
-function whereTheBytesGo(): string[] {
-  const file = `${ROOT}target/wasm32-unknown-unknown/release/backup_core.wasm`;
+/** Code size by crate, from a function's release build's name section. */
+function whereTheBytesGo(fn: string): string[] {
+  const file = `${ROOT}target/wasm-functions/${fn}.wasm`;
   let bytes: Uint8Array;
   try {
     bytes = Deno.readFileSync(file);
@@ -149,7 +160,7 @@ function whereTheBytesGo(): string[] {
   }
   const b = breakdown(bytes);
   return [
-    `where the code bytes go (release build before wasm-opt, ${
+    `where the code bytes of the largest, ${fn}, go (release build before wasm-opt, ${
       fmtInt(b.total)
     } bytes of code; bench/wasm_sizes.ts):`,
     ...b.groups.slice(0, 14).map(([g, n]) =>
@@ -202,7 +213,12 @@ function spawnFunction(
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-env", "--allow-net", "--allow-read", script],
     cwd: root,
-    env: functionEnv({ ...env, PORT: String(port) }),
+    env: functionEnv({
+      ...env,
+      PORT: String(port),
+      // Where a function's own Deno.serve() listens: it names no port.
+      DENO_SERVE_ADDRESS: `tcp:127.0.0.1:${port}`,
+    }),
     clearEnv: true,
     stdin: "null",
     stdout: "piped",
@@ -212,16 +228,15 @@ function spawnFunction(
   let resolveListening!: () => void;
   const listening = new Promise<void>((r) => (resolveListening = r));
   const decoder = new TextDecoder();
-  const pump = async (s: ReadableStream<Uint8Array>, first: boolean) => {
+  // Listening once it names its address: scripts/serve.ts says so on
+  // stdout, a function's own Deno.serve() on stderr.
+  const pump = async (s: ReadableStream<Uint8Array>) => {
     for await (const chunk of s) {
       output += decoder.decode(chunk, { stream: true });
-      if (first && output.includes("\n")) resolveListening();
+      if (output.includes(`127.0.0.1:${port}`)) resolveListening();
     }
   };
-  const pumps = Promise.all([
-    pump(child.stdout, true),
-    pump(child.stderr, false),
-  ]);
+  const pumps = Promise.all([pump(child.stdout), pump(child.stderr)]);
   const exited = child.status.then((s) => {
     resolveListening();
     return s;
@@ -282,7 +297,7 @@ interface Contender {
 /**
  * Cold starts, interleaved in rotating order. With BENCH_COLD_BEFORE set to
  * a checkout of an earlier commit (`git worktree add DIR REV`), that
- * commit's scripts/serve.ts runs beside the current one, so a before/after
+ * commit's finalize-backup runs beside the current one, so a before/after
  * comparison is measured in one run on the same machine.
  */
 async function coldStarts(): Promise<string[]> {
@@ -290,6 +305,11 @@ async function coldStarts(): Promise<string[]> {
     {
       label: "scripts/serve.ts (Rust core, wasm)",
       run: () => coldStart("scripts/serve.ts", "/functions/v1/finalize-backup"),
+      times: [],
+    },
+    {
+      label: "finalize-backup/index.ts (as deployed)",
+      run: () => coldStart("supabase/functions/finalize-backup/index.ts", "/"),
       times: [],
     },
     {
@@ -301,11 +321,11 @@ async function coldStarts(): Promise<string[]> {
   const before = Deno.env.get("BENCH_COLD_BEFORE");
   if (before) {
     contenders.push({
-      label: `before: ${before}/scripts/serve.ts`,
+      label: `before: ${before}, finalize-backup/index.ts`,
       run: () =>
         coldStart(
-          "scripts/serve.ts",
-          "/functions/v1/finalize-backup",
+          "supabase/functions/finalize-backup/index.ts",
+          "/",
           before.replace(/\/?$/, "/"),
         ),
       times: [],
@@ -322,7 +342,9 @@ async function coldStarts(): Promise<string[]> {
   }
   const range = (xs: number[]) =>
     `${Math.min(...xs).toFixed(0)}–${Math.max(...xs).toFixed(0)} ms`;
-  const base = median(contenders[1].times);
+  const base = median(
+    contenders.find((c) => c.label.startsWith("bench/minimal"))!.times,
+  );
   return [
     `runs: ${COLD_RUNS} each, interleaved, after one untimed round; spawn → first response (POST, unsigned → 401)`,
     ...contenders.map((c) =>

@@ -1,16 +1,54 @@
 // `deno task serve`: every function at /functions/v1/<name> on PORT (54321),
 // as the Supabase CLI would route them, configured from the environment.
-import { functionNames, serve } from "../supabase/functions/_shared/core.ts";
+// Each function runs its own core (pkg/<function>/), as deployed.
+import { Core, type CoreModule } from "../supabase/functions/_shared/core.ts";
 
-/** Functions served locally: the core's list (src/app.rs). */
-export const FUNCTIONS: readonly string[] = functionNames();
+const PKG = new URL("../pkg/", import.meta.url);
+
+/** Every function's core, loaded from the modules under pkg/. */
+async function loadCores(): Promise<Map<string, Core>> {
+  const cores = new Map<string, Core>();
+  const dirs = [...Deno.readDirSync(PKG)].filter((e) => e.isDirectory)
+    .map((e) => e.name).sort();
+  for (const dir of dirs) {
+    const { wasmModule } = await import(
+      new URL(`${dir}/backup_core_wasm.js`, PKG).href
+    );
+    const generated: CoreModule = await import(
+      new URL(`${dir}/backup_core.js`, PKG).href
+    );
+    const core = new Core(generated, await wasmModule);
+    cores.set(core.name, core);
+  }
+  const [any] = cores.values();
+  const missing = (any?.functionNames() ?? ["(all)"]).filter((n) =>
+    !cores.has(n)
+  );
+  if (missing.length) {
+    throw new Error(
+      `pkg/ has no core for ${missing.join(", ")}: run scripts/build_wasm.sh`,
+    );
+  }
+  return cores;
+}
+
+const cores = await loadCores();
+
+/** Functions served locally: the core's list (src/app.rs), in its order. */
+export const FUNCTIONS: readonly string[] = [...cores.values()][0]
+  .functionNames();
+
+/** The core of the function `name` (tests read its instance count). */
+export function coreOf(name: string): Core | undefined {
+  return cores.get(name);
+}
 
 /** The router, exported so tests and `deno task dev` can embed it. */
 export function route(req: Request): Promise<Response> {
   const { pathname } = new URL(req.url);
   const match = /^\/functions\/v1\/([a-z0-9_-]+)\/?$/.exec(pathname);
-  const name = match?.[1];
-  if (name && FUNCTIONS.includes(name)) return serve(name, req);
+  const core = match ? cores.get(match[1]) : undefined;
+  if (core) return core.serve(req);
   return Promise.resolve(
     Response.json(
       { error: { code: "not_found", message: "no such endpoint" } },

@@ -101,11 +101,12 @@ if [[ -f scripts/build_wasm.sh ]]; then
 else
   skip "build_wasm.sh --check" "scripts/build_wasm.sh does not exist yet"
 fi
-# The test-only core (cargo feature test-panic) for the panic-recovery test;
+# The test-only cores (cargo feature test-panic) of the functions
+# tests/panic_recovery_test.ts makes panic (its PANICKING list);
 # it never goes to pkg/.
 export BACKUP_TEST_PANIC_PKG="$WORK/test-panic-pkg"
 phase "test-only core (build_wasm.sh --test-panic)" \
-  bash scripts/build_wasm.sh --test-panic "$BACKUP_TEST_PANIC_PKG"
+  bash scripts/build_wasm.sh --test-panic "$BACKUP_TEST_PANIC_PKG" trigger-backup finalize-backup
 
 # --- The workflow, generated from workflow/ ------------------------------------
 phase ".github/workflows/backup.yml is the build of workflow/ (build_workflow.ts --check)" \

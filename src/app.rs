@@ -48,8 +48,24 @@ impl Function {
         }
     }
 
+    /// A function this build serves: the module of one function (its
+    /// cargo feature alone, as scripts/build_wasm.sh builds pkg/) serves
+    /// that function only, and its code holds no other endpoint.
     fn from_name(name: &str) -> Option<Self> {
-        Function::ALL.into_iter().find(|f| f.name() == name)
+        Function::ALL
+            .into_iter()
+            .find(|f| f.name() == name && f.compiled())
+    }
+
+    /// Whether this build has the function's endpoint. A constant: where
+    /// it is false, the optimiser drops the endpoint and all it alone uses.
+    const fn compiled(self) -> bool {
+        match self {
+            Function::Trigger => cfg!(feature = "trigger-backup"),
+            Function::Finalize => cfg!(feature = "finalize-backup"),
+            Function::Status => cfg!(feature = "backup-status"),
+            Function::Sweep => cfg!(feature = "reconcile-backups"),
+        }
     }
 
     /// The one method it serves, and the `Allow` header of a 405.
@@ -65,6 +81,16 @@ impl Function {
     fn browser_facing(self) -> bool {
         matches!(self, Function::Trigger | Function::Status)
     }
+}
+
+/// The functions this build serves (see [`Function::from_name`]): one in
+/// each deployed module, all four in native builds.
+pub fn served_functions() -> Vec<&'static str> {
+    Function::ALL
+        .into_iter()
+        .filter(|f| f.compiled())
+        .map(Function::name)
+        .collect()
 }
 
 /// The answer to something the host got wrong (a request it could not
@@ -91,15 +117,20 @@ pub async fn handle(host: &impl Host, store: &impl Store, name: &str, req: &Requ
             } else {
                 // Each endpoint's future behind its own box: its code stays
                 // a function of its own instead of being inlined into one
-                // state machine for all four, so the engine compiles (lazily,
-                // on first use) only the endpoint a request reaches. That
-                // keeps a cold instance's first request fast.
+                // state machine for all four. The guards are constants, so
+                // a one-function build keeps only its own arm.
                 let endpoint: Pin<Box<dyn Future<Output = Result<Response, Error>> + '_>> = match f
                 {
-                    Function::Trigger => Box::pin(trigger::handle(host, store, req)),
-                    Function::Finalize => Box::pin(finalize::handle(host, store, req)),
-                    Function::Status => Box::pin(status::handle(host, store, req)),
-                    Function::Sweep => Box::pin(sweep::handle(host, store, req)),
+                    Function::Trigger if f.compiled() => {
+                        Box::pin(trigger::handle(host, store, req))
+                    }
+                    Function::Finalize if f.compiled() => {
+                        Box::pin(finalize::handle(host, store, req))
+                    }
+                    Function::Status if f.compiled() => Box::pin(status::handle(host, store, req)),
+                    Function::Sweep if f.compiled() => Box::pin(sweep::handle(host, store, req)),
+                    // from_name gives compiled functions only.
+                    _ => Box::pin(async { Err(Error::NotFound) }),
                 };
                 endpoint.await
             }
@@ -148,6 +179,24 @@ mod flows {
             block_on(app::handle(&host, &store, "nope", &get)).status,
             404
         );
+    }
+
+    #[test]
+    fn each_function_has_the_cargo_feature_its_module_is_built_with() {
+        // scripts/build_wasm.sh reads the function list from the default
+        // features; they must be exactly the functions, in order.
+        let manifest = include_str!("../Cargo.toml");
+        let default = manifest
+            .lines()
+            .find_map(|l| l.strip_prefix("default = "))
+            .expect("a default feature list");
+        let listed: Vec<&str> = default
+            .trim_matches(['[', ']'])
+            .split(',')
+            .map(|f| f.trim().trim_matches('"'))
+            .collect();
+        assert_eq!(listed, app::FUNCTION_NAMES);
+        assert_eq!(app::served_functions(), app::FUNCTION_NAMES);
     }
 
     #[test]

@@ -114,4 +114,13 @@ mod boundary {
             .map(|n| n.to_string())
             .collect()
     }
+
+    // The functions this module serves: the one it was built for.
+    #[wasm_bindgen(js_name = servedFunctions)]
+    pub fn served_functions() -> Vec<String> {
+        crate::app::served_functions()
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    }
 }

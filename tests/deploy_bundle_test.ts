@@ -13,7 +13,7 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { freePort, spawnServer } from "../scripts/process.ts";
-import { functionNames } from "../supabase/functions/_shared/core.ts";
+import { FUNCTIONS } from "../scripts/serve.ts";
 import { freshDatabase } from "./support/db.ts";
 import { webhookHeaders } from "./support/stack.ts";
 
@@ -134,9 +134,12 @@ const EXPECTED_401: Record<string, string> = {
   "reconcile-backups": "missing_token",
 };
 
-Deno.test("the functions are one list: the core's, and supabase/functions/, config.toml and the README name exactly those", async () => {
-  const core = [...functionNames()].sort();
+Deno.test("the functions are one list: the core's, and supabase/functions/, pkg/, config.toml and the README name exactly those", async () => {
+  const core = [...FUNCTIONS].sort();
   assert.deepEqual(functionDirectories(), core);
+  const built = [...Deno.readDirSync(`${ROOT}pkg`)].filter((e) => e.isDirectory)
+    .map((e) => e.name).sort();
+  assert.deepEqual(built, core, "pkg/: one core per function");
   const config = await Deno.readTextFile(`${ROOT}supabase/config.toml`);
   const configured = [...config.matchAll(/^\[functions\.([a-z0-9_-]+)\]$/gm)]
     .map((m) => m[1]).sort();
@@ -150,7 +153,7 @@ Deno.test("the functions are one list: the core's, and supabase/functions/, conf
 
 Deno.test("every function, bundled alone and run from an empty directory, answers from PostgreSQL", async (t) => {
   const names = functionDirectories();
-  assert.deepEqual(names, [...functionNames()].sort());
+  assert.deepEqual(names, [...FUNCTIONS].sort());
   const db = await freshDatabase();
   const work = await Deno.makeTempDir({ prefix: "deploy-bundle-" });
   try {
@@ -164,6 +167,15 @@ Deno.test("every function, bundled alone and run from an empty directory, answer
           ["index.js"],
           "the bundle is one file",
         );
+        // One embedded module, the function's own ("AGFzbQ" is the base64
+        // of the WebAssembly magic number).
+        const code = await Deno.readTextFile(`${dir}/index.js`);
+        assert.equal(code.match(/"AGFzbQ/g)?.length, 1, "one core");
+        const own = await Deno.readTextFile(
+          `${ROOT}pkg/${name}/backup_core_wasm.js`,
+        );
+        const bytes = /"(AGFzbQ[A-Za-z0-9+/=]+)"/.exec(own)?.[1] ?? "none";
+        assert.ok(code.includes(bytes), `${name} carries pkg/${name}/`);
         const fn = await runAlone(dir, {
           SUPABASE_URL: "http://127.0.0.1:9",
           SUPABASE_DB_URL: db.url,

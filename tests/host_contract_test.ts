@@ -17,12 +17,14 @@ async function checkCopy(
   const dir = await Deno.makeTempDir({ prefix: "host-contract-" });
   try {
     await Deno.mkdir(`${dir}/supabase/functions/_shared`, { recursive: true });
-    await Deno.mkdir(`${dir}/pkg`);
-    for (const entry of Deno.readDirSync(`${ROOT}pkg`)) {
-      await Deno.copyFile(
-        `${ROOT}pkg/${entry.name}`,
-        `${dir}/pkg/${entry.name}`,
-      );
+    for (const fn of Deno.readDirSync(`${ROOT}pkg`)) {
+      await Deno.mkdir(`${dir}/pkg/${fn.name}`, { recursive: true });
+      for (const entry of Deno.readDirSync(`${ROOT}pkg/${fn.name}`)) {
+        await Deno.copyFile(
+          `${ROOT}pkg/${fn.name}/${entry.name}`,
+          `${dir}/pkg/${fn.name}/${entry.name}`,
+        );
+      }
     }
     await Deno.copyFile(
       `${ROOT}supabase/functions/_shared/db.ts`,

@@ -48,6 +48,11 @@ async function call(url: string, init: RequestInit = {}): Promise<Answer> {
 const INTERNAL = { error: { code: "internal", message: "internal error" } };
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const PANIC_HEADER = { "x-backup-test-panic": "1" };
+/**
+ * The functions these tests make panic, each in its own instance as
+ * deployed: scripts/test.sh builds their test-only cores (the same list).
+ */
+const PANICKING = ["trigger-backup", "finalize-backup"];
 
 /**
  * The directory of the test-only core: scripts/test.sh builds it once
@@ -57,20 +62,24 @@ async function testOnlyCore(): Promise<string> {
   const given = Deno.env.get("BACKUP_TEST_PANIC_PKG");
   if (given) return given;
   const dir = await Deno.makeTempDir({ prefix: "backup-test-panic-pkg-" });
-  await run("bash", [`${ROOT}scripts/build_wasm.sh`, "--test-panic", dir]);
+  await run("bash", [
+    `${ROOT}scripts/build_wasm.sh`,
+    "--test-panic",
+    dir,
+    ...PANICKING,
+  ]);
   return dir;
 }
 
-/** An import map that serves the test-only core in place of pkg/. */
+/** An import map that serves the test-only cores in place of theirs in pkg/. */
 async function importMap(coreDir: string): Promise<string> {
   const file = await Deno.makeTempFile({ suffix: ".json" });
-  const target = new URL(`file://${coreDir.replace(/\/?$/, "/")}`).href;
-  await Deno.writeTextFile(
-    file,
-    JSON.stringify({
-      imports: { [new URL("pkg/", `file://${ROOT}`).href]: target },
-    }),
-  );
+  const imports: Record<string, string> = {};
+  for (const fn of PANICKING) {
+    imports[new URL(`pkg/${fn}/`, `file://${ROOT}`).href] =
+      new URL(`file://${coreDir.replace(/\/?$/, "/")}${fn}/`).href;
+  }
+  await Deno.writeTextFile(file, JSON.stringify({ imports }));
   return file;
 }
 
@@ -86,8 +95,8 @@ async function wasmOf(dir: string): Promise<string> {
 }
 
 /** A request that panics: 500 internal, and nothing about the panic in the body. */
-async function panic(stack: Stack): Promise<void> {
-  const a = await call(stack.fn("finalize-backup"), {
+async function panic(stack: Stack, fn = "finalize-backup"): Promise<void> {
+  const a = await call(stack.fn(fn), {
     method: "POST",
     headers: PANIC_HEADER,
     body: "{}",
@@ -182,7 +191,11 @@ behaviour(
     while (gh.requests.length === 0 && Date.now() < deadline) await sleep(10);
     assert.equal(gh.requests.length, 1, "the trigger reached GitHub");
 
-    await panic(stack);
+    // A panic in another function's instance leaves this request alone ...
+    await panic(stack, "finalize-backup");
+    assert.equal(await within(inFlight, 100), "timeout", "still in flight");
+    // ... one in its own instance answers it.
+    await panic(stack, "trigger-backup");
     const answer = await within(inFlight, 1000);
     assert.notEqual(answer, "timeout", "the in-flight request hangs");
     if (answer === "timeout") return;
@@ -245,10 +258,17 @@ behaviour(
 suite.register();
 
 Deno.test("the deployed core has no panic trigger: the test header is an ordinary request there", async () => {
-  const shipped = await wasmOf(`${ROOT}pkg`);
-  const testOnly = await wasmOf(TEST_CORE);
-  assert.ok(testOnly.includes("deliberate panic"), "the test build has it");
-  assert.ok(!shipped.includes("deliberate panic"), "pkg/ must not have it");
+  for (const fn of PANICKING) {
+    const testOnly = await wasmOf(`${TEST_CORE}/${fn}`);
+    assert.ok(
+      testOnly.includes("deliberate panic"),
+      `${fn}'s test build has it`,
+    );
+  }
+  for (const fn of Deno.readDirSync(`${ROOT}pkg`)) {
+    const shipped = await wasmOf(`${ROOT}pkg/${fn.name}`);
+    assert.ok(!shipped.includes("deliberate panic"), `pkg/${fn.name} has it`);
+  }
 
   const db = await freshDatabase();
   let stack: Stack | undefined;

@@ -1,70 +1,147 @@
-// Loads the Rust core (pkg/, WebAssembly) and serves requests through it.
+// Loads a function's Rust core (pkg/<function>/, WebAssembly) and serves
+// requests through it.
 //
-// Loading: the WebAssembly bytes are embedded in a generated JS module
-// (pkg/backup_core_wasm.js), so they are part of every function's import
-// graph, which is exactly what `supabase functions deploy` ships (with
-// Docker, with --use-api, and from Branching alike). They are compiled and
-// instantiated here at module top level: that work happens while the
-// isolate starts, not inside the first request, and no file is read at run
-// time (the edge runtime deprecates sync file reads in requests).
+// Loading: each function has its own module, the crate built with that
+// function's endpoint alone (scripts/build_wasm.sh). Its bytes are embedded
+// in a generated JS module (pkg/<function>/backup_core_wasm.js), so they are
+// part of the function's import graph, which is exactly what `supabase
+// functions deploy` ships (with Docker, with --use-api, and from Branching
+// alike). The function's index.ts compiles and instantiates it at module top
+// level: that work happens while the isolate starts, not inside the first
+// request, and no file is read at run time (the edge runtime deprecates sync
+// file reads in requests).
 //
 // Panics: a Rust panic leaves the instance unusable. The core's panic hook
 // calls back here before the instance traps; every request still in flight on
 // that instance is answered 500 at once (its promise would otherwise never
 // settle), and the next request re-instantiates the module first.
 
-import {
-  __wbg_reset_state,
-  type CoreResponse,
-  functionNames,
-  handle,
-  type Host as HostContract,
-  initSync,
-  installPanicHook,
-  maxBodyBytes,
-} from "../../../pkg/backup_core.js";
-import { wasmModule } from "../../../pkg/backup_core_wasm.js";
+import type * as Generated from "../../../pkg/finalize-backup/backup_core.js";
+import type {
+  CoreResponse,
+  Host as HostContract,
+} from "../../../pkg/finalize-backup/backup_core.js";
 import { query, waitForChange, watch } from "./db.ts";
 
-export { functionNames };
+/**
+ * A function's generated module (pkg/<function>/backup_core.js). Every
+ * function's module has this shape; the type is read from one of them
+ * (a type-only import, which no function ships), and `deno check` compares
+ * each function's own module with it where index.ts passes it in.
+ */
+export type CoreModule = typeof Generated;
 
-let poisoned = false;
-// Rejected when the current instance panics; every request races it.
-let panicked!: Promise<never>;
-let rejectPanicked!: (reason: Error) => void;
-let instances = 0;
+/** One function's core: its WebAssembly instance, renewed after a panic. */
+export class Core {
+  /** The function this module was built for. */
+  readonly name: string;
+  #poisoned = false;
+  // Rejected when the current instance panics; every request races it.
+  #panicked!: Promise<never>;
+  #rejectPanicked!: (reason: Error) => void;
+  #instances = 0;
 
-function arm(): void {
-  panicked = new Promise<never>((_, reject) => {
-    rejectPanicked = reject;
-  });
-  // Requests race this promise; nobody may be racing when it rejects.
-  panicked.catch(() => {});
-  installPanicHook((message: string) => {
-    poisoned = true;
-    log("error", "core", `panic: ${message}`);
-    rejectPanicked(new Error("the core panicked"));
-  });
-  instances++;
-}
+  /** Instantiates `module` (compiled from the function's embedded bytes). */
+  constructor(
+    private readonly generated: CoreModule,
+    module: WebAssembly.Module,
+  ) {
+    generated.initSync({ module });
+    const served = generated.servedFunctions();
+    if (served.length !== 1) {
+      throw new Error(
+        `a function's core serves one function, this one ${
+          JSON.stringify(served)
+        }: rebuild pkg/ with scripts/build_wasm.sh`,
+      );
+    }
+    this.name = served[0];
+    this.#arm();
+  }
 
-// Top level: compile and instantiate once per isolate, at start.
-initSync({ module: await wasmModule });
-arm();
+  #arm(): void {
+    this.#panicked = new Promise<never>((_, reject) => {
+      this.#rejectPanicked = reject;
+    });
+    // Requests race this promise; nobody may be racing when it rejects.
+    this.#panicked.catch(() => {});
+    this.generated.installPanicHook((message: string) => {
+      this.#poisoned = true;
+      log("error", this.name, `panic: ${message}`);
+      this.#rejectPanicked(new Error("the core panicked"));
+    });
+    this.#instances++;
+  }
 
-/** Re-instantiates the core if the last instance panicked. */
-function ready(): void {
-  if (poisoned) {
-    __wbg_reset_state();
-    poisoned = false;
-    arm();
-    log("warn", "core", "re-instantiated the WebAssembly core after a panic");
+  /** Re-instantiates the core if the last instance panicked. */
+  #ready(): void {
+    if (this.#poisoned) {
+      this.generated.__wbg_reset_state();
+      this.#poisoned = false;
+      this.#arm();
+      log(
+        "warn",
+        this.name,
+        "re-instantiated the WebAssembly core after a panic",
+      );
+    }
+  }
+
+  /** How many times the core has been instantiated (tests read it). */
+  instanceCount(): number {
+    return this.#instances;
+  }
+
+  /** Every function's name (the core's one list, src/app.rs). */
+  functionNames(): string[] {
+    return this.generated.functionNames();
+  }
+
+  /** Serves `req`. Never throws. */
+  async serve(req: Request): Promise<Response> {
+    const name = this.name;
+    try {
+      this.#ready();
+      let body: Uint8Array;
+      try {
+        body = await readBody(req, this.generated.maxBodyBytes());
+      } catch (error) {
+        // Reading the body fails when the client goes away mid-request (or
+        // sends a broken stream): nothing is wrong here, and no one will
+        // read the answer.
+        log(
+          "debug",
+          name,
+          `client disconnected: ${String(error).slice(0, 300)}`,
+        );
+        return internalError();
+      }
+      const result = this.generated.handle(
+        name,
+        { method: req.method, url: req.url, headers: [...req.headers], body },
+        new Host(name),
+      );
+      return toResponse(await Promise.race([result, this.#panicked]));
+    } catch (error) {
+      if (!this.#poisoned) {
+        log("error", name, `host error: ${String(error).slice(0, 300)}`);
+      }
+      return internalError();
+    }
   }
 }
 
-/** How many times the core has been instantiated (tests read it). */
-export function instanceCount(): number {
-  return instances;
+/**
+ * A function's `Deno.serve` handler: its core, instantiated once `module`
+ * (compiling in the background since the bytes were imported) is ready.
+ * index.ts awaits it at top level, so this happens at isolate start.
+ */
+export async function serveFunction(
+  generated: CoreModule,
+  module: Promise<WebAssembly.Module>,
+): Promise<(req: Request) => Promise<Response>> {
+  const core = new Core(generated, await module);
+  return (req) => core.serve(req);
 }
 
 function log(level: string, fn: string, message: string): void {
@@ -188,39 +265,4 @@ function toResponse(r: CoreResponse): Response {
     status: r.status,
     headers: r.headers,
   });
-}
-
-/** Serves `req` as the function `name`. Never throws. */
-export async function serve(name: string, req: Request): Promise<Response> {
-  try {
-    ready();
-    let body: Uint8Array;
-    try {
-      body = await readBody(req, maxBodyBytes());
-    } catch (error) {
-      // Reading the body fails when the client goes away mid-request (or
-      // sends a broken stream): nothing is wrong here, and no one will
-      // read the answer.
-      log("debug", name, `client disconnected: ${String(error).slice(0, 300)}`);
-      return internalError();
-    }
-    const result = handle(
-      name,
-      { method: req.method, url: req.url, headers: [...req.headers], body },
-      new Host(name),
-    );
-    return toResponse(await Promise.race([result, panicked]));
-  } catch (error) {
-    if (!poisoned) {
-      log("error", name, `host error: ${String(error).slice(0, 300)}`);
-    }
-    return internalError();
-  }
-}
-
-/** A `Deno.serve` handler for one function. */
-export function serveFunction(
-  name: string,
-): (req: Request) => Promise<Response> {
-  return (req) => serve(name, req);
 }
