@@ -52,12 +52,13 @@ export interface Host {
   /** One server log line; never given a secret. */
   log(level: "info" | "warn" | "error", message: string): void;
   sleep(ms: number): Promise<void>;
-  /** One SQL statement with text parameters; resolves to its rows as
-   * returned by the driver. Rejects with a `DbFailure`. */
-  query(sql: string, params: (string | null)[]): Promise<unknown[]>;
-  /** Starts LISTEN if needed; resolves to the changes seen for this id.
-   * Rejects with a `DbFailure`. */
-  watch(dispatchId: string): Promise<number>;
+  /** One SQL statement with text parameters, on the database the core
+   * chose; resolves to its rows as returned by the driver. Rejects with a
+   * `DbFailure`. */
+  query(databaseUrl: string, sql: string, params: (string | null)[]): Promise<unknown[]>;
+  /** Starts LISTEN on that database if needed; resolves to the changes
+   * seen for this id. Rejects with a `DbFailure`. */
+  watch(databaseUrl: string, dispatchId: string): Promise<number>;
   /** Resolves true once more than `since` changes of the id were seen,
    * false after `timeoutMs`. */
   waitForChange(dispatchId: string, since: number, timeoutMs: number): Promise<boolean>;
@@ -87,9 +88,9 @@ extern "C" {
     #[wasm_bindgen(method)]
     fn sleep(this: &JsHost, ms: u32) -> Promise;
     #[wasm_bindgen(method)]
-    fn query(this: &JsHost, sql: &str, params: Array) -> Promise;
+    fn query(this: &JsHost, database_url: &str, sql: &str, params: Array) -> Promise;
     #[wasm_bindgen(method)]
-    fn watch(this: &JsHost, dispatch_id: &str) -> Promise;
+    fn watch(this: &JsHost, database_url: &str, dispatch_id: &str) -> Promise;
     #[wasm_bindgen(method, js_name = waitForChange)]
     fn wait_for_change(this: &JsHost, dispatch_id: &str, since: f64, timeout_ms: u32) -> Promise;
     #[wasm_bindgen(method, js_name = verifySignature)]
@@ -249,7 +250,8 @@ impl Host for JsHost {
     }
 
     async fn watch(&self, id: DispatchId) -> Result<u64, DbError> {
-        match JsFuture::from(JsHost::watch(self, &id.to_string())).await {
+        let url = database(self)?;
+        match JsFuture::from(JsHost::watch(self, &url, &id.to_string())).await {
             Ok(n) => Ok(n.as_f64().unwrap_or(0.0) as u64),
             Err(e) => Err(db_error(&e)),
         }
@@ -279,17 +281,26 @@ impl Host for JsHost {
     }
 }
 
+/// The database the host connects to ([`crate::change_feed::database_url`]
+/// decides which); without one, the database is unavailable (503).
+fn database(host: &JsHost) -> Result<String, DbError> {
+    crate::change_feed::database_url(host).ok_or_else(|| {
+        DbError::Unavailable("neither BACKUP_DB_URL nor SUPABASE_DB_URL is set".into())
+    })
+}
+
 impl Db for JsHost {
     async fn query<T: serde::de::DeserializeOwned>(
         &self,
         sql: &str,
         params: &[Option<String>],
     ) -> Result<Vec<T>, DbError> {
+        let url = database(self)?;
         let array = Array::new();
         for p in params {
             array.push(&p.as_deref().map_or(JsValue::NULL, JsValue::from_str));
         }
-        match JsFuture::from(JsHost::query(self, sql, array)).await {
+        match JsFuture::from(JsHost::query(self, &url, sql, array)).await {
             Ok(rows) => serde_wasm_bindgen::from_value(rows)
                 .map_err(|e| DbError::Other(format!("unreadable rows from the host: {e}"))),
             Err(e) => Err(db_error(&e)),

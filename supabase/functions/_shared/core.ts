@@ -186,16 +186,15 @@ class Host implements HostContract {
   sleep(ms: number): Promise<void> {
     return new Promise((resolve) => setTimeout(resolve, ms));
   }
-  // BACKUP_DB_URL overrides SUPABASE_DB_URL (e.g. a direct URL where the
-  // injected one is a transaction pooler); src/change_feed.rs reads the same.
-  private dbUrl(): string | undefined {
-    return this.env("BACKUP_DB_URL") || this.env("SUPABASE_DB_URL");
+  query(
+    databaseUrl: string,
+    sql: string,
+    params: (string | null)[],
+  ): Promise<unknown[]> {
+    return query(databaseUrl, sql, params);
   }
-  query(sql: string, params: (string | null)[]): Promise<unknown[]> {
-    return query(this.dbUrl(), sql, params);
-  }
-  watch(dispatchId: string): Promise<number> {
-    return watch(this.dbUrl(), dispatchId);
+  watch(databaseUrl: string, dispatchId: string): Promise<number> {
+    return watch(databaseUrl, dispatchId);
   }
   waitForChange(
     dispatchId: string,

@@ -117,29 +117,17 @@ export function classify(error: unknown): DbFailure {
   };
 }
 
-/** The database URL, or the failure the core answers 503 for. */
-function requireUrl(url: string | undefined): string {
-  if (!url) {
-    throw {
-      kind: "unavailable",
-      constraint: "",
-      message: "neither BACKUP_DB_URL nor SUPABASE_DB_URL is set",
-    } satisfies DbFailure;
-  }
-  return url;
-}
-
 /**
  * Runs one statement with text parameters and resolves to the driver's rows
  * (the core reads them into its typed rows). Rejects with a
  * {@link DbFailure}.
  */
 export async function query(
-  url: string | undefined,
+  url: string,
   sql: string,
   params: (string | null)[],
 ): Promise<unknown[]> {
-  const db = database(requireUrl(url));
+  const db = database(url);
   try {
     return await db.unsafe(sql, params);
   } catch (error) {
@@ -182,10 +170,9 @@ function relistened(): void {
  * core then polls, and decides when to call again.
  */
 export async function watch(
-  url: string | undefined,
+  target: string,
   id: string,
 ): Promise<number> {
-  const target = requireUrl(url);
   if (!listening || listenerUrl !== target) {
     listener?.end({ timeout: 1 }).catch(() => {});
     const sql = postgres(driverUrl(target), { ...OPTIONS, max: 1 });
