@@ -56,7 +56,7 @@ impl Function {
     fn method(self) -> (&'static str, &'static str) {
         match self {
             Function::Trigger => ("POST", "POST, OPTIONS"),
-            Function::Status => ("GET", "GET, OPTIONS"),
+            Function::Status => ("GET", "GET, POST, OPTIONS"),
             Function::Finalize | Function::Sweep => ("POST", "POST"),
         }
     }
@@ -86,7 +86,7 @@ pub async fn handle(host: &impl Host, store: &impl Store, name: &str, req: &Requ
             let (method, allow) = f.method();
             if browser_facing && req.method == "OPTIONS" {
                 config::cors(host).preflight(req, allow)
-            } else if req.method != method {
+            } else if req.method != method && !(f == Function::Status && req.method == "POST") {
                 Err(Error::MethodNotAllowed { allow })
             } else {
                 // Each endpoint's future behind its own box: its code stays
