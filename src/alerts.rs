@@ -52,9 +52,11 @@ pub const GIVE_UP_MS: i64 = 24 * 3_600_000;
 /// timeout, so only a sender that died leaves a row to be claimed again.
 pub const LEASE_MS: i64 = 120_000;
 /// How long one send may take on the sweep's path.
-pub const SEND_TIMEOUT_MS: u32 = 5_000;
-/// How many rows a sweep sends at most (the rest wait for the next minute).
-pub const SWEEP_LIMIT: u32 = 10;
+pub const SEND_TIMEOUT_MS: u32 = 4_000;
+/// How many rows a sweep sends at most (the rest wait for the next minute):
+/// with the GitHub call before them, a sweep stays well inside a function's
+/// time, and a slow receiver costs one minute's sweep 20 s at most.
+pub const SWEEP_LIMIT: u32 = 5;
 /// How many rows `finalize-backup` sends right after a transition, and how
 /// long each may take: the workflow waits for that answer.
 pub const SOON_LIMIT: u32 = 4;
@@ -316,11 +318,17 @@ pub enum Format {
 }
 
 /// A destination, resolved from its settings when a row is sent.
-#[derive(Debug)]
 pub struct Destination {
     pub url: String,
     pub format: Format,
     pub secret: Option<WebhookSecret>,
+}
+
+impl std::fmt::Debug for Destination {
+    // The URL is a secret (a Slack webhook URL is its own credential).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Destination(<url redacted>, {:?})", self.format)
+    }
 }
 
 /// The destination a row names.
@@ -1072,7 +1080,7 @@ mod flows {
 
     fn events(store: &MemStore) -> Vec<(Event, String, Delivery)> {
         store
-            .notifications()
+            .outbox()
             .into_iter()
             .map(|n| (n.event, n.destination, n.status))
             .collect()
@@ -1168,7 +1176,7 @@ mod flows {
                 Event::Recovery
             ]
         );
-        let recovery = &store.notifications()[2];
+        let recovery = &store.outbox()[2];
         assert_eq!(recovery.dispatch_id.as_deref(), Some(id2.as_str()));
     }
 
@@ -1184,7 +1192,7 @@ mod flows {
         finalize(&host, &store, "v2", &report(&id2, "succeeded", good));
         let kinds: Vec<Event> = events(&store).iter().step_by(2).map(|e| e.0).collect();
         assert_eq!(kinds, [Event::VerificationFailed, Event::Recovery]);
-        let text = super::slack_text(&store.notifications()[0]);
+        let text = super::slack_text(&store.outbox()[0]);
         assert!(text.contains("Verification: 2 tables differ"), "{text}");
         assert!(text.contains("Object: b/1.dump"), "{text}");
     }
@@ -1196,7 +1204,7 @@ mod flows {
         let id = dispatched(&host, &store);
         host.answer(503, &[], "busy");
         finalize(&host, &store, "f", &report(&id, "failed", json!({})));
-        let n = &store.notifications()[0];
+        let n = &store.outbox()[0];
         assert_eq!(
             (n.status, n.attempts, n.last_error.as_deref()),
             (Delivery::Pending, 1, Some("HTTP 503"))
@@ -1207,7 +1215,7 @@ mod flows {
         host.now.set(n.next_attempt_at);
         host.answer(200, &[], "ok");
         sweep_req(&host, &store, "service-key");
-        let n = &store.notifications()[0];
+        let n = &store.outbox()[0];
         assert_eq!(
             (n.status, n.attempts, n.last_error.as_deref()),
             (Delivery::Delivered, 2, None)
@@ -1229,7 +1237,7 @@ mod flows {
         let id2 = dispatched(&host, &store);
         finalize(&host, &store, "f2", &report(&id2, "failed", json!({})));
         loop {
-            let n = store.notifications()[1].clone();
+            let n = store.outbox()[1].clone();
             if n.status != Delivery::Pending {
                 assert_eq!(n.status, Delivery::Dead);
                 assert!(host.now_ms() - n.created_at <= GIVE_UP_MS);
@@ -1250,7 +1258,7 @@ mod flows {
         // finalize's own send fails to reach anyone: nothing scripted.
         // Simulate the dying sender: claim, and never settle.
         finalize(&host, &store, "f", &report(&id, "failed", json!({})));
-        let first = store.notifications()[0].clone();
+        let first = store.outbox()[0].clone();
         host.now.set(first.next_attempt_at);
         let claimed = block_on(crate::store::Store::claim_notifications(
             &store,
@@ -1269,7 +1277,7 @@ mod flows {
         sweep_req(&host, &store, "service-key");
         let posts = alert_posts(&host);
         assert_eq!(posts.len(), 2);
-        let n = &store.notifications()[0];
+        let n = &store.outbox()[0];
         assert_eq!((n.status, n.attempts), (Delivery::Delivered, 3));
         for p in posts {
             assert!(p
@@ -1287,7 +1295,7 @@ mod flows {
             host.now_ms(),
         ))
         .unwrap();
-        assert_eq!(store.notifications()[0].status, Delivery::Delivered);
+        assert_eq!(store.outbox()[0].status, Delivery::Delivered);
     }
 
     #[test]
@@ -1296,7 +1304,7 @@ mod flows {
         host.env.remove("BACKUP_ALERT_WEBHOOK_URL_2");
         host.now.set(START_MS + 26 * 3_600_000);
         sweep_req(&host, &store, "service-key");
-        assert!(store.notifications().is_empty());
+        assert!(store.outbox().is_empty());
         host.now.set(host.now_ms() + 1);
         for _ in 0..3 {
             host.answer(200, &[], "ok");
@@ -1351,7 +1359,7 @@ mod flows {
         assert_eq!((r.status, error_code(&r)), (400, json!("invalid_field")));
         let r = post_status(&host, &store, ADMIN, r#"{"act":"send_test_alert"}"#);
         assert_eq!((r.status, error_code(&r)), (400, json!("invalid_field")));
-        assert!(store.notifications().is_empty());
+        assert!(store.outbox().is_empty());
         host.answer(200, &[], "ok");
         host.answer(500, &[], "");
         let r = post_status(&host, &store, ADMIN, action);

@@ -243,8 +243,8 @@ impl MemStore {
         }
     }
 
-    /// The notifications, oldest first, without their leases.
-    pub fn notifications(&self) -> Vec<Notification> {
+    /// The outbox, oldest first, without the leases.
+    pub fn outbox(&self) -> Vec<Notification> {
         self.notes.borrow().iter().map(|(n, _)| n.clone()).collect()
     }
 
@@ -607,7 +607,7 @@ impl Store for MemStore {
     }
     async fn notifications(&self, limit: u32) -> Result<Vec<Notification>, DbError> {
         self.up()?;
-        let mut notes = MemStore::notifications(self);
+        let mut notes = self.outbox();
         notes.reverse();
         notes.truncate(limit as usize);
         Ok(notes)
