@@ -372,6 +372,41 @@ behaviour(
 );
 
 behaviour(
+  "a transition that does not commit leaves no alert, and its retry alerts once: the rows are written by the transition's own statement",
+  async (ctx) => {
+    const run = await running(ctx);
+    // The database refuses to fail a run, as a full disk or a lost
+    // connection would at the last moment.
+    await ctx.sql.unsafe(`
+      create function alerts_test_refuse() returns trigger language plpgsql
+      as $$ begin raise exception 'refused by the test'; end $$`);
+    await ctx.sql.unsafe(`
+      create trigger alerts_test_refuse before update on backup_history
+      for each row when (new.status = 'failed')
+      execute function alerts_test_refuse()`);
+    try {
+      const refused = await report(ctx.stack, failed(run), { id: "r-1" });
+      assert.equal(refused.status, 500);
+      assert.equal(refused.body.error.code, "internal");
+      assert.deepEqual(await states(ctx.sql), []);
+    } finally {
+      await ctx.sql.unsafe(`
+        drop trigger alerts_test_refuse on backup_history;
+        drop function alerts_test_refuse()`);
+    }
+    await sweep(ctx);
+    assert.equal(receiver.received.length, 0, "nothing was sent");
+    // The workflow retries its report, which now commits.
+    const retried = await report(ctx.stack, failed(run), { id: "r-1" });
+    assert.equal(retried.status, 200);
+    assert.deepEqual(await states(ctx.sql), [
+      ["failed", SLACK, "delivered"],
+      ["failed", JSON_HOOK, "delivered"],
+    ]);
+  },
+);
+
+behaviour(
   "the receiver failing 5xx, then recovering: the row is retried by the sweep and delivered once more with the same webhook-id",
   async (ctx) => {
     receiver.script("json", 503);
