@@ -439,6 +439,35 @@ behaviour(
 );
 
 behaviour(
+  "concurrent senders never send one attempt twice: five sweeps at once claim disjoint rows",
+  async (ctx) => {
+    for (let i = 0; i < 3; i++) {
+      receiver.script("slack", 503);
+      receiver.script("json", 503);
+      await report(ctx.stack, failed(await running(ctx)));
+    }
+    assert.equal(receiver.received.length, 6);
+    await due(ctx.sql);
+    const sweeps = await Promise.all(
+      Array.from({ length: 5 }, () => sweep(ctx)),
+    );
+    assert.deepEqual(sweeps.map((a) => a.status), Array(5).fill(200));
+    const rows = await notes(ctx.sql);
+    assert.deepEqual(
+      rows.map((n) => [n.status, n.attempts]),
+      Array(6).fill(["delivered", 2]),
+    );
+    for (const n of rows) {
+      const sent = receiver.received.filter((r) =>
+        r.headers.get("webhook-id") === n.webhook_id
+      );
+      assert.equal(sent.length, 2, `${n.webhook_id}: a 503, then one send`);
+    }
+    assert.equal(receiver.received.length, 12);
+  },
+);
+
+behaviour(
   "a sender killed between sending and settling: no one takes the row during its lease, then it is sent again with the same webhook-id, never a second id",
   async (ctx) => {
     receiver.script("slack", 503);
