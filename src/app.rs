@@ -68,12 +68,14 @@ impl Function {
         }
     }
 
-    /// The one method it serves, and the `Allow` header of a 405.
-    fn method(self) -> (&'static str, &'static str) {
+    /// The methods it serves (besides a browser's preflight), and the
+    /// `Allow` header of a 405.
+    fn methods(self) -> (&'static [&'static str], &'static str) {
         match self {
-            Function::Trigger => ("POST", "POST, OPTIONS"),
-            Function::Status => ("GET", "GET, OPTIONS"),
-            Function::Finalize | Function::Sweep => ("POST", "POST"),
+            Function::Trigger => (&["POST"], "POST, OPTIONS"),
+            // GET reads runs; POST is the admin's actions (a test alert).
+            Function::Status => (&["GET", "POST"], "GET, POST, OPTIONS"),
+            Function::Finalize | Function::Sweep => (&["POST"], "POST"),
         }
     }
 
@@ -109,10 +111,10 @@ pub async fn handle(host: &impl Host, store: &impl Store, name: &str, req: &Requ
     let result = match function {
         None => Err(Error::NotFound),
         Some(f) => {
-            let (method, allow) = f.method();
+            let (methods, allow) = f.methods();
             if browser_facing && req.method == "OPTIONS" {
                 config::cors(host).preflight(req, allow)
-            } else if req.method != method {
+            } else if !methods.contains(&req.method.as_str()) {
                 Err(Error::MethodNotAllowed { allow })
             } else {
                 // Each endpoint's future behind its own box: its code stays

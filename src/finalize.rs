@@ -15,6 +15,7 @@
 //! is read and decided in full, and written guarded by the state it was
 //! decided from.
 
+use crate::alerts::{self, Raise};
 use crate::dispatch_id::DispatchId;
 use crate::error::Error;
 use crate::http::{Request, Response};
@@ -71,22 +72,36 @@ pub async fn handle(
     let mut blank = Run::manual(id, uuid::Uuid::nil(), None, now);
     blank.run_attempt = report.run_attempt;
     if let Outcome::Changed(next) = run::apply_report(&blank, &report, now)? {
-        if store.apply_to_running(id, &next, delivery).await? {
+        let raise = Raise::of(
+            host,
+            Status::InProgress,
+            &next,
+            report.verification.as_deref(),
+        );
+        if store.apply_to_running(id, &next, delivery, &raise).await? {
             log_applied(host, &report, &next);
-            return after_success(store, &report, *next, true).await;
+            let answer = after_success(store, &report, *next, true).await;
+            if raise.kind.is_some() {
+                alerts::send_soon(host, store).await;
+            }
+            return answer;
         }
     }
     // Not the common case: read the run, and decide in full.
-    let (run, changed) = match store.read_for_report(Some(id), webhook_id).await? {
+    let (run, changed, raised) = match store.read_for_report(Some(id), webhook_id).await? {
         Some((run, None)) => apply(host, store, &report, delivery, run).await?,
         // A repeated delivery: answered with the run as it is now.
         Some((run, Some(seen))) => {
             retry_of(&seen, &body_sha256)?;
-            (run, false)
+            (run, false, false)
         }
         None => return Err(Error::UnknownDispatchId),
     };
-    after_success(store, &report, run, changed).await
+    let answer = after_success(store, &report, run, changed).await;
+    if raised {
+        alerts::send_soon(host, store).await;
+    }
+    answer
 }
 
 /// Checks that an earlier delivery under the same `webhook-id` was this
@@ -199,32 +214,35 @@ async fn pruned(store: &impl Store, report: &Report) -> Result<Response, Error> 
 }
 
 /// Applies a report to the run its dispatch id names: the run as saved,
-/// and whether the report changed it.
+/// whether the report changed it, and whether the change raised alerts.
 async fn apply(
     host: &impl Host,
     store: &impl Store,
     report: &Report,
     delivery: Delivery<'_>,
     mut run: Run,
-) -> Result<(Run, bool), Error> {
+) -> Result<(Run, bool, bool), Error> {
     loop {
         match run::apply_report(&run, report, host.now_ms())? {
             Outcome::Unchanged => {
                 store.record_delivery(delivery, run.dispatch_id).await?;
-                return Ok((run, false));
+                return Ok((run, false, false));
             }
-            Outcome::Changed(next) => match store.update(&run, &next, Some(delivery)).await {
-                Ok(Some(saved)) => {
-                    log_applied(host, report, &saved);
-                    return Ok((saved, true));
+            Outcome::Changed(next) => {
+                let raise = Raise::of(host, run.status, &next, report.verification.as_deref());
+                match store.update(&run, &next, Some(delivery), &raise).await {
+                    Ok(Some(saved)) => {
+                        log_applied(host, report, &saved);
+                        return Ok((saved, true, raise.kind.is_some()));
+                    }
+                    Ok(None) => {}
+                    // Reopening a failed run while another backup runs.
+                    Err(DbError::UniqueViolation(c)) if c == ONE_IN_PROGRESS => {
+                        return Err(in_progress_error(store).await)
+                    }
+                    Err(e) => return Err(e.into()),
                 }
-                Ok(None) => {}
-                // Reopening a failed run while another backup runs.
-                Err(DbError::UniqueViolation(c)) if c == ONE_IN_PROGRESS => {
-                    return Err(in_progress_error(store).await)
-                }
-                Err(e) => return Err(e.into()),
-            },
+            }
         }
         run = store
             .get(run.dispatch_id)
@@ -255,7 +273,10 @@ async fn register(
                     report.workflow_run_id
                 )));
             }
-            let (run, changed) = apply(host, store, report, delivery, existing).await?;
+            let (run, changed, raised) = apply(host, store, report, delivery, existing).await?;
+            if raised {
+                alerts::send_soon(host, store).await;
+            }
             return Ok(answer(200, &run, changed));
         }
         if lost_race {
@@ -513,7 +534,13 @@ mod flows {
         // The progress report started the run: its state is not the one the
         // verdict was made from, so the verdict must be made again.
         assert_eq!(
-            block_on(Store::update(&store, &read, &verdict, None)),
+            block_on(Store::update(
+                &store,
+                &read,
+                &verdict,
+                None,
+                &crate::alerts::Raise::none()
+            )),
             Ok(None)
         );
         let read = store.only();
@@ -529,9 +556,15 @@ mod flows {
             "max runtime passed",
             host.now_ms(),
         );
-        let saved = block_on(Store::update(&store, &read, &verdict, None))
-            .unwrap()
-            .unwrap();
+        let saved = block_on(Store::update(
+            &store,
+            &read,
+            &verdict,
+            None,
+            &crate::alerts::Raise::none(),
+        ))
+        .unwrap()
+        .unwrap();
         assert_eq!(saved.status, Status::Failed);
         assert_eq!(saved.failure_reason, Some(FailureReason::TimedOut));
         assert_eq!(

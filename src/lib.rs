@@ -12,6 +12,7 @@
 //! | [`progress`] | the one open object in a report, in one canonical form |
 //! | [`verification`] | the workflow's verdict on the object it stored |
 //! | [`retention`] | which stored objects a success makes deletable |
+//! | [`alerts`] | what raises an alert, the outbox sender and its messages |
 //! | [`webhook`] | Standard Webhooks signatures on those reports |
 //! | [`token`] | user access tokens (HS256, ES256, RS256) |
 //! | [`auth`] | the caller: a verified user who is a backup admin |
@@ -31,6 +32,7 @@
 //! Below is the wasm-bindgen boundary: thin functions that convert JS values
 //! and call the pure code above.
 
+pub mod alerts;
 pub mod app;
 pub mod auth;
 pub mod body;

@@ -17,8 +17,17 @@
 //!   is in the history answer only: the one-run answer is what long-polls
 //!   compare, and a field that changes with the clock would end every wait.
 //!
+//! The history answer also lists the newest notifications
+//! (`notifications`, at most [`NOTIFICATIONS_SHOWN`]) and their delivery
+//! state ([`crate::alerts`]).
+//!
 //! Every answer carries an `ETag`; a matching `If-None-Match` gets 304.
+//!
+//! `POST` with `{"action":"send_test_alert"}` queues a test alert to every
+//! configured destination and sends it at once; the answer is what was sent
+//! and the newest notifications, as in the history answer.
 
+use crate::alerts;
 use crate::auth;
 use crate::change_feed;
 use crate::dispatch_id::DispatchId;
@@ -46,6 +55,8 @@ pub const DEFAULT_LIMIT: u32 = 20;
 /// pg_cron calls it every minute: a late or failed minute or two (a
 /// restart, a slow GitHub) is not yet worth a warning; three are.
 pub const SWEEPER_STALE_MS: i64 = 3 * 60_000;
+/// How many of the newest notifications the history answer lists.
+pub const NOTIFICATIONS_SHOWN: u32 = 20;
 
 /// What the request asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +155,9 @@ pub async fn handle(
     req: &Request,
 ) -> Result<Response, Error> {
     auth::admin(host, store, req).await?;
+    if req.method == "POST" {
+        return action(host, store, req).await;
+    }
     let seen = req.header("if-none-match").map(str::to_string);
     match parse_query(req)? {
         Query::Page { limit, before } => {
@@ -156,10 +170,12 @@ pub async fn handle(
                 None
             };
             let sweeper = store.sweeper().await?;
+            let notes = store.notifications(NOTIFICATIONS_SHOWN).await?;
             let body = Tagged::new(&Page {
                 runs: page.iter().map(|(r, _)| view(r)).collect(),
                 next_cursor: next,
                 sweeper: sweeper_view(&sweeper, host.now_ms()),
+                notifications: notes.iter().map(alerts::view).collect(),
             });
             Ok(body.answer(seen.as_deref()))
         }
@@ -193,6 +209,47 @@ pub async fn handle(
             }
         }
     }
+}
+
+crate::json_object! {
+    /// The body of a POST: `{"action": "send_test_alert"}`.
+    struct ActionBody {
+        action: String,
+    }
+}
+
+/// The one action: send a test alert to every destination.
+async fn action(host: &impl Host, store: &impl Store, req: &Request) -> Result<Response, Error> {
+    req.check_size()?;
+    req.require_json()?;
+    let body: ActionBody = crate::body::parse(&req.body, |_| "must be a string")?;
+    if let Some(unknown) = body.unknown {
+        return Err(Error::field(
+            &unknown,
+            "is not a known field (only action is accepted)",
+        ));
+    }
+    match body.action.as_deref() {
+        Some("send_test_alert") => {}
+        Some(_) => return Err(Error::field("action", "must be send_test_alert")),
+        None => return Err(Error::field("action", "is required")),
+    }
+    let sent = alerts::send_test(host, store).await?;
+    let notes = store.notifications(NOTIFICATIONS_SHOWN).await?;
+    Ok(Response::json(
+        200,
+        &TestAlert {
+            sent,
+            notifications: notes.iter().map(alerts::view).collect(),
+        },
+    ))
+}
+
+/// The answer to a test alert.
+#[derive(Serialize)]
+struct TestAlert<'a> {
+    sent: alerts::Sent,
+    notifications: Vec<alerts::NotificationView<'a>>,
 }
 
 /// A JSON body, serialized once, with its strong ETag (the first 96 bits
@@ -243,6 +300,7 @@ struct Page<'a> {
     runs: Vec<RunView<'a>>,
     next_cursor: Option<String>,
     sweeper: SweeperView<'a>,
+    notifications: Vec<alerts::NotificationView<'a>>,
 }
 
 /// The one-run answer (no sweeper: its ETag must change only with the run).

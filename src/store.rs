@@ -20,6 +20,7 @@
 //!
 //! The SQL itself lives in `sql/` next to this file so it can be read as SQL.
 
+use crate::alerts::{Notification, Raise, Settled};
 use crate::dispatch_id::DispatchId;
 use crate::error::Error;
 use crate::ports::{Db, DbError};
@@ -68,24 +69,29 @@ pub trait Store {
     /// Writes `next`, decided from `prev`, if the row's state (status,
     /// attempt, workflow run, outcome, started or not) is still `prev`'s;
     /// `None` if not. A `run_url` or `progress` written meanwhile is kept
-    /// unless `next` changes it. Records `webhook_id` with it.
+    /// unless `next` changes it. Records `webhook_id` with it, and inserts
+    /// the alerts `raise` decided (`raise_alerts.sql`), in the same
+    /// statement.
     async fn update(
         &self,
         prev: &Run,
         next: &Run,
         delivery: Option<Delivery<'_>>,
+        raise: &Raise,
     ) -> Result<Option<Run>, DbError>;
     /// A report's common case: merges `next`, what the report makes of a
     /// run in progress in `next.run_attempt` that has nothing yet, into the
     /// run `id`, if that run is in progress in that attempt, of
     /// `next.workflow_run_id` or of none yet, `webhook_id` is new, and the
     /// write changes something; whether it did. The row keeps a start time
-    /// and a progress that `next` does not bring.
+    /// and a progress that `next` does not bring. Inserts the alerts `raise`
+    /// decided in the same statement.
     async fn apply_to_running(
         &self,
         id: DispatchId,
         next: &Run,
         delivery: Delivery<'_>,
+        raise: &Raise,
     ) -> Result<bool, DbError>;
     /// The run `id` (without one: the run an earlier delivery of
     /// `webhook_id` applied to), and the run that delivery applied to.
@@ -125,6 +131,32 @@ pub trait Store {
     /// Marks the successes whose objects were deleted (`keys`: a JSON
     /// array).
     async fn mark_pruned(&self, keys: &str) -> Result<(), DbError>;
+    /// What the dead man's switch reads.
+    async fn alert_clock(&self) -> Result<AlertClock, DbError>;
+    /// Raises the silence that began at `since_ms` unless it was raised
+    /// (`raise_silence.sql`); whether this call raised it.
+    async fn raise_silence(&self, since_ms: i64, facts: &str, to: &str) -> Result<bool, DbError>;
+    /// Queues a `test` alert to each destination in `to` (a JSON array).
+    async fn raise_test(&self, to: &str) -> Result<(), DbError>;
+    /// Claims up to `limit` due notifications at `now_ms`, leased for
+    /// `lease_ms` (`claim_notifications.sql`).
+    async fn claim_notifications(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Notification>, DbError>;
+    /// Records how the send of claim `attempts` of row `id` ended, if the
+    /// row is still under that claim.
+    async fn settle_notification(
+        &self,
+        id: i64,
+        attempts: u32,
+        settled: &Settled,
+        now_ms: i64,
+    ) -> Result<(), DbError>;
+    /// The newest `limit` notifications.
+    async fn notifications(&self, limit: u32) -> Result<Vec<Notification>, DbError>;
 }
 
 /// The 409 for a second backup, naming the one that runs (if it still does).
@@ -152,6 +184,18 @@ pub struct Settings {
     pub deadlines: Deadlines,
     /// Unix ms before which GitHub must not be called (0: no backoff).
     pub github_backoff_until: i64,
+}
+
+/// What the dead man's switch reads (`backup_settings`,
+/// `backup_alert_state`). Times are unix ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub struct AlertClock {
+    /// `alert_after_hours`.
+    pub after_hours: i64,
+    /// The last success, or when alerting began if there was none.
+    pub silent_since: i64,
+    /// The start of the silence last raised.
+    pub raised_for: Option<i64>,
 }
 
 /// What `backup_settings` says about the scheduled sweep.
@@ -282,6 +326,33 @@ fn mutable_params(run: &Run) -> Vec<Option<String>> {
     ]
 }
 
+/// raise_alerts.sql with its parameters numbered after `params`, which
+/// they are appended to; empty when `raise` raises nothing, so that the
+/// common write (a progress report) stays the statement it was.
+fn with_raise(params: &mut Vec<Option<String>>, raise: &Raise) -> String {
+    if raise.kind.is_none() {
+        return String::new();
+    }
+    let first = params.len() + 1;
+    params.extend(raise.params());
+    RAISE
+        .replace("$kind", &format!("${first}"))
+        .replace("$facts", &format!("${}", first + 1))
+        .replace("$to", &format!("${}", first + 2))
+}
+
+/// A notification as `notification_columns.sql` builds it.
+#[derive(Deserialize)]
+struct NoteRow {
+    note: Notification,
+}
+
+#[derive(Deserialize)]
+struct RaisedRow {
+    #[allow(dead_code)] // its presence is the answer
+    raised: bool,
+}
+
 // The files in src/sql/, without their comments (build.rs).
 const INSERT: &str = include_str!(concat!(env!("OUT_DIR"), "/insert_run.sql"));
 const UPDATE: &str = include_str!(concat!(env!("OUT_DIR"), "/update_run.sql"));
@@ -290,6 +361,11 @@ const READ_FOR_REPORT: &str = include_str!(concat!(env!("OUT_DIR"), "/read_for_r
 const SELECT: &str = include_str!(concat!(env!("OUT_DIR"), "/select_run.sql"));
 /// select_run.sql's select list, for the rows a write returns (CTE `h`).
 const RUN_COLUMNS: &str = include_str!(concat!(env!("OUT_DIR"), "/run_columns.sql"));
+const RAISE: &str = include_str!(concat!(env!("OUT_DIR"), "/raise_alerts.sql"));
+const RAISE_SILENCE: &str = include_str!(concat!(env!("OUT_DIR"), "/raise_silence.sql"));
+const CLAIM: &str = include_str!(concat!(env!("OUT_DIR"), "/claim_notifications.sql"));
+const SETTLE: &str = include_str!(concat!(env!("OUT_DIR"), "/settle_notification.sql"));
+const NOTE_COLUMNS: &str = include_str!(concat!(env!("OUT_DIR"), "/notification_columns.sql"));
 const RETENTION: &str = include_str!(concat!(env!("OUT_DIR"), "/retention.sql"));
 const MARK_PRUNED: &str = include_str!(concat!(env!("OUT_DIR"), "/mark_pruned.sql"));
 
@@ -333,6 +409,7 @@ impl<D: Db> Store for PgStore<'_, D> {
         prev: &Run,
         next: &Run,
         delivery: Option<Delivery<'_>>,
+        raise: &Raise,
     ) -> Result<Option<Run>, DbError> {
         let mut params = mutable_params(next);
         params.extend([
@@ -348,7 +425,8 @@ impl<D: Db> Store for PgStore<'_, D> {
             text(next.progress != prev.progress),
             delivery.map(|d| d.body_sha256.to_string()),
         ]);
-        self.one(&format!("{UPDATE}{RUN_COLUMNS} from h"), &params)
+        let alerts = with_raise(&mut params, raise);
+        self.one(&format!("{UPDATE}{alerts}{RUN_COLUMNS} from h"), &params)
             .await
     }
 
@@ -357,10 +435,13 @@ impl<D: Db> Store for PgStore<'_, D> {
         id: DispatchId,
         next: &Run,
         delivery: Delivery<'_>,
+        raise: &Raise,
     ) -> Result<bool, DbError> {
         let mut params = mutable_params(next);
         params.extend([text(delivery.id), text(id), text(delivery.body_sha256)]);
-        let rows: Vec<IgnoredAny> = self.db.query(APPLY, &params).await?;
+        let alerts = with_raise(&mut params, raise);
+        let sql = format!("{APPLY}{alerts}select true as applied from applied");
+        let rows: Vec<IgnoredAny> = self.db.query(&sql, &params).await?;
         Ok(!rows.is_empty())
     }
 
@@ -494,6 +575,88 @@ impl<D: Db> Store for PgStore<'_, D> {
 
     async fn mark_pruned(&self, keys: &str) -> Result<(), DbError> {
         self.db.execute(MARK_PRUNED, &[text(keys)]).await
+    }
+
+    async fn alert_clock(&self) -> Result<AlertClock, DbError> {
+        self.settings_row(
+            "select st.alert_after_hours as after_hours, \
+             floor(extract(epoch from coalesce(st.last_success_at, a.since)) * 1000)::float8 as silent_since, \
+             floor(extract(epoch from a.silence_from) * 1000)::float8 as raised_for \
+             from public.backup_settings st, public.backup_alert_state a where st.id and a.id",
+        )
+        .await
+    }
+
+    async fn raise_silence(&self, since_ms: i64, facts: &str, to: &str) -> Result<bool, DbError> {
+        let rows: Vec<RaisedRow> = self
+            .db
+            .query(RAISE_SILENCE, &[text(since_ms), text(facts), text(to)])
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
+    async fn raise_test(&self, to: &str) -> Result<(), DbError> {
+        self.db
+            .execute(
+                "insert into public.backup_notifications (event, destination, payload) \
+                 select 'test', d.label, jsonb_build_object('event', 'test') \
+                 from jsonb_array_elements_text($1::text::jsonb) d(label)",
+                &[text(to)],
+            )
+            .await
+    }
+
+    async fn claim_notifications(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Notification>, DbError> {
+        let rows: Vec<NoteRow> = self
+            .db
+            .query(
+                &format!("{CLAIM}{NOTE_COLUMNS} from claimed n order by n.id"),
+                &[text(now_ms), text(lease_ms), text(limit)],
+            )
+            .await?;
+        Ok(rows.into_iter().map(|r| r.note).collect())
+    }
+
+    async fn settle_notification(
+        &self,
+        id: i64,
+        attempts: u32,
+        settled: &Settled,
+        now_ms: i64,
+    ) -> Result<(), DbError> {
+        let (status, at, error) = settled.columns();
+        self.db
+            .execute(
+                SETTLE,
+                &[
+                    text(id),
+                    text(attempts),
+                    text(status),
+                    at.map(|a| a.to_string()),
+                    error.map(str::to_string),
+                    text(now_ms),
+                ],
+            )
+            .await
+    }
+
+    async fn notifications(&self, limit: u32) -> Result<Vec<Notification>, DbError> {
+        let rows: Vec<NoteRow> = self
+            .db
+            .query(
+                &format!(
+                    "{NOTE_COLUMNS} from public.backup_notifications n \
+                     order by n.created_at desc, n.id desc limit $1::int4"
+                ),
+                &[text(limit)],
+            )
+            .await?;
+        Ok(rows.into_iter().map(|r| r.note).collect())
     }
 
     async fn list(

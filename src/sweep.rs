@@ -15,6 +15,7 @@
 //! sweep is not recorded: it runs only when someone presses the button, and
 //! must not make a schedule that never fires look healthy.
 
+use crate::alerts::{self, Raise};
 use crate::config;
 use crate::dispatch_id::DispatchId;
 use crate::error::Error;
@@ -123,6 +124,9 @@ pub async fn handle(
     authorize(host, req)?;
     let swept = sweep(host, store, GITHUB_TIMEOUT_MS).await?;
     store.record_sweep(host.now_ms(), swept.outcome()).await?;
+    // The outbox's safety net: the dead man's switch, and whatever alerts
+    // are due (after the sweep's own verdict, which may have raised one).
+    alerts::on_sweep(host, store).await;
     Ok(Response::json(
         200,
         &Answer {
@@ -231,7 +235,8 @@ pub async fn sweep_run(
         // Guarded by the state the verdict was made from, so progress
         // reports landing meanwhile do not void it. None: a report or
         // another sweep changed the state first; their word stands.
-        if let Some(saved) = store.update(&run, &next, None).await? {
+        let raise = Raise::of(host, run.status, &next, None);
+        if let Some(saved) = store.update(&run, &next, None, &raise).await? {
             host.log(
                 Level::Warn,
                 &format!(

@@ -4,13 +4,15 @@
 //! through them natively (`cargo test`). The same flows run against real
 //! PostgreSQL in the Deno tests under `tests/`.
 
+use crate::alerts::{Delivery as AlertDelivery, Event, Notification, Raise, Settled, Transition};
 use crate::config::Env;
 use crate::dispatch_id::DispatchId;
 use crate::github::{OutboundRequest, OutboundResponse};
 use crate::ports::{DbError, Host, Level};
 use crate::run::{FailureReason, OutcomeSource, Run, Status};
 use crate::store::{
-    Cursor, Delivered, Delivery, Settings, Started, Store, SweeperRecord, ONE_IN_PROGRESS,
+    AlertClock, Cursor, Delivered, Delivery, Settings, Started, Store, SweeperRecord,
+    ONE_IN_PROGRESS,
 };
 use crate::token::SignatureCheck;
 use std::cell::{Cell, RefCell};
@@ -119,6 +121,13 @@ pub struct MemStore {
     pub sweep_problem: RefCell<Option<String>>,
     /// `backup_settings.retention_days` and `retention_keep`.
     pub retention: Cell<(Option<i64>, i64)>,
+    /// `backup_notifications`, each with its lease (`claimed_until`).
+    pub notes: RefCell<Vec<(Notification, Option<i64>)>>,
+    /// `backup_alert_state`: the open problem, and the silence last raised.
+    pub alert_open: Cell<Option<Event>>,
+    pub silence_from: Cell<Option<i64>>,
+    /// `backup_settings.alert_after_hours` (0 reads as the default, 26).
+    pub alert_after_hours: Cell<i64>,
 }
 
 /// What `update_run.sql` guards on: the state a decision was made from.
@@ -164,6 +173,81 @@ pub fn merge_into_running(row: &Run, next: &Run) -> Run {
 }
 
 impl MemStore {
+    /// raise_alerts.sql over the rows in memory, for a write that happened
+    /// (`saved`, the row as written).
+    fn raise(&self, saved: &Run, raise: &Raise) {
+        let event = match raise.kind {
+            None => return,
+            Some(Transition::Failed) => Event::Failed,
+            Some(Transition::VerificationFailed) => Event::VerificationFailed,
+            Some(Transition::Succeeded) => match self.alert_open.get() {
+                None => return,
+                Some(_) => Event::Recovery,
+            },
+        };
+        self.alert_open.set(match event {
+            Event::Recovery => None,
+            other => Some(other),
+        });
+        let mut facts: serde_json::Value = serde_json::from_str(&raise.facts).unwrap_or_default();
+        facts["run"]["run_url"] = serde_json::json!(saved.run_url);
+        facts["run"]["started_at"] = serde_json::json!(saved.started_at.map(crate::time::iso8601));
+        self.queue(
+            event,
+            Some(saved.dispatch_id),
+            &facts.to_string(),
+            &raise.to,
+        );
+    }
+
+    /// Inserts one pending row per destination, as the SQL does: the facts
+    /// with the event and the last success (as of before this write).
+    fn queue(&self, event: Event, dispatch_id: Option<DispatchId>, facts: &str, to: &str) {
+        let last = self
+            .runs
+            .borrow()
+            .iter()
+            .filter(|r| r.status == Status::Success && Some(r.dispatch_id) != dispatch_id)
+            .max_by_key(|r| r.finished_at)
+            .map(|r| {
+                serde_json::json!({
+                    "dispatch_id": r.dispatch_id.to_string(),
+                    "s3_key": r.s3_key,
+                    "finished_at": r.finished_at.map(crate::time::iso8601),
+                })
+            });
+        let mut payload: serde_json::Value = serde_json::from_str(facts).unwrap_or_default();
+        payload["event"] = serde_json::json!(event.as_str());
+        payload["last_success"] = last.unwrap_or_default();
+        let labels: Vec<String> = serde_json::from_str(to).unwrap_or_default();
+        let mut notes = self.notes.borrow_mut();
+        for destination in labels {
+            let id = notes.len() as i64 + 1;
+            notes.push((
+                Notification {
+                    id,
+                    event,
+                    dispatch_id: dispatch_id.map(|d| d.to_string()),
+                    destination,
+                    payload: payload.to_string(),
+                    webhook_id: format!("msg_{id}"),
+                    status: AlertDelivery::Pending,
+                    attempts: 0,
+                    created_at: START_MS,
+                    next_attempt_at: START_MS,
+                    last_error: None,
+                    delivered_at: None,
+                },
+                None,
+            ));
+        }
+    }
+
+    /// The outbox, oldest first, without the leases.
+    pub fn outbox(&self) -> Vec<Notification> {
+        self.notes.borrow().iter().map(|(n, _)| n.clone()).collect()
+    }
+
     fn up(&self) -> Result<(), DbError> {
         if self.down.get() {
             Err(DbError::Unavailable("connection refused".into()))
@@ -234,6 +318,7 @@ impl Store for MemStore {
         prev: &Run,
         next: &Run,
         delivery: Option<Delivery<'_>>,
+        raise: &Raise,
     ) -> Result<Option<Run>, DbError> {
         self.up()?;
         let mut runs = self.runs.borrow_mut();
@@ -271,13 +356,17 @@ impl Store for MemStore {
                 .entry(d.id.into())
                 .or_insert((row.dispatch_id, d.body_sha256.into()));
         }
-        Ok(Some(row.clone()))
+        let saved = row.clone();
+        drop(runs);
+        self.raise(&saved, raise);
+        Ok(Some(saved))
     }
     async fn apply_to_running(
         &self,
         id: DispatchId,
         next: &Run,
         delivery: Delivery<'_>,
+        raise: &Raise,
     ) -> Result<bool, DbError> {
         self.up()?;
         if self.deliveries.borrow().contains_key(delivery.id) {
@@ -302,6 +391,9 @@ impl Store for MemStore {
         self.deliveries
             .borrow_mut()
             .insert(delivery.id.into(), (id, delivery.body_sha256.into()));
+        let saved = row.clone();
+        drop(runs);
+        self.raise(&saved, raise);
         Ok(true)
     }
     async fn read_for_report(
@@ -437,6 +529,88 @@ impl Store for MemStore {
             }
         }
         Ok(())
+    }
+    async fn alert_clock(&self) -> Result<AlertClock, DbError> {
+        self.up()?;
+        let last = self
+            .runs
+            .borrow()
+            .iter()
+            .filter(|r| r.status == Status::Success)
+            .filter_map(|r| r.finished_at)
+            .max();
+        let hours = self.alert_after_hours.get();
+        Ok(AlertClock {
+            after_hours: if hours == 0 { 26 } else { hours },
+            // Alerting began as the test did.
+            silent_since: last.unwrap_or(START_MS),
+            raised_for: self.silence_from.get(),
+        })
+    }
+    async fn raise_silence(&self, since_ms: i64, facts: &str, to: &str) -> Result<bool, DbError> {
+        self.up()?;
+        if self.silence_from.get() == Some(since_ms) {
+            return Ok(false);
+        }
+        self.silence_from.set(Some(since_ms));
+        self.alert_open.set(Some(Event::Silence));
+        self.queue(Event::Silence, None, facts, to);
+        Ok(true)
+    }
+    async fn raise_test(&self, to: &str) -> Result<(), DbError> {
+        self.up()?;
+        self.queue(Event::Test, None, "{}", to);
+        Ok(())
+    }
+    async fn claim_notifications(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Notification>, DbError> {
+        self.up()?;
+        let mut claimed = Vec::new();
+        for (note, lease) in self.notes.borrow_mut().iter_mut() {
+            let free = lease.is_none_or(|until| until <= now_ms);
+            if claimed.len() < limit as usize
+                && note.status == AlertDelivery::Pending
+                && note.next_attempt_at <= now_ms
+                && free
+            {
+                *lease = Some(now_ms + lease_ms);
+                note.attempts += 1;
+                claimed.push(note.clone());
+            }
+        }
+        Ok(claimed)
+    }
+    async fn settle_notification(
+        &self,
+        id: i64,
+        attempts: u32,
+        settled: &Settled,
+        now_ms: i64,
+    ) -> Result<(), DbError> {
+        self.up()?;
+        let (status, at, error) = settled.columns();
+        for (note, lease) in self.notes.borrow_mut().iter_mut() {
+            if note.id == id && note.attempts == attempts && note.status == AlertDelivery::Pending {
+                note.status = serde_json::from_value(serde_json::json!(status))
+                    .unwrap_or(AlertDelivery::Pending);
+                note.next_attempt_at = at.unwrap_or(note.next_attempt_at);
+                note.last_error = error.map(str::to_string);
+                note.delivered_at = (status == "delivered").then_some(now_ms);
+                *lease = None;
+            }
+        }
+        Ok(())
+    }
+    async fn notifications(&self, limit: u32) -> Result<Vec<Notification>, DbError> {
+        self.up()?;
+        let mut notes = self.outbox();
+        notes.reverse();
+        notes.truncate(limit as usize);
+        Ok(notes)
     }
 }
 

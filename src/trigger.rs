@@ -6,6 +6,7 @@
 //! know. If GitHub refuses, the row is failed (`dispatch_failed`) in the
 //! same request; it is never left `in_progress`.
 
+use crate::alerts::Raise;
 use crate::auth;
 use crate::config;
 use crate::dispatch_id::DispatchId;
@@ -207,7 +208,7 @@ async fn record_dispatch(
         if next == run {
             return Ok(run);
         }
-        if let Some(saved) = store.update(&run, &next, None).await? {
+        if let Some(saved) = store.update(&run, &next, None, &Raise::none()).await? {
             return Ok(saved);
         }
         run = store
@@ -230,7 +231,8 @@ async fn fail_dispatch(
         match run::dispatch_failed(&run, error_text, host.now_ms()) {
             Outcome::Unchanged => return Ok(()),
             Outcome::Changed(next) => {
-                if store.update(&run, &next, None).await?.is_some() {
+                let raise = Raise::of(host, run.status, &next, None);
+                if store.update(&run, &next, None, &raise).await?.is_some() {
                     return Ok(());
                 }
             }

@@ -29,6 +29,12 @@ pub fn check(canonical: &str) -> bool {
         && (has(r#""ok":true"#) || has(r#""ok":false"#))
 }
 
+/// Whether a verdict (canonical JSON text, as [`check`] accepts) says the
+/// check failed: what raises a `verification_failed` alert.
+pub fn failed(canonical: &str) -> bool {
+    canonical.contains(r#""ok":false"#)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -66,9 +66,8 @@ impl WebhookSecret {
         mac
     }
 
-    /// The `webhook-signature` header value for a delivery (tests only: the
-    /// workflow signs with openssl, the Deno tests with WebCrypto).
-    #[cfg(test)]
+    /// The `webhook-signature` header value for a delivery: what the alert
+    /// sender signs with (the workflow signs its reports with openssl).
     pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
         let tag = self
             .mac(id, &timestamp.to_string(), body)

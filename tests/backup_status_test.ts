@@ -244,7 +244,7 @@ behaviour(
     assert.equal(pre.headers.get("access-control-allow-origin"), ORIGIN);
     assert.equal(
       pre.headers.get("access-control-allow-methods"),
-      "GET, OPTIONS",
+      "GET, POST, OPTIONS",
     );
     const allowed = (pre.headers.get("access-control-allow-headers") ?? "")
       .split(",").map((h) => h.trim().toLowerCase());
@@ -280,10 +280,11 @@ behaviour(
       "a browser can read the 401",
     );
 
-    for (const method of ["POST", "PUT", "DELETE", "PATCH"]) {
+    // POST is the test alert's (tests/alerts_test.ts).
+    for (const method of ["PUT", "DELETE", "PATCH"]) {
       const a = await status(ctx, "", { method });
       assertError(a, 405, "method_not_allowed");
-      assert.equal(a.headers.get("allow"), "GET, OPTIONS");
+      assert.equal(a.headers.get("allow"), "GET, POST, OPTIONS");
     }
   },
 );
@@ -505,6 +506,7 @@ async function pages(ctx: Ctx, limit: number): Promise<string[][]> {
     assert.equal(a.status, 200, a.text);
     assert.deepEqual(Object.keys(a.body).sort(), [
       "next_cursor",
+      "notifications",
       "runs",
       "sweeper",
     ]);
@@ -525,6 +527,7 @@ behaviour(
       runs: [],
       next_cursor: null,
       sweeper: NEVER_SWEPT,
+      notifications: [],
     });
 
     const expected = await fortyFive(ctx.sql, "0.250 seconds");

@@ -259,6 +259,16 @@ Deno.test({
       return runDetails();
     };
     const web = serveWeb();
+    // The alert destination: a loopback Slack stand-in that takes anything.
+    const alerted: string[] = [];
+    const hookPort = freePort();
+    const hook = Deno.serve(
+      { hostname: "127.0.0.1", port: hookPort, onListen() {} },
+      async (req) => {
+        alerted.push(await req.text());
+        return new Response("ok");
+      },
+    );
     let stack: Stack | undefined;
     let browser: Browser | undefined;
     try {
@@ -268,6 +278,7 @@ Deno.test({
         env: {
           ALLOWED_ORIGINS: web.url,
           SUPABASE_SERVICE_ROLE_KEY: SERVICE_KEY,
+          BACKUP_ALERT_WEBHOOK_URL: `http://127.0.0.1:${hookPort}/services/x`,
         },
       });
       await db.sql`insert into backup_admins (user_id) values (${ADMIN_ID})`;
@@ -563,6 +574,40 @@ Deno.test({
           assert.deepEqual(main.errors, []);
         },
       );
+
+      await t.step(
+        "lists the alerts with their delivery state, and sends a test alert",
+        async () => {
+          await db.sql`truncate backup_notifications`;
+          await db.sql`
+            insert into backup_notifications
+              (event, destination, payload, status, attempts, last_error,
+               created_at)
+            values ('failed', 'BACKUP_ALERT_WEBHOOK_URL', '{}', 'dead', 14,
+                    'HTTP 500', now() - interval '1 day')`;
+          await page.click("#refresh");
+          await waitText(page, "#alerts", "Gave up");
+          const dead = page.locator('#alerts tbody tr[data-status="dead"]');
+          assert.match((await dead.textContent()) ?? "", /Backup failed/);
+          assert.match((await dead.textContent()) ?? "", /HTTP 500/);
+          // (The dispatch GitHub refused above raised a failed alert, sent
+          // by the sweep.)
+          const before = alerted.length;
+          await page.click("#test-alert");
+          await waitText(page, "#message", "Test alert: 1 delivered.");
+          const test = page.locator(
+            '#alerts tbody tr[data-event="test"][data-status="delivered"]',
+          );
+          await test.waitFor({ timeout: 5000 });
+          assert.match((await test.textContent()) ?? "", /Delivered/);
+          assert.equal(alerted.length, before + 1);
+          assert.deepEqual(JSON.parse(alerted[before]), {
+            text:
+              ":bell: Test alert from the backup control plane: this destination works.",
+          });
+          assert.deepEqual(main.errors, []);
+        },
+      );
       await main.close();
 
       await t.step(
@@ -621,6 +666,7 @@ Deno.test({
     } finally {
       await browser?.close();
       await stack?.close();
+      await hook.shutdown();
       await web.close();
       await gh.close();
       await db.close();

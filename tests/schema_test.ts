@@ -623,6 +623,100 @@ Deno.test(
   }),
 );
 
+// --- alerts (the outbox) -----------------------------------------------------------
+
+Deno.test(
+  "clients cannot read or write the alert outbox, not even admins",
+  withDb(async (sql) => {
+    await seedForRls(sql);
+    const cases = [
+      ["authenticated", { sub: ADMIN, role: "authenticated" }],
+      ["anon", {}],
+    ] as const;
+    for (const [role, claims] of cases) {
+      for (const table of ["backup_notifications", "backup_alert_state"]) {
+        await asClient(
+          sql,
+          role,
+          claims,
+          (tx) =>
+            assertPgError(tx.unsafe(`select * from public.${table}`), {
+              code: "42501",
+              message: `permission denied for table ${table}`,
+            }),
+        );
+      }
+      await asClient(
+        sql,
+        role,
+        claims,
+        (tx) =>
+          assertPgError(
+            tx.unsafe(
+              `insert into public.backup_notifications (event, destination, payload)
+               values ('test', 'BACKUP_ALERT_WEBHOOK_URL', '{}')`,
+            ),
+            {
+              code: "42501",
+              message: "permission denied for table backup_notifications",
+            },
+          ),
+      );
+    }
+  }),
+);
+
+Deno.test(
+  "an alert row names a destination setting, never a URL, and a known event and status",
+  withDb(async (sql) => {
+    const insert = (columns: Record<string, string>) => {
+      const c = {
+        event: "failed",
+        destination: "BACKUP_ALERT_WEBHOOK_URL",
+        payload: "{}",
+        status: "pending",
+        ...columns,
+      };
+      return sql`
+        insert into backup_notifications (event, destination, payload, status)
+        values (${c.event}, ${c.destination}, ${c.payload}::text::jsonb,
+                ${c.status})`;
+    };
+    for (
+      const [columns, constraint] of [
+        [
+          { destination: "https://hooks.slack.com/services/T/B/x" },
+          "backup_notifications_destination_check",
+        ],
+        [
+          { destination: "BACKUP_ALERT_WEBHOOK_URL_10" },
+          "backup_notifications_destination_check",
+        ],
+        [{ event: "panic" }, "backup_notifications_event_check"],
+        [{ status: "sent" }, "backup_notifications_status_check"],
+        [{ status: "delivered" }, "delivered_has_time"],
+        [{ payload: "[]" }, "backup_notifications_payload_check"],
+      ] as const
+    ) {
+      await assertPgError(insert(columns), { code: "23514", constraint });
+    }
+    await insert({ destination: "BACKUP_ALERT_WEBHOOK_URL_9" });
+    const [row] = await sql`
+      select status, attempts, webhook_id, next_attempt_at <= now() as due
+        from backup_notifications`;
+    assert.equal(row.status, "pending");
+    assert.equal(row.attempts, 0);
+    assert.match(row.webhook_id, /^msg_[0-9a-f]{32}$/);
+    assert.equal(row.due, true);
+    const [settings] = await sql`select alert_after_hours from backup_settings`;
+    assert.equal(settings.alert_after_hours, 26);
+    await assertPgError(
+      sql`update backup_settings set alert_after_hours = 0`,
+      { code: "23514", constraint: "backup_settings_alert_after_hours_check" },
+    );
+  }),
+);
+
 // --- notifications -------------------------------------------------------------
 
 Deno.test(

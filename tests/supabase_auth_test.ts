@@ -167,6 +167,7 @@ Deno.test("user tokens and service keys as hosted Supabase provides them", async
           runs: [],
           next_cursor: null,
           sweeper: { last_run_at: null, healthy: false, problem: null },
+          notifications: [],
         });
         assert.equal(auth.calls.user, 1);
         assert.equal(auth.seen.authorization, `Bearer ${token}`);

@@ -95,6 +95,31 @@ export interface SweeperHealth {
   problem: string | null;
 }
 
+/**
+ * An alert in the outbox (`backup_notifications`) and where its delivery
+ * stands. At least once: a receiver drops repeats by `webhook_id`.
+ */
+export interface BackupNotification {
+  id: number;
+  event: "failed" | "verification_failed" | "silence" | "recovery" | "test";
+  /** The run it is about; null for a silence and a test. */
+  dispatch_id: string | null;
+  /** The destination's URL setting, e.g. `BACKUP_ALERT_WEBHOOK_URL_2` (never the URL). */
+  destination: string;
+  /** `dead`: given up a day after the event. */
+  status: "pending" | "delivered" | "dead";
+  /** Sends started so far. */
+  attempts: number;
+  /** The Standard Webhooks `webhook-id`, the same on every retry. */
+  webhook_id: string;
+  created_at: string;
+  /** When it is tried again; pending rows only. */
+  next_attempt_at: string | null;
+  delivered_at: string | null;
+  /** Why the last try failed, e.g. `HTTP 503`. */
+  last_error: string | null;
+}
+
 /** One page of the history, newest first. */
 export interface BackupPage {
   runs: BackupRun[];
@@ -102,6 +127,14 @@ export interface BackupPage {
   next_cursor: string | null;
   /** The sweeper's health, as of this answer. */
   sweeper: SweeperHealth;
+  /** The 20 newest alerts, newest first. */
+  notifications: BackupNotification[];
+}
+
+/** What a test alert did, and the alerts as they stand after it. */
+export interface TestAlertResult {
+  sent: { delivered: number; retrying: number; dead: number };
+  notifications: BackupNotification[];
 }
 
 export interface BackupClientOptions {
@@ -175,6 +208,11 @@ export interface BackupClient {
   ): Promise<BackupPage>;
   /** One run; a 404 `unknown_dispatch_id` for an id never issued. */
   getBackup(dispatchId: string, options?: CallOptions): Promise<BackupRun>;
+  /**
+   * Sends a test alert to every configured destination now. A 500
+   * `config_missing` naming `BACKUP_ALERT_WEBHOOK_URL` when none is set.
+   */
+  sendTestAlert(options?: CallOptions): Promise<TestAlertResult>;
 }
 
 /** Any failed call: a non-2xx answer, or `status` 0 for a network error. */

@@ -248,6 +248,15 @@ export function createBackupClient(options) {
     return r.body;
   }
 
+  async function sendTestAlert(opts = {}) {
+    const r = await call("backup-status", {
+      method: "POST",
+      body: { action: "send_test_alert" },
+      signal: opts.signal,
+    });
+    return r.body;
+  }
+
   function watchBackup(dispatchId, onChange, opts = {}) {
     const wait = Math.max(
       0,
@@ -336,5 +345,5 @@ export function createBackupClient(options) {
     return promise;
   }
 
-  return { triggerBackup, watchBackup, listBackups, getBackup };
+  return { triggerBackup, watchBackup, listBackups, getBackup, sendTestAlert };
 }

@@ -13,7 +13,7 @@
 -- No lock is held between round trips: the row lock lasts this statement.
 -- $1..$13 as in insert_run.sql, of that decision ($6 run_url, always null
 -- there, keeps the row's), $14 webhook_id, $15 dispatch_id, $16 the
--- delivery's body SHA-256 (hex)
+-- delivery's body SHA-256 (hex); then raise_alerts.sql's parameters.
 with applied as (
   update public.backup_history set
     status = $1::text,
@@ -41,10 +41,13 @@ with applied as (
       coalesce(started_at, to_timestamp($7::float8 / 1000)),
       coalesce($13::text::jsonb, progress)
     )
-  returning dispatch_id
+  returning dispatch_id, run_url, started_at
 ), delivered as (
   insert into public.backup_report_deliveries (webhook_id, dispatch_id, body_sha256)
   select $14::text, applied.dispatch_id, $16::text from applied
   on conflict do nothing
+), h as (
+  select dispatch_id, run_url, started_at from applied
 )
-select true as applied from applied
+-- followed by raise_alerts.sql, then `select true as applied from applied`
+-- (store.rs).

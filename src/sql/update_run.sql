@@ -11,7 +11,7 @@
 -- $16..$21 the state read: status, run_attempt, workflow_run_id,
 -- failure_reason, outcome_source, started (bool),
 -- $22 whether the decision changed run_url, $23 whether it changed progress,
--- $24 the delivery's body SHA-256 (hex).
+-- $24 the delivery's body SHA-256 (hex); then raise_alerts.sql's parameters.
 -- (Booleans arrive as text: postgres.js encodes a parameter it is told is
 -- bool from a JS boolean only, and would send the string 'true' as false.)
 with h as (
@@ -43,4 +43,5 @@ with h as (
   select $14::text, h.dispatch_id, $24::text from h where $14::text is not null
   on conflict do nothing
 )
--- followed by the select list of select_run.sql, `from h` (store.rs).
+-- followed by raise_alerts.sql, then the select list of select_run.sql,
+-- `from h` (store.rs).

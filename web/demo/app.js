@@ -564,6 +564,7 @@ function refreshHistory(opts = {}) {
         state.runs = [...page.runs, ...older];
         if (!older.length) state.nextCursor = page.next_cursor;
         renderSweeper(page.sweeper);
+        renderAlerts(page.notifications);
         renderHistory();
         renderChart();
         if (opts.followRunning && !state.watch) {
@@ -875,6 +876,85 @@ function renderChart() {
   box.replaceChildren(chart, legend);
 }
 
+// --- alerts -------------------------------------------------------------------------
+
+const ALERT_EVENTS = {
+  failed: "Backup failed",
+  verification_failed: "Verification failed",
+  silence: "No successful backup",
+  recovery: "Recovered",
+  test: "Test",
+};
+
+const DELIVERY_LABELS = {
+  pending: "Retrying",
+  delivered: "Delivered",
+  dead: "Gave up",
+};
+
+/** The outbox as the status API lists it, newest first. */
+function renderAlerts(notifications) {
+  const list = notifications || [];
+  $("alerts-empty").hidden = list.length > 0;
+  $("alerts").hidden = list.length === 0;
+  const rows = list.map((n) =>
+    el(
+      "tr",
+      {
+        id: `alert-${n.id}`,
+        "data-event": n.event,
+        "data-status": n.status,
+        title: `webhook-id ${n.webhook_id}`,
+      },
+      el(
+        "td",
+        {},
+        el("span", {
+          className: "badge",
+          "data-status": n.status,
+          text: DELIVERY_LABELS[n.status] || n.status,
+        }),
+      ),
+      el("td", { text: ALERT_EVENTS[n.event] || n.event }),
+      el("td", { text: formatDate(n.created_at), title: n.created_at }),
+      el("td", { className: "key", text: n.destination }),
+      el("td", { className: "num", text: String(n.attempts) }),
+      el("td", {
+        className: "details muted",
+        text: n.status === "delivered"
+          ? `at ${formatDate(n.delivered_at)}`
+          : n.status === "pending"
+          ? `${n.last_error || "not sent yet"}; next try ${
+            formatDate(n.next_attempt_at)
+          }`
+          : n.last_error || "",
+      }),
+    )
+  );
+  $("alerts").querySelector("tbody").replaceChildren(...rows);
+}
+
+async function sendTestAlert() {
+  if (!state.client) return;
+  const button = $("test-alert");
+  button.disabled = true;
+  try {
+    const result = await state.client.sendTestAlert();
+    renderAlerts(result.notifications);
+    const { delivered, retrying, dead } = result.sent;
+    showMessage(
+      retrying || dead ? "warn" : "info",
+      `Test alert: ${delivered} delivered` +
+        (retrying ? `, ${retrying} failed and will be retried` : "") +
+        (dead ? `, ${dead} given up` : "") + ".",
+    );
+  } catch (error) {
+    showError(error, "Sending a test alert");
+  } finally {
+    button.disabled = false;
+  }
+}
+
 // --- start ------------------------------------------------------------------------------
 
 async function main() {
@@ -883,6 +963,7 @@ async function main() {
   $("backup-now").addEventListener("click", backupNow);
   $("refresh").addEventListener("click", () => refreshHistory());
   $("older").addEventListener("click", loadOlder);
+  $("test-alert").addEventListener("click", sendTestAlert);
   setInterval(() => {
     if (state.live && !isTerminal(state.live.run.status)) {
       $("live-elapsed").textContent = liveElapsed();
