@@ -43,6 +43,7 @@ pub mod github;
 pub mod http;
 pub mod oidc;
 pub mod ports;
+pub mod presign;
 pub mod progress;
 pub mod reconcile;
 pub mod report;
