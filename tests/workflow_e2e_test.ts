@@ -528,6 +528,17 @@ Deno.test(
       });
       assert.ok(r.verified_at instanceof Date);
       assert.ok(r.verified_at >= r.finished_at);
+      // The version job ran first (act runs both jobs; in host mode it
+      // starts no service container), and the secret URL was the server.
+      const [{ server_version_num }] = await e.src
+        .sql`show server_version_num`;
+      const major = Math.floor(Number(server_version_num) / 10000);
+      assert.ok(
+        res.log.includes(
+          `The source is PostgreSQL ${major}: the scratch server is postgres:${major}.`,
+        ),
+        context(e, runId),
+      );
       // The scratch database is gone.
       const left = await e.history.sql`
         select datname from pg_database where datname like 'backup_verify_%'`;
