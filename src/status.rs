@@ -195,13 +195,19 @@ pub async fn handle(
                 };
                 let run = store.get(id).await?.ok_or(Error::UnknownDispatchId)?;
                 let mut answer = One { run: view(&run) };
-                let mut body = Tagged::new(&answer);
-                answer.run.download_url = links.as_ref().and_then(|s| s.link(&run, host.now_ms()));
-                if answer.run.download_url.is_some() {
-                    body = body.with_text(&answer);
-                }
+                let body = Tagged::new(&answer);
+                let unchanged = body.seen_by(seen.as_deref());
                 let remaining = deadline - host.now_ms();
-                if !body.seen_by(seen.as_deref()) || remaining <= 0 || wait_ms == 0 {
+                if !unchanged || remaining <= 0 || wait_ms == 0 {
+                    // Signed only for a 200: a 304 carries no body.
+                    answer.run.download_url = links
+                        .as_ref()
+                        .filter(|_| !unchanged)
+                        .and_then(|s| s.link(&run, host.now_ms()));
+                    let body = match answer.run.download_url {
+                        Some(_) => body.with_text(&answer),
+                        None => body,
+                    };
                     return Ok(body.answer(seen.as_deref()));
                 }
                 match seq {
