@@ -125,13 +125,22 @@ impl S3Download {
                 e.host.clone(),
                 format!("{}/{bucket}/{key_path}", e.base),
             ),
-            // Virtual-hosted, as AWS prefers; a bucket with a dot would not
-            // match the wildcard certificate, so it goes in the path.
-            None if !self.bucket.contains('.') => (
-                true,
-                format!("{bucket}.s3.{}.amazonaws.com", self.region),
-                format!("/{key_path}"),
-            ),
+            // Virtual-hosted, as AWS prefers, when the bucket is a plain DNS
+            // label: a dot would not match the wildcard certificate, and a
+            // legacy name with capitals or `_` is no host name (a client would
+            // lowercase it, and the signed host would differ). Those go in
+            // the path.
+            None if self
+                .bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+            {
+                (
+                    true,
+                    format!("{bucket}.s3.{}.amazonaws.com", self.region),
+                    format!("/{key_path}"),
+                )
+            }
             None => (
                 true,
                 format!("s3.{}.amazonaws.com", self.region),
@@ -304,6 +313,19 @@ mod tests {
             "{url}"
         );
         assert!(url.contains("%2Feu-west-1%2Fs3%2F"), "{url}");
+        for legacy in ["Backups", "old_backups"] {
+            let d = S3Download {
+                bucket: legacy.into(),
+                ..aws_example()
+            };
+            let url = d.presign_get("k.dump", EXAMPLE_MS).unwrap();
+            assert!(
+                url.starts_with(&format!(
+                    "https://s3.us-east-1.amazonaws.com/{legacy}/k.dump?"
+                )),
+                "{url}"
+            );
+        }
         let url = moto("wf-bucket")
             .presign_get("prod/a.dump", EXAMPLE_MS)
             .unwrap();
