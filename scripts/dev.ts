@@ -231,6 +231,16 @@ export async function startDev(opts: DevOptions = {}): Promise<Dev> {
       SUPABASE_URL: url,
       GITHUB_OIDC_ISSUER: github.oidcIssuer,
       BACKUP_REPORT_AUTH: Deno.env.get("BACKUP_REPORT_AUTH") || "both",
+      // Download links from the local bucket (moto takes any key; on a real
+      // store this is a read-only one, README "Download").
+      ...(s3
+        ? {
+          BACKUP_S3_BUCKET: "backups",
+          BACKUP_S3_ENDPOINT_URL: s3Url,
+          BACKUP_S3_ACCESS_KEY_ID: "dev-read",
+          BACKUP_S3_SECRET_ACCESS_KEY: "dev-read",
+        }
+        : {}),
     };
     for (const [k, v] of Object.entries(env)) Deno.env.set(k, v);
     const accessToken = await userToken(DEV_ADMIN_ID, {

@@ -8,6 +8,7 @@ use crate::error::Error;
 use crate::github::GitHubConfig;
 use crate::http::Cors;
 use crate::oidc::{Expected, GITHUB_OIDC_ISSUER};
+use crate::presign::{Endpoint, S3Download, DEFAULT_REGION};
 use crate::webhook::WebhookSecret;
 use serde::Deserialize;
 
@@ -153,6 +154,81 @@ pub fn oidc(env: &impl Env) -> Result<Expected, Error> {
 /// [`Error::Config`] when it is missing or not `whsec_<base64>`.
 pub fn webhook_secret(env: &impl Env) -> Result<WebhookSecret, Error> {
     WebhookSecret::parse(&required(env, "BACKUP_WEBHOOK_SECRET")?)
+}
+
+/// What signs download links (`backup-status`'s `download_url`):
+/// `BACKUP_S3_BUCKET`, `BACKUP_S3_ACCESS_KEY_ID` and
+/// `BACKUP_S3_SECRET_ACCESS_KEY`, with `BACKUP_S3_ENDPOINT_URL` and
+/// `BACKUP_S3_REGION` (default us-east-1; `auto` for R2) optional. `None`
+/// when none of the three is set: links are an option, off by default.
+///
+/// # Errors
+/// [`Error::Config`] naming the first missing or malformed setting when
+/// they are set in part; the message never carries a value.
+pub fn s3_download(env: &impl Env) -> Result<Option<S3Download>, Error> {
+    const NEEDED: [&str; 3] = [
+        "BACKUP_S3_BUCKET",
+        "BACKUP_S3_ACCESS_KEY_ID",
+        "BACKUP_S3_SECRET_ACCESS_KEY",
+    ];
+    let [bucket, access_key_id, secret_access_key] = match NEEDED.map(|n| get(env, n)) {
+        [Some(b), Some(a), Some(s)] => [b, a, s],
+        [None, None, None] => return Ok(None),
+        partial => {
+            let missing = partial.iter().position(Option::is_none).unwrap_or(0);
+            return Err(Error::Config {
+                setting: NEEDED[missing],
+                message: "is not set (download links need BACKUP_S3_BUCKET, \
+                          BACKUP_S3_ACCESS_KEY_ID and BACKUP_S3_SECRET_ACCESS_KEY)"
+                    .into(),
+            });
+        }
+    };
+    let invalid = |setting: &'static str, message: &str| Error::Config {
+        setting,
+        message: message.into(),
+    };
+    // The workflow's own check of the same variable (check_backup_settings.sh).
+    let bucket_ok = bucket.len() >= 2
+        && bucket.len() <= 255
+        && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && bucket
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if !bucket_ok {
+        return Err(invalid("BACKUP_S3_BUCKET", "is not a valid bucket name"));
+    }
+    let endpoint = get(env, "BACKUP_S3_ENDPOINT_URL")
+        .map(|url| {
+            Endpoint::parse(&url)
+                .ok_or_else(|| invalid("BACKUP_S3_ENDPOINT_URL", "must be an http(s) URL"))
+        })
+        .transpose()?;
+    let region = get(env, "BACKUP_S3_REGION").unwrap_or_else(|| DEFAULT_REGION.into());
+    if region.is_empty()
+        || region.len() > 32
+        || !region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(invalid(
+            "BACKUP_S3_REGION",
+            "must be a region name such as us-east-1, or auto",
+        ));
+    }
+    if region == "auto" && endpoint.is_none() {
+        return Err(invalid(
+            "BACKUP_S3_REGION",
+            "auto (R2) needs BACKUP_S3_ENDPOINT_URL",
+        ));
+    }
+    Ok(Some(S3Download {
+        bucket,
+        endpoint,
+        region,
+        access_key_id,
+        secret_access_key,
+    }))
 }
 
 /// `ALLOWED_ORIGINS` (comma-separated; unset allows no cross-origin caller).

@@ -12,6 +12,7 @@
 //! | [`progress`] | the one open object in a report, in one canonical form |
 //! | [`verification`] | the workflow's verdict on the object it stored |
 //! | [`retention`] | which stored objects a success makes deletable |
+//! | [`presign`] | presigned S3 download links (SigV4), for admins |
 //! | [`alerts`] | what raises an alert, the outbox sender and its messages |
 //! | [`webhook`] | Standard Webhooks signatures on those reports |
 //! | [`token`] | user access tokens (HS256, ES256, RS256) |
@@ -45,6 +46,7 @@ pub mod github;
 pub mod http;
 pub mod oidc;
 pub mod ports;
+pub mod presign;
 pub mod progress;
 pub mod reconcile;
 pub mod report;

@@ -26,14 +26,23 @@
 //! `POST` with `{"action":"send_test_alert"}` queues a test alert to every
 //! configured destination and sends it at once; the answer is what was sent
 //! and the newest notifications, as in the history answer.
+//!
+//! A successful run whose object retention has not deleted carries
+//! `download_url`, a presigned S3 GET valid five minutes ([`crate::presign`]),
+//! when download links are configured; otherwise the member is absent.
+//! The link is signed afresh for every 200 and is left out of the ETag:
+//! it changes every second, and a tag that did would end every long-poll
+//! at once. A client that needs a fresh link asks without `If-None-Match`.
 
 use crate::alerts;
 use crate::auth;
 use crate::change_feed;
+use crate::config;
 use crate::dispatch_id::DispatchId;
 use crate::error::Error;
 use crate::http::{Request, Response};
-use crate::ports::Host;
+use crate::ports::{Host, Level};
+use crate::presign::S3Download;
 use crate::progress;
 use crate::run::{FailureReason, Run, Status, TriggerSource};
 use crate::store::{Cursor, Store, SweeperRecord};
@@ -159,6 +168,7 @@ pub async fn handle(
         return action(host, store, req).await;
     }
     let seen = req.header("if-none-match").map(str::to_string);
+    let links = download_signer(host);
     match parse_query(req)? {
         Query::Page { limit, before } => {
             let runs = store.list(limit + 1, before).await?;
@@ -171,12 +181,20 @@ pub async fn handle(
             };
             let sweeper = store.sweeper().await?;
             let notes = store.notifications(NOTIFICATIONS_SHOWN).await?;
-            let body = Tagged::new(&Page {
+            let mut answer = Page {
                 runs: page.iter().map(|(r, _)| view(r)).collect(),
                 next_cursor: next,
                 sweeper: sweeper_view(&sweeper, host.now_ms()),
                 notifications: notes.iter().map(alerts::view).collect(),
-            });
+            };
+            let mut body = Tagged::new(&answer);
+            if let Some(signer) = &links {
+                let now = host.now_ms();
+                for (v, (r, _)) in answer.runs.iter_mut().zip(page) {
+                    v.download_url = signer.link(r, now);
+                }
+                body = body.with_text(&answer);
+            }
             Ok(body.answer(seen.as_deref()))
         }
         Query::One { id, wait_ms } => {
@@ -192,9 +210,20 @@ pub async fn handle(
                     None
                 };
                 let run = store.get(id).await?.ok_or(Error::UnknownDispatchId)?;
-                let body = Tagged::new(&One { run: view(&run) });
+                let mut answer = One { run: view(&run) };
+                let body = Tagged::new(&answer);
+                let unchanged = body.seen_by(seen.as_deref());
                 let remaining = deadline - host.now_ms();
-                if !body.seen_by(seen.as_deref()) || remaining <= 0 || wait_ms == 0 {
+                if !unchanged || remaining <= 0 || wait_ms == 0 {
+                    // Signed only for a 200: a 304 carries no body.
+                    answer.run.download_url = links
+                        .as_ref()
+                        .filter(|_| !unchanged)
+                        .and_then(|s| s.link(&run, host.now_ms()));
+                    let body = match answer.run.download_url {
+                        Some(_) => body.with_text(&answer),
+                        None => body,
+                    };
                     return Ok(body.answer(seen.as_deref()));
                 }
                 match seq {
@@ -275,6 +304,15 @@ impl Tagged {
         Tagged { text, tag }
     }
 
+    /// The same tag with the text of `body`: the tagged body plus what the
+    /// tag leaves out (download links).
+    fn with_text(self, body: &impl Serialize) -> Self {
+        Tagged {
+            text: serde_json::to_string(body).unwrap_or_default(),
+            tag: self.tag,
+        }
+    }
+
     /// Whether `If-None-Match` (a list, weak or strong) names this body.
     fn seen_by(&self, if_none_match: Option<&str>) -> bool {
         if_none_match.is_some_and(|s| {
@@ -342,6 +380,11 @@ pub struct RunView<'a> {
     pub verification_failed: bool,
     /// When retention deleted the object.
     pub pruned_at: Option<String>,
+    /// A presigned GET of the object, valid [`crate::presign::EXPIRES_SECONDS`]:
+    /// absent unless links are configured and the run is a success whose
+    /// object still exists. Set by the endpoint, never by [`view`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub download_url: Option<String>,
 }
 
 /// The view of `run`.
@@ -382,7 +425,21 @@ pub fn view(run: &Run) -> RunView<'_> {
             .and_then(|v| serde_json::from_str(v).ok()),
         verification_failed: run.verification_failed,
         pruned_at: run.pruned_at.map(iso8601),
+        download_url: None,
     }
+}
+
+/// What signs download links, when they are configured. Settings given in
+/// part are logged by name and leave links off: the history and a run's
+/// progress matter more than a link, and must not fail with them.
+fn download_signer(host: &impl Host) -> Option<S3Download> {
+    config::s3_download(host).unwrap_or_else(|e| {
+        host.log(
+            Level::Warn,
+            &format!("backup-status: no download links: {e}"),
+        );
+        None
+    })
 }
 
 /// Whether the sweeper ran within the last [`SWEEPER_STALE_MS`]. A sweep
@@ -653,5 +710,145 @@ mod flows {
             None,
         ));
         assert_eq!(one.as_object().unwrap().keys().collect::<Vec<_>>(), ["run"]);
+    }
+}
+
+/// Download links through whole requests (in-memory ports).
+#[cfg(test)]
+mod download_flows {
+    use crate::testing::kit::*;
+
+    fn with_links(host: &mut FakeHost) {
+        for (k, v) in [
+            ("BACKUP_S3_BUCKET", "wf-bucket"),
+            ("BACKUP_S3_ENDPOINT_URL", "http://127.0.0.1:5000"),
+            ("BACKUP_S3_ACCESS_KEY_ID", "AKIDREAD"),
+            ("BACKUP_S3_SECRET_ACCESS_KEY", "read-only-secret-value"),
+        ] {
+            host.env.insert(k.into(), v.into());
+        }
+    }
+
+    fn finished(host: &FakeHost, store: &MemStore, event: &str) -> String {
+        let id = dispatched(host, store);
+        let r = finalize(
+            host,
+            store,
+            &format!("s{id}"),
+            &json!({"event": event, "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "s3_key": "prod/a b.dump", "size_bytes": 3, "sha256": "b".repeat(64)}),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        id
+    }
+
+    #[test]
+    fn a_successful_run_carries_a_five_minute_link_left_out_of_its_etag() {
+        let (mut host, store) = (host(), store());
+        with_links(&mut host);
+        let id = finished(&host, &store, "succeeded");
+        let one = status_get(&host, &store, &format!("dispatch_id={id}"), None);
+        assert_eq!(one.status, 200);
+        let url = body(&one)["run"]["download_url"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            url.starts_with("http://127.0.0.1:5000/wf-bucket/prod/a%20b.dump?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDREAD%2F"),
+            "{url}"
+        );
+        assert!(url.contains("&X-Amz-Expires=300&"), "{url}");
+        assert!(!one.body.contains("read-only-secret-value"));
+        let page = body(&status_get(&host, &store, "", None));
+        assert_eq!(page["runs"][0]["download_url"].as_str(), Some(url.as_str()));
+
+        // A second later the link differs, the tag does not: a long-poll
+        // with the tag waits, and a plain GET signs a fresh link.
+        let tag = one.header("etag").unwrap().to_string();
+        host.now.set(host.now.get() + 1000);
+        let again = status_get(&host, &store, &format!("dispatch_id={id}"), None);
+        assert_eq!(again.header("etag"), Some(tag.as_str()));
+        assert_ne!(
+            body(&again)["run"]["download_url"].as_str(),
+            Some(url.as_str())
+        );
+        let waited = status_get(
+            &host,
+            &store,
+            &format!("dispatch_id={id}&wait=3"),
+            Some(&tag),
+        );
+        assert_eq!(waited.status, 304);
+
+        let mut plain = self::host();
+        plain.env.remove("BACKUP_S3_BUCKET");
+        let without = status_get(&plain, &store, &format!("dispatch_id={id}"), None);
+        assert_eq!(
+            without.header("etag"),
+            Some(tag.as_str()),
+            "the tag is the run's"
+        );
+    }
+
+    #[test]
+    fn failed_running_and_pruned_runs_and_unconfigured_functions_get_no_link() {
+        let (mut host, store) = (host(), store());
+        with_links(&mut host);
+        let failed = finished(&host, &store, "failed");
+        let ok = finished(&host, &store, "succeeded");
+        for run in store.runs.borrow_mut().iter_mut() {
+            if run.dispatch_id.to_string() == ok {
+                run.pruned_at = Some(host.now_ms());
+            }
+        }
+        let r = body(&status_get(
+            &host,
+            &store,
+            &format!("dispatch_id={ok}"),
+            None,
+        ));
+        assert!(r["run"].get("download_url").is_none(), "pruned: {r}");
+        let running = dispatched(&host, &store);
+        for id in [&failed, &running] {
+            let r = body(&status_get(
+                &host,
+                &store,
+                &format!("dispatch_id={id}"),
+                None,
+            ));
+            assert!(r["run"].get("download_url").is_none(), "{r}");
+        }
+
+        let plain = self::host();
+        let fresh = crate::testing::kit::store();
+        let id = finished(&plain, &fresh, "succeeded");
+        let r = body(&status_get(
+            &plain,
+            &fresh,
+            &format!("dispatch_id={id}"),
+            None,
+        ));
+        assert_eq!(r["run"]["status"], "success");
+        assert!(
+            r["run"].get("download_url").is_none(),
+            "absent, not null: {r}"
+        );
+        assert!(plain.logs.borrow().iter().all(|l| !l.contains("download")));
+    }
+
+    #[test]
+    fn partial_link_settings_are_logged_by_name_and_leave_links_off() {
+        let (mut host, store) = (host(), store());
+        with_links(&mut host);
+        host.env.remove("BACKUP_S3_ACCESS_KEY_ID");
+        let id = finished(&host, &store, "succeeded");
+        let r = status_get(&host, &store, &format!("dispatch_id={id}"), None);
+        assert_eq!(r.status, 200);
+        assert!(body(&r)["run"].get("download_url").is_none());
+        let logs = host.logs.borrow().join("\n");
+        assert!(
+            logs.contains("backup-status: no download links: config_missing: server misconfigured: BACKUP_S3_ACCESS_KEY_ID is not set"),
+            "{logs}"
+        );
+        assert!(!logs.contains("read-only-secret-value"), "{logs}");
     }
 }

@@ -26,6 +26,12 @@ import {
   startScriptedGitHub,
 } from "./support/github_script.ts";
 import {
+  aws,
+  createBucket,
+  s3Endpoint,
+  sha256hex,
+} from "./support/workflow_harness.ts";
+import {
   type Browser,
   chromiumMissing,
   launchChromium,
@@ -606,6 +612,86 @@ Deno.test({
               ":bell: Test alert from the backup control plane: this destination works.",
           });
           assert.deepEqual(main.errors, []);
+        },
+      );
+
+      await t.step(
+        "names the download secrets when links are off, and with them a Download button saves the object from S3",
+        async () => {
+          // This stack has no BACKUP_S3_* secrets: successes, no links.
+          assert.equal(
+            await page.locator("#history button.download").count(),
+            0,
+          );
+          const hint = page.locator("#download-hint");
+          assert.ok(await hint.isVisible());
+          for (
+            const name of [
+              "BACKUP_S3_BUCKET",
+              "BACKUP_S3_ACCESS_KEY_ID",
+              "BACKUP_S3_SECRET_ACCESS_KEY",
+            ]
+          ) {
+            assert.ok((await hint.textContent())!.includes(name), name);
+          }
+
+          // The newest success's object, in a bucket of moto's.
+          const [newest] = await db.sql`
+            select dispatch_id::text, s3_key from backup_history
+             where status = 'success' order by created_at desc limit 1`;
+          const successes = await db.sql`
+            select 1 from backup_history where status = 'success'`;
+          const bucket = await createBucket();
+          const bytes = crypto.getRandomValues(new Uint8Array(60_000));
+          const file = await Deno.makeTempFile();
+          await Deno.writeFile(file, bytes);
+          const put = await aws([
+            "s3",
+            "cp",
+            file,
+            `s3://${bucket}/${newest.s3_key}`,
+          ]);
+          assert.equal(put.code, 0, put.stderr);
+          await Deno.remove(file);
+          const linked = await startStack({
+            databaseUrl: db.url,
+            githubApiUrl: gh.url,
+            env: {
+              ALLOWED_ORIGINS: web.url,
+              BACKUP_S3_BUCKET: bucket,
+              BACKUP_S3_ENDPOINT_URL: s3Endpoint(),
+              BACKUP_S3_ACCESS_KEY_ID: "AKIAREADONLYDEMO",
+              BACKUP_S3_SECRET_ACCESS_KEY: "demo-read-only-secret",
+            },
+          });
+          const session = web.session;
+          web.session = { supabase_url: linked.url, access_token: adminToken };
+          const other = await openPage(ctx);
+          try {
+            await other.page.goto(web.url + "/");
+            await other.page.waitForSelector("#history button.download");
+            assert.equal(
+              await other.page.locator("#history button.download").count(),
+              successes.length,
+            );
+            assert.ok(await other.page.locator("#download-hint").isHidden());
+            const [download] = await Promise.all([
+              other.page.waitForEvent("download"),
+              other.page.click(`#run-${newest.dispatch_id} button.download`),
+            ]);
+            assert.equal(
+              download.suggestedFilename(),
+              newest.s3_key.split("/").pop(),
+            );
+            const saved = await Deno.readFile(await download.path());
+            assert.equal(saved.length, bytes.length);
+            assert.equal(await sha256hex(saved), await sha256hex(bytes));
+            assert.deepEqual(other.errors, []);
+          } finally {
+            await other.close();
+            web.session = session;
+            await linked.close();
+          }
         },
       );
       await main.close();

@@ -452,35 +452,61 @@ Deno.test(
       });
 
       await t.step(
-        "restore.sh restores from a presigned URL, checked against --sha256",
+        "restore.sh restores a dispatch id through backup-status's download_url, with no AWS credentials, checked against --sha256",
         async () => {
-          const p = await aws([
-            "s3",
-            "presign",
-            `s3://${b.bucket}/${b.run.s3_key}`,
-            "--expires-in",
-            "300",
-          ]);
-          assert.equal(p.code, 0, p.stderr);
-          const url = p.stdout.trim();
-          const spareUrl = spare.url("postgres");
-          const res = await run("bash", [
-            `${ROOT}/scripts/restore.sh`,
-            "--sha256",
-            b.run.sha256,
-            url,
-            spareUrl,
-          ]);
-          assert.equal(res.code, 0, res.stdout + res.stderr);
-          assert.match(res.stdout, /sha256 matches --sha256/);
-          assert.ok(
-            !res.stdout.includes("X-Amz-Signature"),
-            "URL query printed",
-          );
-          assert.deepEqual(
-            await userData(spare.admin),
-            await userData(b.source.admin),
-          );
+          // The functions with the read-only download secrets (moto takes
+          // any key): backup-status hands out a presigned link.
+          const linked = await startStack({
+            databaseUrl: b.history.url,
+            env: {
+              BACKUP_S3_BUCKET: b.bucket,
+              BACKUP_S3_ENDPOINT_URL: s3Endpoint(),
+              BACKUP_S3_ACCESS_KEY_ID: "AKIAREADONLYDRILL",
+              BACKUP_S3_SECRET_ACCESS_KEY: "drill-read-only-secret",
+            },
+          });
+          try {
+            const spareUrl = spare.url("postgres");
+            const res = await run("bash", [
+              `${ROOT}/scripts/restore.sh`,
+              "--sha256",
+              b.run.sha256,
+              b.run.dispatch_id,
+              spareUrl,
+            ], {
+              // Nothing of AWS's: no keys, no bucket, no endpoint.
+              clearEnv: true,
+              env: {
+                PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+                HOME: Deno.env.get("HOME") ?? "/root",
+                BACKUP_STATUS_URL: linked.fn("backup-status"),
+                BACKUP_ADMIN_TOKEN: b.env.BACKUP_ADMIN_TOKEN,
+              },
+            });
+            assert.equal(res.code, 0, res.stdout + res.stderr);
+            assert.ok(
+              res.stdout.includes(
+                `downloaded ${s3Endpoint()}/${b.bucket}/${b.run.s3_key}\n`,
+              ),
+              res.stdout,
+            );
+            assert.match(
+              res.stdout,
+              new RegExp(
+                `sha256 matches backup_history \\(${b.run.dispatch_id}\\)`,
+              ),
+            );
+            assert.ok(
+              !res.stdout.includes("X-Amz-Signature"),
+              "URL query printed",
+            );
+            assert.deepEqual(
+              await userData(spare.admin),
+              await userData(b.source.admin),
+            );
+          } finally {
+            await linked.close();
+          }
         },
       );
 

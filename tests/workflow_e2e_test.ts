@@ -31,7 +31,9 @@ import { freshDatabase } from "./support/db.ts";
 import type { FreshDatabase } from "./support/db.ts";
 import {
   ADMIN_ID,
+  fetchChecked,
   freePort,
+  NON_ADMIN_ID,
   startStack,
   TEST_WEBHOOK_SECRET,
   trigger,
@@ -46,6 +48,7 @@ import {
   getObject,
   listKeys,
   pendingUploads,
+  run,
   S3_ACCESS_KEY,
   S3_SECRET_KEY,
   s3Endpoint,
@@ -78,6 +81,8 @@ async function startE2E(
     /** BACKUP_REPORT_AUTH of the functions; default both, as deployed.
      * In `oidc` mode neither side has a webhook secret. */
     reportAuth?: "both" | "oidc" | "webhook";
+    /** Give the functions the BACKUP_S3_* secrets that sign download links. */
+    downloads?: boolean;
   } = {},
 ): Promise<E2E> {
   const reportAuth = o.reportAuth ?? "both";
@@ -124,6 +129,7 @@ async function startE2E(
         GITHUB_OIDC_ISSUER: gh.oidcIssuer,
         SUPABASE_URL: `http://127.0.0.1:${port}`,
         ...(reportAuth === "oidc" ? { BACKUP_WEBHOOK_SECRET: null } : {}),
+        ...(o.downloads ? downloadSecrets(bucket) : {}),
       },
     });
     closers.unshift(() => stack.close());
@@ -144,6 +150,65 @@ async function startE2E(
     for (const c of closers) await c().catch(() => {});
     throw e;
   }
+}
+
+/** A key pair for links only: moto accepts any, a real store would get a
+ * read-only one (README, "Download"). */
+const READ_KEY_ID = "AKIAREADONLYEXAMPLE";
+const READ_SECRET = "read-only-secret-not-in-any-answer";
+
+function downloadSecrets(bucket: string): Record<string, string> {
+  return {
+    BACKUP_S3_BUCKET: bucket,
+    BACKUP_S3_ENDPOINT_URL: s3Endpoint(),
+    BACKUP_S3_ACCESS_KEY_ID: READ_KEY_ID,
+    BACKUP_S3_SECRET_ACCESS_KEY: READ_SECRET,
+  };
+}
+
+/** GET backup-status for one run as `sub`, checked for leaked secrets. */
+async function statusOf(stack: Stack, dispatchId: string, sub = ADMIN_ID) {
+  return await fetchChecked(
+    `${stack.fn("backup-status")}?dispatch_id=${dispatchId}`,
+    { headers: { authorization: `Bearer ${await userToken(sub)}` } },
+    [READ_SECRET, S3_SECRET_KEY],
+  );
+}
+
+/**
+ * The signature AWS's own SDK (botocore, under the AWS CLI) computes for a
+ * GET of `url` (its query dropped) at the URL's X-Amz-Date: an oracle
+ * independent of src/presign.rs. moto (5.2.1) serves presigned URLs without
+ * checking their signature or expiry, so a refusal cannot be observed here.
+ */
+async function botocoreSignature(url: URL, secret: string): Promise<string> {
+  const p = url.searchParams;
+  const [keyId, , region] = p.get("X-Amz-Credential")!.split("/");
+  const script = `
+import datetime, sys
+from unittest import mock
+from botocore.auth import S3SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+url, when, key_id, secret, region, expires = sys.argv[1:]
+at = datetime.datetime.strptime(when, "%Y%m%dT%H%M%SZ")
+with mock.patch("botocore.auth.get_current_datetime", return_value=at):
+    request = AWSRequest(method="GET", url=url)
+    S3SigV4QueryAuth(Credentials(key_id, secret), "s3", region, expires=int(expires)).add_auth(request)
+print(request.url)
+`;
+  const r = await run("python3", [
+    "-c",
+    script,
+    `${url.origin}${url.pathname}`,
+    p.get("X-Amz-Date")!,
+    keyId,
+    secret,
+    region,
+    p.get("X-Amz-Expires")!,
+  ]);
+  assert.equal(r.code, 0, r.stderr);
+  return new URL(r.stdout.trim()).searchParams.get("X-Amz-Signature")!;
 }
 
 /** Presses the button; returns the dispatch id and the workflow run id. */
@@ -463,6 +528,17 @@ Deno.test(
       });
       assert.ok(r.verified_at instanceof Date);
       assert.ok(r.verified_at >= r.finished_at);
+      // The version job ran first (act runs both jobs; in host mode it
+      // starts no service container), and the secret URL was the server.
+      const [{ server_version_num }] = await e.src
+        .sql`show server_version_num`;
+      const major = Math.floor(Number(server_version_num) / 10000);
+      assert.ok(
+        res.log.includes(
+          `The source is PostgreSQL ${major}: the scratch server is postgres:${major}.`,
+        ),
+        context(e, runId),
+      );
       // The scratch database is gone.
       const left = await e.history.sql`
         select datname from pg_database where datname like 'backup_verify_%'`;
@@ -740,6 +816,111 @@ Deno.test(
     } finally {
       lock.release();
       await lock.done.catch(() => {});
+      await e.close();
+    }
+  },
+);
+
+Deno.test(
+  "e2e: backup-status gives an admin a 5-minute presigned link whose bytes hash to the recorded sha256; non-admins and unconfigured functions get none",
+  opts,
+  async () => {
+    const e = await startE2E({ downloads: true });
+    try {
+      const { dispatchId, runId } = await pressBackup(e);
+      const res = await e.gh.waitForRun(runId);
+      assert.equal(res.conclusion, "success", context(e, runId));
+      const r = await row(e, dispatchId);
+      assert.equal(r.status, "success", context(e, runId));
+
+      const before = Date.now();
+      const answer = await statusOf(e.stack, dispatchId);
+      assert.equal(answer.status, 200, answer.text);
+      const link = answer.body.run.download_url;
+      assert.equal(typeof link, "string", answer.text);
+      const url = new URL(link);
+      assert.equal(
+        `${url.origin}${url.pathname}`,
+        `${s3Endpoint()}/${e.bucket}/${r.s3_key}`,
+      );
+      assert.deepEqual([...url.searchParams.keys()], [
+        "X-Amz-Algorithm",
+        "X-Amz-Credential",
+        "X-Amz-Date",
+        "X-Amz-Expires",
+        "X-Amz-SignedHeaders",
+        "X-Amz-Signature",
+      ]);
+      assert.equal(url.searchParams.get("X-Amz-Expires"), "300");
+      assert.equal(url.searchParams.get("X-Amz-SignedHeaders"), "host");
+      assert.match(
+        url.searchParams.get("X-Amz-Credential")!,
+        new RegExp(`^${READ_KEY_ID}/\\d{8}/us-east-1/s3/aws4_request$`),
+      );
+      const signedAt = Date.parse(
+        url.searchParams.get("X-Amz-Date")!.replace(
+          /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/,
+          "$1-$2-$3T$4:$5:$6Z",
+        ),
+      );
+      assert.ok(
+        signedAt >= before - 2000 && signedAt <= Date.now() + 1000,
+        `signed now, not earlier: ${url.searchParams.get("X-Amz-Date")}`,
+      );
+      assert.equal(
+        url.searchParams.get("X-Amz-Signature"),
+        await botocoreSignature(url, READ_SECRET),
+        "the AWS SDK signs the same request identically",
+      );
+      assert.notEqual(
+        url.searchParams.get("X-Amz-Signature"),
+        await botocoreSignature(url, READ_SECRET + "x"),
+      );
+
+      // The link itself, fetched from S3 (moto) as a browser would.
+      const got = await fetch(link);
+      assert.equal(got.status, 200);
+      const bytes = new Uint8Array(await got.arrayBuffer());
+      assert.equal(bytes.length, Number(r.size_bytes));
+      assert.equal(await sha256hex(bytes), r.sha256);
+
+      // The history carries a link for the run too.
+      const page = await fetchChecked(
+        `${e.stack.fn("backup-status")}?limit=5`,
+        {
+          headers: { authorization: `Bearer ${await userToken(ADMIN_ID)}` },
+        },
+        [READ_SECRET],
+      );
+      assert.equal(page.status, 200);
+      assert.match(page.body.runs[0].download_url, /X-Amz-Signature=/);
+
+      // A non-admin gets no run at all, so no link.
+      const other = await statusOf(e.stack, dispatchId, NON_ADMIN_ID);
+      assert.equal(other.status, 403);
+      assert.equal(other.body.error.code, "not_admin");
+      assert.ok(!other.text.includes("X-Amz"), other.text);
+
+      // The same history served without the secrets: the member is absent.
+      const plain = await startStack({
+        databaseUrl: e.history.url,
+        env: { BACKUP_REPORT_AUTH: "webhook" },
+      });
+      try {
+        const without = await statusOf(plain, dispatchId);
+        assert.equal(without.status, 200);
+        assert.equal(without.body.run.status, "success");
+        assert.ok(!("download_url" in without.body.run), without.text);
+        assert.equal(
+          without.headers.get("etag"),
+          answer.headers.get("etag"),
+          "the link is left out of the ETag",
+        );
+      } finally {
+        await plain.close();
+      }
+      assert.ok(!e.stack.output().includes(READ_SECRET), "never logged");
+    } finally {
       await e.close();
     }
   },

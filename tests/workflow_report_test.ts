@@ -159,18 +159,21 @@ Deno.test({
   // Only what asking GitHub for the run's OIDC token needs.
   assert.deepEqual(wf.permissions, { "id-token": "write" });
   assert.equal(wf.concurrency["cancel-in-progress"], false);
-  const steps: { name: string; run: string; if?: string }[] =
-    wf.jobs.backup.steps;
+  type Step = { name: string; run: string; if?: string };
+  const steps: Step[] = wf.jobs.backup.steps;
+  const versionSteps: Step[] = wf.jobs.source_version.steps;
   const scripts = new Map(workflowScripts().map((s) => [s.name, s.text]));
   const lib = scripts.get("lib.sh")!;
   // Every step runs the file named after it; the first also installs lib.sh.
   const fileOf = (step: string) =>
     step.toLowerCase().replace(/[^a-z0-9]+/g, "_") + ".sh";
   assert.deepEqual(
-    steps.map((s) => fileOf(s.name)).concat("lib.sh").sort(),
+    [...versionSteps, ...steps].map((s) => fileOf(s.name)).concat("lib.sh")
+      .sort(),
     [...scripts.keys()],
   );
-  for (const step of steps) {
+  assert.deepEqual(Object.keys(wf.jobs), ["source_version", "backup"]);
+  for (const step of [...versionSteps, ...steps]) {
     const script = scripts.get(fileOf(step.name))!;
     assert.doesNotMatch(step.run, /\$\{\{/, step.name);
     if (step.name !== "Prepare reporting") {
@@ -192,6 +195,153 @@ Deno.test({
     steps.slice(-2).map((s) => [s.name, s.if]),
     [["Report outcome", "always()"], ["Prune old backups", "success()"]],
   );
+});
+
+/**
+ * Evaluates a GitHub expression of the generated workflow (`${{ … }}`)
+ * made of the operators it uses (`&&`, `||`, `!`, `==`, `!=`, `format`,
+ * property and index access) over `contexts`, with GitHub's semantics for
+ * these: `&&`/`||` give an operand, a missing property is null (here
+ * undefined, as falsy).
+ */
+function evaluate(expression: string, contexts: Record<string, unknown>) {
+  const body = /^\$\{\{ (.*) \}\}$/.exec(expression)?.[1];
+  assert.ok(body, expression);
+  assert.match(
+    body,
+    /^(?:[\w.]+|\['\d+'\]|'[^']*'|&&|\|\||==|!=|!|[(),]|\s)+$/,
+    "only the operators this evaluator knows",
+  );
+  // Property access that yields null past a missing member, as GitHub's.
+  const js = body.replace(
+    /'[^']*'|\.(?=[A-Za-z_])|\[|!=|==/g,
+    (t) =>
+      t.startsWith("'")
+        ? t
+        : ({ ".": "?.", "[": "?.[", "==": "===", "!=": "!==" })[t]!,
+  );
+  const format = (f: string, ...args: unknown[]) =>
+    f.replace(/\{(\d+)\}/g, (_, i) => String(args[Number(i)] ?? ""));
+  const names = Object.keys(contexts);
+  return new Function("format", ...names, `return (${js});`)(
+    format,
+    ...names.map((n) => contexts[n]),
+  );
+}
+
+Deno.test({
+  name:
+    "workflow: BACKUP_VERIFY=restore starts a scratch PostgreSQL service of the source's major version, BACKUP_VERIFY_IMAGE overrides it, and a secret URL wins over it",
+  ignore: !HAS_PYYAML,
+}, async () => {
+  const r = await run("python3", [
+    "-c",
+    "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)",
+  ], { stdin: workflowText() });
+  assert.equal(r.code, 0, r.stderr);
+  const wf = JSON.parse(r.stdout);
+  const version = wf.jobs.source_version;
+  assert.equal(
+    version.if,
+    "vars.BACKUP_VERIFY == 'restore' && vars.BACKUP_VERIFY_IMAGE == ''",
+  );
+  assert.deepEqual(version.outputs, {
+    major: "${{ steps.detect.outputs.major }}",
+  });
+  assert.equal(
+    version.steps[0].env.BACKUP_DATABASE_URL,
+    "${{ secrets.BACKUP_DATABASE_URL }}",
+  );
+  const backup = wf.jobs.backup;
+  assert.equal(backup.needs, "source_version");
+  assert.equal(backup.if, "${{ !cancelled() }}");
+  const scratch = backup.services.scratch;
+  assert.deepEqual(scratch.ports, ["5432/tcp"]);
+  assert.deepEqual(scratch.env, { POSTGRES_PASSWORD: "scratch" });
+  assert.match(scratch.options, /--health-cmd "pg_isready -U postgres"/);
+
+  const image = (vars: Record<string, string>, major: string | null) =>
+    evaluate(scratch.image, {
+      vars,
+      needs: { source_version: { outputs: { major } } },
+    });
+  assert.equal(image({}, null), "", "list (the default): no container");
+  assert.equal(image({ BACKUP_VERIFY: "off" }, null), "");
+  assert.equal(image({ BACKUP_VERIFY: "restore" }, "15"), "postgres:15");
+  assert.equal(image({ BACKUP_VERIFY: "restore" }, ""), "postgres:17");
+  assert.equal(image({ BACKUP_VERIFY: "restore" }, null), "postgres:17");
+  assert.equal(
+    image({
+      BACKUP_VERIFY: "restore",
+      BACKUP_VERIFY_IMAGE: "postgis/postgis:16-3.4",
+    }, null),
+    "postgis/postgis:16-3.4",
+  );
+  assert.equal(
+    image({ BACKUP_VERIFY: "restore", BACKUP_VERIFY_IMAGE: "none" }, "15"),
+    "",
+  );
+
+  for (const name of ["Check backup settings", "Verify backup"]) {
+    const step = backup.steps.find((s: { name: string }) => s.name === name);
+    const url = (secret: string | null, port: string | null) =>
+      evaluate(step.env.BACKUP_VERIFY_DATABASE_URL, {
+        secrets: { BACKUP_VERIFY_DATABASE_URL: secret },
+        job: { services: port ? { scratch: { ports: { 5432: port } } } : {} },
+      });
+    assert.equal(
+      url(null, "49153"),
+      "postgresql://postgres:scratch@localhost:49153/postgres",
+      name,
+    );
+    assert.equal(
+      url("postgresql://own/scratch", "49153"),
+      "postgresql://own/scratch",
+    );
+    assert.equal(
+      url("postgresql://own/scratch", null),
+      "postgresql://own/scratch",
+    );
+    assert.equal(url(null, null), "", `${name}: no server at all`);
+  }
+});
+
+Deno.test("detect_source_version.sh outputs the source's major version, and without an answer none, never failing", async () => {
+  const src = await sourceDatabase();
+  const runner = await startRunner();
+  try {
+    const output = `${runner.temp}/github_output`;
+    const detect = async (url: string) => {
+      await Deno.writeTextFile(output, "");
+      const r = await runStep(runner, "detect_source_version.sh", {
+        BACKUP_DATABASE_URL: url,
+        GITHUB_OUTPUT: output,
+        PGCONNECT_TIMEOUT: "5",
+      });
+      return { ...r, output: await Deno.readTextFile(output) };
+    };
+    const [{ server_version_num }] = await src.sql`show server_version_num`;
+    const major = Math.floor(Number(server_version_num) / 10000);
+    const ok = await detect(src.url);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.equal(ok.output, `major=${major}\n`);
+    assert.match(
+      ok.stdout,
+      new RegExp(`scratch server is postgres:${major}\\.`),
+    );
+    for (
+      const bad of ["", "mysql://x", "postgresql://nobody@127.0.0.1:1/none"]
+    ) {
+      const r = await detect(bad);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.output, "major=\n", bad);
+      assert.match(r.stdout, /::warning::.*postgres:17/);
+      assert.equal(r.stderr, "", "psql's error is left to the dump step");
+    }
+  } finally {
+    await runner.close();
+    await src.close();
+  }
 });
 
 // The linter the check below needs (scripts/setup.sh installs it). Without

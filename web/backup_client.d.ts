@@ -51,6 +51,13 @@ export interface BackupRun {
   verification_failed?: true;
   /** When retention deleted the object (ISO 8601). */
   pruned_at: string | null;
+  /**
+   * A presigned S3 GET of the object, valid 5 minutes from the answer.
+   * Absent unless the run succeeded, its object was not pruned, and the
+   * functions have the BACKUP_S3_* download secrets. Not part of the ETag:
+   * read the run again (without If-None-Match) for a fresh one.
+   */
+  download_url?: string;
 }
 
 /** The workflow's verdict on a stored object (README "Verification"). */

@@ -127,6 +127,8 @@ function stateKey(run) {
   if (!run) return "";
   const copy = { ...run };
   if (!isTerminal(run.status)) delete copy.duration_ms;
+  // Signed afresh on every read: a new link is not a new state.
+  delete copy.download_url;
   return JSON.stringify(copy);
 }
 

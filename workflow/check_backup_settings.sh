@@ -34,7 +34,7 @@ case ${BACKUP_VERIFY:-list} in
     [[ ${BACKUP_FORMAT:-supabase} == custom ]] \
       || bk_fail "BACKUP_VERIFY=restore needs BACKUP_FORMAT=custom (a supabase-format backup restores only into a Supabase project)."
     [[ ${BACKUP_VERIFY_DATABASE_URL:-} =~ ^postgres(ql)?:// ]] \
-      || bk_fail "BACKUP_VERIFY=restore needs the secret BACKUP_VERIFY_DATABASE_URL, a postgresql:// URL of a scratch server." ;;
+      || bk_fail "BACKUP_VERIFY=restore needs a scratch server: the service container (not with BACKUP_VERIFY_IMAGE=none), or the secret BACKUP_VERIFY_DATABASE_URL, a postgresql:// URL." ;;
   *) bk_fail "Variable BACKUP_VERIFY must be \"list\" (the default), \"restore\" or \"off\"." ;;
 esac
 for tool in psql aws sha256sum stat tar gzip; do

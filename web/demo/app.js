@@ -672,7 +672,37 @@ function detailsCell(run) {
         .join("\n"),
     },
     el("span", { className: "key", text: key.split("/").pop() }),
+    downloadButton(run),
   );
+}
+
+/**
+ * A Download button when backup-status gave the run a link (a success
+ * whose object still exists, on a server with download secrets). Each
+ * click asks for a fresh link: one is valid for five minutes, and the
+ * page may have been open for longer.
+ */
+function downloadButton(run) {
+  if (!run.download_url) return "";
+  const button = el("button", {
+    className: "link download",
+    type: "button",
+    text: "Download",
+    title: `Download ${run.s3_key} (a link valid for 5 minutes)`,
+  });
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const fresh = await state.client.getBackup(run.dispatch_id);
+      if (!fresh.download_url) throw new Error("no download link any more");
+      location.assign(fresh.download_url);
+    } catch (error) {
+      showError(error, "Downloading the backup");
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return button;
 }
 
 function renderHistory() {
@@ -743,6 +773,10 @@ function renderHistory() {
   }
   body.replaceChildren(...rows);
   $("older").hidden = !state.nextCursor;
+  // A stored object without a link: the server has no download secrets.
+  $("download-hint").hidden = !state.runs.some((run) =>
+    run.status === "success" && !run.pruned_at && !run.download_url
+  );
 }
 
 function highlight(dispatchId) {
