@@ -180,6 +180,9 @@ function functionEnv(extra: Record<string, string>): Record<string, string> {
     HOME: Deno.env.get("HOME") ?? "/root",
     DENO_NO_UPDATE_CHECK: "1",
     BACKUP_WEBHOOK_SECRET: WEBHOOK_SECRET,
+    // Signed reports alone, as the baseline checks them (the default, both,
+    // also wants the run's GitHub OIDC token on every report).
+    BACKUP_REPORT_AUTH: "webhook",
     BACKUP_JWT_SECRET: JWT_SECRET,
     GITHUB_TOKEN: "ghp_bench_token",
     GITHUB_REPOSITORY: "acme/app",
