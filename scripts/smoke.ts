@@ -171,7 +171,7 @@ export function judge(
         `the function crashed at start; read its logs (${
           logsAt(base, name)
         }); ${redeploy} (it ships the embedded core, ` +
-        `pkg/backup_core_wasm.js, with the function)`,
+        `pkg/${name}/backup_core_wasm.js, with the function)`,
     };
   }
   return {

@@ -220,13 +220,13 @@ Deno.test("deno task smoke exits 1 with a fix for each function that fails the w
       fix + "deploy it with `supabase functions deploy backup-status`",
       'FAIL  finalize-backup    503, not the core\'s answer (sb-error-code BOOT_ERROR, body: {"code":"BOOT_ERROR","message":"Function failed to start (please check logs)"})',
       fix +
-      "the function crashed at start; read its logs (the server's output); redeploy with `supabase functions deploy finalize-backup` (it ships the embedded core, pkg/backup_core_wasm.js, with the function)",
+      "the function crashed at start; read its logs (the server's output); redeploy with `supabase functions deploy finalize-backup` (it ships the embedded core, pkg/finalize-backup/backup_core_wasm.js, with the function)",
       'FAIL  reconcile-backups  401 from the gateway, not the core (body: {"code":401,"message":"Missing authorization header"})',
       fix +
       "the gateway checks JWTs for this function, and the workflow and pg_cron have none: redeploy with `supabase functions deploy reconcile-backups` --no-verify-jwt (supabase/config.toml says verify_jwt = false)",
       "FAIL  trigger-backup     500, not the core's answer (body: Internal Server Error)",
       fix +
-      "the function crashed at start; read its logs (the server's output); redeploy with `supabase functions deploy trigger-backup` (it ships the embedded core, pkg/backup_core_wasm.js, with the function)",
+      "the function crashed at start; read its logs (the server's output); redeploy with `supabase functions deploy trigger-backup` (it ships the embedded core, pkg/trigger-backup/backup_core_wasm.js, with the function)",
       "4 of 4 checks failed",
     ]);
   } finally {
@@ -275,7 +275,7 @@ Deno.test("smoke's fix for a crashed hosted function links the function's logs i
     fix: "the function crashed at start; read its logs " +
       "(https://supabase.com/dashboard/project/abcdefghijklmnop/functions/trigger-backup/logs); " +
       "redeploy with `supabase functions deploy trigger-backup` " +
-      "(it ships the embedded core, pkg/backup_core_wasm.js, with the function)",
+      "(it ships the embedded core, pkg/trigger-backup/backup_core_wasm.js, with the function)",
   });
 });
 
