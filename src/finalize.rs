@@ -12,8 +12,15 @@
 //! delivery ([`Store::apply_to_running`]). Concurrent reports queue on the
 //! row lock for that one statement instead of racing and retrying. Anything
 //! else (a repeated delivery, a terminal or reopened run, another attempt)
-//! is read and decided in full, and written guarded by the state it was
-//! decided from.
+//! is read by that same statement, decided in full, and written guarded by
+//! the state it was decided from.
+//!
+//! Round trips to PostgreSQL per report: one when the fast statement
+//! applies it (two for a `succeeded`, whose answer lists what retention
+//! prunes). When it does not, a report that ends the run costs two (the
+//! statement, which then reads the row, and the write or the record of the
+//! delivery; a `succeeded` repeat records its delivery with the retention
+//! listing), a `progress` or `started` report three (the read is its own).
 
 use crate::alerts::{self, Raise};
 use crate::dispatch_id::DispatchId;
@@ -24,7 +31,9 @@ use crate::ports::{DbError, Host, Level};
 use crate::report::{Event, Report};
 use crate::retention;
 use crate::run::{self, Outcome, Run, Status, TriggerSource};
-use crate::store::{in_progress_error, Delivered, Delivery, Started, Store, ONE_IN_PROGRESS};
+use crate::store::{
+    in_progress_error, Applied, Delivered, Delivery, Started, Store, ONE_IN_PROGRESS,
+};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -71,33 +80,40 @@ pub async fn handle(
     let now = host.now_ms();
     let mut blank = Run::manual(id, uuid::Uuid::nil(), None, now);
     blank.run_attempt = report.run_attempt;
-    if let Outcome::Changed(next) = run::apply_report(&blank, &report, now)? {
-        let raise = Raise::of(
-            host,
-            Status::InProgress,
-            &next,
-            report.verification.as_deref(),
-        );
-        if store.apply_to_running(id, &next, delivery, &raise).await? {
-            log_applied(host, &report, &next);
-            let answer = after_success(store, &report, *next, true).await;
-            if raise.kind.is_some() {
-                alerts::send_soon(host, store).await;
+    let found = match run::apply_report(&blank, &report, now)? {
+        Outcome::Changed(next) => {
+            let raise = Raise::of(
+                host,
+                Status::InProgress,
+                &next,
+                report.verification.as_deref(),
+            );
+            match store.apply_to_running(id, &next, delivery, &raise).await? {
+                Applied::Written => {
+                    log_applied(host, &report, &next);
+                    let answer = after_success(store, &report, *next, true, None).await;
+                    if raise.kind.is_some() {
+                        alerts::send_soon(host, store).await;
+                    }
+                    return answer;
+                }
+                Applied::Read(found) => *found,
+                Applied::Missed => store.read_for_report(Some(id), webhook_id).await?,
             }
-            return answer;
         }
-    }
-    // Not the common case: read the run, and decide in full.
-    let (run, changed, raised) = match store.read_for_report(Some(id), webhook_id).await? {
+        Outcome::Unchanged => store.read_for_report(Some(id), webhook_id).await?,
+    };
+    // Not the common case: decide in full from the run as read.
+    let (run, changed, raised, unrecorded) = match found {
         Some((run, None)) => apply(host, store, &report, delivery, run).await?,
         // A repeated delivery: answered with the run as it is now.
         Some((run, Some(seen))) => {
             retry_of(&seen, &body_sha256)?;
-            (run, false, false)
+            (run, false, false, None)
         }
         None => return Err(Error::UnknownDispatchId),
     };
-    let answer = after_success(store, &report, run, changed).await;
+    let answer = after_success(store, &report, run, changed, unrecorded).await;
     if raised {
         alerts::send_soon(host, store).await;
     }
@@ -179,23 +195,37 @@ fn answer(status: u16, run: &Run, changed: bool) -> Response {
     Response::json(status, &Answer::of(run, changed, None))
 }
 
+/// Whether the answer to `report` about `run` lists what retention prunes:
+/// a `succeeded` report of a successful run.
+fn prunes(report: &Report, run: &Run) -> bool {
+    report.event == Event::Succeeded && run.status == Status::Success
+}
+
 /// Answers a report once the run is saved. After a `succeeded` report of a
 /// successful run (first delivery, retry or repeat alike, so a lost answer
-/// costs nothing): stores the verdict it carries, and lists what retention
-/// deletes now. The success is already saved: an error here is a 5xx the
-/// workflow retries, and the retry is answered the same way.
+/// costs nothing): records `unrecorded`, the delivery of a repeat that
+/// [`apply`] left to this statement, stores the verdict it carries, and
+/// lists what retention deletes now. The success is already saved: an
+/// error here is a 5xx the workflow retries, and the retry is answered the
+/// same way.
 async fn after_success(
     store: &impl Store,
     report: &Report,
     run: Run,
     changed: bool,
+    unrecorded: Option<Delivery<'_>>,
 ) -> Result<Response, Error> {
-    if report.event != Event::Succeeded || run.status != Status::Success {
+    if !prunes(report, &run) {
         return Ok(answer(200, &run, changed));
     }
     let folder = retention::folder(run.s3_key.as_deref().unwrap_or_default());
     let prune = store
-        .after_success(run.dispatch_id, report.verification.as_deref(), folder)
+        .after_success(
+            run.dispatch_id,
+            report.verification.as_deref(),
+            folder,
+            unrecorded,
+        )
         .await?;
     let prune = serde_json::from_str(&prune).map_err(|e| Error::Internal(e.to_string()))?;
     Ok(Response::json(200, &Answer::of(&run, changed, Some(prune))))
@@ -214,26 +244,32 @@ async fn pruned(store: &impl Store, report: &Report) -> Result<Response, Error> 
 }
 
 /// Applies a report to the run its dispatch id names: the run as saved,
-/// whether the report changed it, and whether the change raised alerts.
-async fn apply(
+/// whether the report changed it, whether the change raised alerts, and
+/// the delivery if it is still to be recorded: a report that changed
+/// nothing and whose answer lists what retention prunes has it recorded
+/// by that listing ([`after_success`]), one round trip instead of two.
+async fn apply<'d>(
     host: &impl Host,
     store: &impl Store,
     report: &Report,
-    delivery: Delivery<'_>,
+    delivery: Delivery<'d>,
     mut run: Run,
-) -> Result<(Run, bool, bool), Error> {
+) -> Result<(Run, bool, bool, Option<Delivery<'d>>), Error> {
     loop {
         match run::apply_report(&run, report, host.now_ms())? {
+            Outcome::Unchanged if prunes(report, &run) => {
+                return Ok((run, false, false, Some(delivery)));
+            }
             Outcome::Unchanged => {
                 store.record_delivery(delivery, run.dispatch_id).await?;
-                return Ok((run, false, false));
+                return Ok((run, false, false, None));
             }
             Outcome::Changed(next) => {
                 let raise = Raise::of(host, run.status, &next, report.verification.as_deref());
                 match store.update(&run, &next, Some(delivery), &raise).await {
                     Ok(Some(saved)) => {
                         log_applied(host, report, &saved);
-                        return Ok((saved, true, raise.kind.is_some()));
+                        return Ok((saved, true, raise.kind.is_some(), None));
                     }
                     Ok(None) => {}
                     // Reopening a failed run while another backup runs.
@@ -273,7 +309,7 @@ async fn register(
                     report.workflow_run_id
                 )));
             }
-            let (run, changed, raised) = apply(host, store, report, delivery, existing).await?;
+            let (run, changed, raised, _) = apply(host, store, report, delivery, existing).await?;
             if raised {
                 alerts::send_soon(host, store).await;
             }
@@ -685,6 +721,30 @@ mod flows {
             &json!({"event": "succeeded", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "s3_key": key}),
         );
         assert_eq!(body(&retried)["prune"], json!([]));
+    }
+
+    #[test]
+    fn a_repeated_success_records_its_delivery_with_the_retention_listing() {
+        let (host, store) = (host(), store());
+        let id = dispatched(&host, &store);
+        let done = json!({"event": "succeeded", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "s3_key": "backups/x.dump"});
+        assert_eq!(body(&finalize(&host, &store, "s1", &done))["changed"], true);
+        let version = store.only().version;
+        let repeat = finalize(&host, &store, "s2", &done);
+        assert_eq!(
+            body(&repeat),
+            json!({"dispatch_id": id, "status": "success", "changed": false, "prune": []})
+        );
+        assert_eq!(store.only().version, version, "the repeat wrote no row");
+        let recorded = store.deliveries.borrow().get("s2").cloned();
+        assert_eq!(recorded.map(|(run, _)| run.to_string()), Some(id.clone()));
+        // Recorded with its body: the same id with another body is refused.
+        let mut other = done.clone();
+        other["s3_key"] = json!("backups/y.dump");
+        assert_eq!(
+            error_code(&finalize(&host, &store, "s2", &other)),
+            "webhook_id_reused"
+        );
     }
 
     #[test]

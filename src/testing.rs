@@ -11,7 +11,7 @@ use crate::github::{OutboundRequest, OutboundResponse};
 use crate::ports::{DbError, Host, Level};
 use crate::run::{FailureReason, OutcomeSource, Run, Status};
 use crate::store::{
-    AlertClock, Cursor, Delivered, Delivery, Settings, Started, Store, SweeperRecord,
+    AlertClock, Applied, Cursor, Delivered, Delivery, Settings, Started, Store, SweeperRecord,
     ONE_IN_PROGRESS,
 };
 use crate::token::SignatureCheck;
@@ -151,11 +151,21 @@ fn state(r: &Run) -> State {
     )
 }
 
-/// `apply_report.sql`'s merge: `next` (what a report makes of a run in
+/// The fast statement's merge: `next` (what a report makes of a run in
 /// progress that has nothing yet) over the row, which keeps its own start
-/// time and progress where `next` has none.
+/// time and progress where `next` has none. A `next` still in progress is
+/// `apply_progress.sql`'s: it writes the workflow run, the start time and
+/// the progress only; any other is `apply_report.sql`'s.
 pub fn merge_into_running(row: &Run, next: &Run) -> Run {
     let mut merged = row.clone();
+    if next.status == Status::InProgress {
+        merged.workflow_run_id = next.workflow_run_id;
+        merged.started_at = row.started_at.or(next.started_at);
+        if next.progress.is_some() {
+            merged.progress.clone_from(&next.progress);
+        }
+        return merged;
+    }
     merged.status = next.status;
     merged.failure_reason = next.failure_reason;
     merged.outcome_source = next.outcome_source;
@@ -173,6 +183,27 @@ pub fn merge_into_running(row: &Run, next: &Run) -> Run {
 }
 
 impl MemStore {
+    /// The fast statements' write: `next` merged into the run `id` if it is
+    /// in progress in `next`'s attempt, of its workflow run or of none yet,
+    /// and the merge changes something; the row as written.
+    fn merge_running(&self, id: DispatchId, next: &Run) -> Option<Run> {
+        let mut runs = self.runs.borrow_mut();
+        let row = runs.iter_mut().find(|r| {
+            r.dispatch_id == id
+                && r.status == Status::InProgress
+                && r.run_attempt == next.run_attempt
+                && r.workflow_run_id
+                    .is_none_or(|w| Some(w) == next.workflow_run_id)
+        })?;
+        let merged = merge_into_running(row, next);
+        if merged == *row {
+            return None;
+        }
+        *row = merged;
+        row.version += 1;
+        Some(row.clone())
+    }
+
     /// raise_alerts.sql over the rows in memory, for a write that happened
     /// (`saved`, the row as written).
     fn raise(&self, saved: &Run, raise: &Raise) {
@@ -367,34 +398,24 @@ impl Store for MemStore {
         next: &Run,
         delivery: Delivery<'_>,
         raise: &Raise,
-    ) -> Result<bool, DbError> {
+    ) -> Result<Applied, DbError> {
         self.up()?;
-        if self.deliveries.borrow().contains_key(delivery.id) {
-            return Ok(false);
+        let written = (!self.deliveries.borrow().contains_key(delivery.id))
+            .then(|| self.merge_running(id, next))
+            .flatten();
+        if let Some(saved) = written {
+            self.deliveries
+                .borrow_mut()
+                .insert(delivery.id.into(), (id, delivery.body_sha256.into()));
+            self.raise(&saved, raise);
+            return Ok(Applied::Written);
         }
-        let mut runs = self.runs.borrow_mut();
-        let Some(row) = runs.iter_mut().find(|r| {
-            r.dispatch_id == id
-                && r.status == Status::InProgress
-                && r.run_attempt == next.run_attempt
-                && r.workflow_run_id
-                    .is_none_or(|w| Some(w) == next.workflow_run_id)
-        }) else {
-            return Ok(false);
-        };
-        let merged = merge_into_running(row, next);
-        if merged == *row {
-            return Ok(false);
+        // As store.rs chooses: only a decision that ends the run reads.
+        if next.status == Status::InProgress {
+            return Ok(Applied::Missed);
         }
-        *row = merged;
-        row.version += 1;
-        self.deliveries
-            .borrow_mut()
-            .insert(delivery.id.into(), (id, delivery.body_sha256.into()));
-        let saved = row.clone();
-        drop(runs);
-        self.raise(&saved, raise);
-        Ok(true)
+        let found = self.read_for_report(Some(id), delivery.id).await?;
+        Ok(Applied::Read(Box::new(found)))
     }
     async fn read_for_report(
         &self,
@@ -476,8 +497,12 @@ impl Store for MemStore {
         id: DispatchId,
         verdict: Option<&str>,
         folder: &str,
+        delivery: Option<Delivery<'_>>,
     ) -> Result<String, DbError> {
         self.up()?;
+        if let Some(d) = delivery {
+            self.record_delivery(d, id).await?;
+        }
         for run in self.runs.borrow_mut().iter_mut() {
             let Some(verdict) = verdict else { break };
             if run.dispatch_id == id && run.status == Status::Success && run.verification.is_none()

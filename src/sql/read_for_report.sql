@@ -5,6 +5,11 @@
 -- applied to.
 -- $1 dispatch_id (or null), $2 webhook_id. An earlier delivery comes with
 -- its body hash, so that the id re-used with another body is told apart.
+-- The fast statements (apply_report.sql, apply_progress.sql) end with this
+-- read when they write nothing, so it must stay one `where` that they can
+-- extend (store.rs). There it sees the row as of the statement's start: a
+-- decision made from a row that a concurrent write changed since is caught
+-- by update_run.sql's guard, as a decision from any read is.
   , d.dispatch_id::text as delivered
   , d.body_sha256 as delivered_sha256
 from public.backup_history h

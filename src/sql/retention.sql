@@ -11,12 +11,20 @@
 --    own run (..._<dispatch id>.<ext>), as the workflow names them: a key
 --    this project did not write is never listed;
 --  * at most 100 at once (retention.rs MAX_KEYS); the rest next time.
+-- A `succeeded` report that changed nothing (a repeat under a new
+-- webhook-id) has its delivery recorded here ($5 webhook_id, $6 its body
+-- SHA-256; null when the report's write recorded it), so that its answer
+-- costs one round trip less.
 with verified as (
   update public.backup_history
      set verification = $2::text::jsonb, verified_at = now(), version = version + 1
    where dispatch_id = $1::uuid and status = 'success' and verification is null
      and $2::text is not null
   returning 1
+), recorded as (
+  insert into public.backup_report_deliveries (webhook_id, dispatch_id, body_sha256)
+  select $5::text, $1::uuid, $6::text where $5::text is not null
+  on conflict do nothing
 ), settings as (
   select retention_days as days, retention_keep as keep
   from public.backup_settings where id
@@ -25,6 +33,10 @@ with verified as (
          row_number() over (order by h.finished_at desc, h.id desc) as newest
   from public.backup_history h
   where h.status = 'success' and h.pruned_at is null
+    -- Without retention_days, no row is read: a one-time filter, where the
+    -- planner would otherwise number every success before finding no
+    -- settings to keep them by.
+    and (select days from settings) is not null
 )
 -- Columns named as the sweeper's row (store.rs SweeperRow): one row shape.
 select null::float8 as last_run_ms,
