@@ -3,8 +3,8 @@
 // report, measured beside the real function on the same database in the
 // same run. It verifies the Standard Webhooks signature with WebCrypto,
 // then applies the report with one guarded UPDATE that records the delivery
-// in the same statement, through the same driver and pool size as
-// supabase/functions/_shared/db.ts. There is no state machine: a report for
+// in the same statement, through the same driver, pool size and statement
+// preparation as supabase/functions/_shared/db.ts. There is no state machine: a report for
 // a run that is not in progress in that attempt changes nothing (200,
 // `changed: false`). Started like scripts/serve.ts (PORT, SUPABASE_DB_URL,
 // BACKUP_WEBHOOK_SECRET from the environment).
@@ -15,7 +15,9 @@ import { Buffer } from "node:buffer";
 
 const sql = postgres(Deno.env.get("SUPABASE_DB_URL") ?? "", {
   max: 5,
-  prepare: false,
+  // As db.ts connects to a direct URL like this bench's: prepared (the core
+  // decides so for any URL that is not a transaction pooler's).
+  prepare: true,
   onnotice: () => {},
 });
 const secret = Deno.env.get("BACKUP_WEBHOOK_SECRET") ?? "";

@@ -77,6 +77,16 @@ pub fn classify(url: &str) -> Mode {
     }
 }
 
+/// Whether statements may be prepared on connections to `url`: on a
+/// connection of the client's own, yes (PostgreSQL then parses and plans a
+/// statement once per connection, and the driver sends a prepared statement
+/// with its parameters in one exchange instead of describing it first). A
+/// transaction pooler hands consecutive statements to different server
+/// connections, which do not have the statement prepared: there, no.
+pub fn may_prepare(url: &str) -> bool {
+    classify(url) == Mode::Listen
+}
+
 /// The URL the host connects with: `BACKUP_DB_URL`, else `SUPABASE_DB_URL`
 /// (an empty value counts as unset, as on the host).
 pub fn database_url(host: &impl Host) -> Option<String> {
@@ -264,6 +274,22 @@ mod tests {
         for (url, mode) in cases {
             assert_eq!(classify(url), mode, "{url}");
         }
+    }
+
+    #[test]
+    fn statements_are_prepared_except_through_a_transaction_pooler() {
+        assert!(may_prepare(
+            "postgres://u:p@db.ref.supabase.co:5432/postgres"
+        ));
+        assert!(may_prepare(
+            "postgres://u:p@aws-0-eu.pooler.supabase.com:5432/postgres"
+        ));
+        assert!(!may_prepare(
+            "postgres://u:p@aws-0-eu.pooler.supabase.com:6543/postgres"
+        ));
+        assert!(!may_prepare(
+            "postgres://u:p@h:5432/postgres?pgbouncer=true"
+        ));
     }
 
     #[test]

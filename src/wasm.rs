@@ -53,9 +53,14 @@ export interface Host {
   log(level: "info" | "warn" | "error", message: string): void;
   sleep(ms: number): Promise<void>;
   /** One SQL statement with text parameters, on the database the core
-   * chose; resolves to its rows as returned by the driver. Rejects with a
-   * `DbFailure`. */
-  query(databaseUrl: string, sql: string, params: (string | null)[]): Promise<unknown[]>;
+   * chose, as a prepared statement if `prepare`; resolves to its rows as
+   * returned by the driver. Rejects with a `DbFailure`. */
+  query(
+    databaseUrl: string,
+    prepare: boolean,
+    sql: string,
+    params: (string | null)[],
+  ): Promise<unknown[]>;
   /** Starts LISTEN on that database if needed; resolves to the changes
    * seen for this id. Rejects with a `DbFailure`. */
   watch(databaseUrl: string, dispatchId: string): Promise<number>;
@@ -88,7 +93,8 @@ extern "C" {
     #[wasm_bindgen(method)]
     fn sleep(this: &JsHost, ms: u32) -> Promise;
     #[wasm_bindgen(method)]
-    fn query(this: &JsHost, database_url: &str, sql: &str, params: Array) -> Promise;
+    fn query(this: &JsHost, database_url: &str, prepare: bool, sql: &str, params: Array)
+        -> Promise;
     #[wasm_bindgen(method)]
     fn watch(this: &JsHost, database_url: &str, dispatch_id: &str) -> Promise;
     #[wasm_bindgen(method, js_name = waitForChange)]
@@ -300,7 +306,8 @@ impl Db for JsHost {
         for p in params {
             array.push(&p.as_deref().map_or(JsValue::NULL, JsValue::from_str));
         }
-        match JsFuture::from(JsHost::query(self, &url, sql, array)).await {
+        let prepare = crate::change_feed::may_prepare(&url);
+        match JsFuture::from(JsHost::query(self, &url, prepare, sql, array)).await {
             Ok(rows) => serde_wasm_bindgen::from_value(rows)
                 .map_err(|e| DbError::Other(format!("unreadable rows from the host: {e}"))),
             Err(e) => Err(db_error(&e)),

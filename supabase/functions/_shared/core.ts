@@ -188,10 +188,11 @@ class Host implements HostContract {
   }
   query(
     databaseUrl: string,
+    prepare: boolean,
     sql: string,
     params: (string | null)[],
   ): Promise<unknown[]> {
-    return query(databaseUrl, sql, params);
+    return query(databaseUrl, prepare, sql, params);
   }
   watch(databaseUrl: string, dispatchId: string): Promise<number> {
     return watch(databaseUrl, dispatchId);

@@ -14,10 +14,11 @@ export interface DbFailure {
 
 let client: postgres.Sql | undefined;
 let clientUrl: string | undefined;
+let clientPrepares = false;
 
 const OPTIONS = {
-  // Supabase's transaction pooler (port 6543) does not support prepared
-  // statements.
+  // Unprepared unless the core says the connection allows it (not through
+  // a transaction pooler, src/change_feed.rs); the listener never prepares.
   prepare: false,
   // While the database is down a request must get its 503 promptly (within
   // 2 s), and once it is back, the listener must be too (within 1 s).
@@ -46,11 +47,12 @@ export function driverUrl(url: string): string {
 }
 
 /** The shared client for `url`, created on first use. */
-export function database(url: string): postgres.Sql {
-  if (!client || clientUrl !== url) {
+export function database(url: string, prepare = false): postgres.Sql {
+  if (!client || clientUrl !== url || clientPrepares !== prepare) {
     client?.end({ timeout: 1 }).catch(() => {});
-    client = postgres(driverUrl(url), { ...OPTIONS, max: 5 });
+    client = postgres(driverUrl(url), { ...OPTIONS, prepare, max: 5 });
     clientUrl = url;
+    clientPrepares = prepare;
   }
   return client;
 }
@@ -124,10 +126,11 @@ export function classify(error: unknown): DbFailure {
  */
 export async function query(
   url: string,
+  prepare: boolean,
   sql: string,
   params: (string | null)[],
 ): Promise<unknown[]> {
-  const db = database(url);
+  const db = database(url, prepare);
   try {
     return await db.unsafe(sql, params);
   } catch (error) {
