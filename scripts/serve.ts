@@ -21,9 +21,9 @@ async function loadCores(): Promise<Map<string, Core>> {
     cores.set(core.name, core);
   }
   const [any] = cores.values();
-  const missing = (any?.functionNames() ?? ["(all)"]).filter((n) =>
-    !cores.has(n)
-  );
+  const missing = any
+    ? any.functionNames().filter((n) => !cores.has(n))
+    : ["every function"];
   if (missing.length) {
     throw new Error(
       `pkg/ has no core for ${missing.join(", ")}: run scripts/build_wasm.sh`,
@@ -37,11 +37,6 @@ const cores = await loadCores();
 /** Functions served locally: the core's list (src/app.rs), in its order. */
 export const FUNCTIONS: readonly string[] = [...cores.values()][0]
   .functionNames();
-
-/** The core of the function `name` (tests read its instance count). */
-export function coreOf(name: string): Core | undefined {
-  return cores.get(name);
-}
 
 /** The router, exported so tests and `deno task dev` can embed it. */
 export function route(req: Request): Promise<Response> {

@@ -39,7 +39,6 @@ export class Core {
   // Rejected when the current instance panics; every request races it.
   #panicked!: Promise<never>;
   #rejectPanicked!: (reason: Error) => void;
-  #instances = 0;
 
   /** Instantiates `module` (compiled from the function's embedded bytes). */
   constructor(
@@ -70,7 +69,6 @@ export class Core {
       log("error", this.name, `panic: ${message}`);
       this.#rejectPanicked(new Error("the core panicked"));
     });
-    this.#instances++;
   }
 
   /** Re-instantiates the core if the last instance panicked. */
@@ -85,11 +83,6 @@ export class Core {
         "re-instantiated the WebAssembly core after a panic",
       );
     }
-  }
-
-  /** How many times the core has been instantiated (tests read it). */
-  instanceCount(): number {
-    return this.#instances;
   }
 
   /** Every function's name (the core's one list, src/app.rs). */
