@@ -82,7 +82,7 @@ async function handle(req: Request): Promise<Response> {
     String(report.dispatch_id),
     String(report.run_attempt),
     report.progress === undefined ? null : JSON.stringify(report.progress),
-  ]);
+  ], { prepare: true });
   return Response.json({
     dispatch_id: report.dispatch_id,
     status: rows[0]?.status ?? "in_progress",

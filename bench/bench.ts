@@ -566,7 +566,11 @@ async function throughput(cluster: Cluster): Promise<string[]> {
   const dbUrl = await migratedDatabase(cluster, "bench_http");
   const sql = postgres(dbUrl, { max: 1, onnotice: () => {} });
   const env = { SUPABASE_DB_URL: dbUrl };
-  const project = spawnFunction("scripts/serve.ts", env);
+  // The function as deployed: its own index.ts, serving on its own port.
+  const project = spawnFunction(
+    "supabase/functions/finalize-backup/index.ts",
+    env,
+  );
   const baseline = spawnFunction("bench/baseline_function.ts", env);
   try {
     const dispatchId = crypto.randomUUID();
@@ -577,7 +581,7 @@ async function throughput(cluster: Cluster): Promise<string[]> {
     const many = await manyRuns(sql, dispatchId, 500);
     await Promise.all([project.listening, baseline.listening]);
     const targets = [
-      ["project", project.url + "/functions/v1/finalize-backup"],
+      ["project", project.url + "/"],
       ["baseline", baseline.url + "/"],
     ] as const;
     const version = async () =>
@@ -688,7 +692,7 @@ async function throughput(cluster: Cluster): Promise<string[]> {
       `${
         fmtInt(REQUESTS)
       } signed reports per cell (a new webhook-id each), sent by concurrent clients over loopback;`,
-      `project: scripts/serve.ts (the Rust core); baseline: bench/baseline_function.ts (WebCrypto signature check,`,
+      `project: supabase/functions/finalize-backup/index.ts as deployed (the Rust core); baseline: bench/baseline_function.ts (WebCrypto signature check,`,
       `one guarded UPDATE); same database, same run, ${WARMUP_REQUESTS} warm-up reports each first; ratio = project / baseline req/s`,
       "",
       "| scenario                         | project req/s | p50 | p99 | non-2xx | baseline req/s | p50 | p99 | non-2xx | ratio |",

@@ -10,7 +10,9 @@
 //! the decision is made before reading (what [`run::apply_report`] makes of
 //! such a run) and one guarded statement applies it and records the
 //! delivery ([`Store::apply_to_running`]). Concurrent reports queue on the
-//! row lock for that one statement instead of racing and retrying. Anything
+//! row lock for that one statement instead of racing and retrying, and
+//! `progress` reports to one run that reach an instance while its write is
+//! in flight share the next statement ([`crate::coalesce`]). Anything
 //! else (a repeated delivery, a terminal or reopened run, another attempt)
 //! is read by that same statement, decided in full, and written guarded by
 //! the state it was decided from.
@@ -23,6 +25,7 @@
 //! listing), a `progress` or `started` report three (the read is its own).
 
 use crate::alerts::{self, Raise};
+use crate::coalesce;
 use crate::dispatch_id::DispatchId;
 use crate::error::Error;
 use crate::http::{Request, Response};
@@ -88,7 +91,14 @@ pub async fn handle(
                 &next,
                 report.verification.as_deref(),
             );
-            match store.apply_to_running(id, &next, delivery, &raise).await? {
+            // Progress reports to one run are written together under load
+            // (coalesce.rs); anything else is written alone.
+            let applied = if coalesce::applies(&next, &raise) {
+                coalesce::apply(store, id, &next, delivery, &raise).await?
+            } else {
+                store.apply_to_running(id, &next, delivery, &raise).await?
+            };
+            match applied {
                 Applied::Written => {
                     log_applied(host, &report, &next);
                     let answer = after_success(store, &report, *next, true, None).await;
@@ -97,6 +107,9 @@ pub async fn handle(
                     }
                     return answer;
                 }
+                // A report in a batch that brought nothing new: the run is
+                // in progress as decided, the delivery recorded.
+                Applied::Recorded => return Ok(answer(200, &next, false)),
                 Applied::Read(found) => *found,
                 Applied::Missed => store.read_for_report(Some(id), webhook_id).await?,
             }

@@ -27,6 +27,7 @@
 //! | [`ports`] | what the core asks of its host (clock, fetch, SQL, ...) |
 //! | [`change_feed`] | how a long-poll hears of a change: LISTEN, or polling |
 //! | [`store`] | persistence of runs; the SQL is in `src/sql/` |
+//! | [`coalesce`] | progress reports to one run, written together under load |
 //! | [`trigger`], [`finalize`], [`status`], [`sweep`] | the endpoints: parse, apply, encode |
 //! | [`app`] | routing, and errors turned into responses |
 //!
@@ -38,6 +39,7 @@ pub mod app;
 pub mod auth;
 pub mod body;
 pub mod change_feed;
+pub mod coalesce;
 pub mod config;
 pub mod dispatch_id;
 pub mod error;

@@ -30,7 +30,7 @@ use crate::ports::{Db, DbError};
 use crate::reconcile::Deadlines;
 use crate::run::{Run, Status};
 use serde::de::{DeserializeOwned, IgnoredAny};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// The name of the partial unique index that allows one running backup.
@@ -47,6 +47,23 @@ pub type Cursor = (i64, i64);
 pub struct Delivery<'a> {
     pub id: &'a str,
     pub body_sha256: &'a str,
+}
+
+/// A `progress` report as [`Store::apply_progress`] writes it: its delivery
+/// and the progress it brings (canonical JSON text of an object).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ProgressReport<'a> {
+    pub webhook_id: &'a str,
+    #[serde(serialize_with = "raw_json")]
+    pub progress: &'a str,
+    pub body_sha256: &'a str,
+}
+
+/// Writes text that is already JSON (a validated progress object) as is.
+fn raw_json<S: serde::Serializer>(json: &str, s: S) -> Result<S::Ok, S::Error> {
+    let raw: &serde_json::value::RawValue =
+        serde_json::from_str(json).map_err(serde::ser::Error::custom)?;
+    raw.serialize(s)
 }
 
 /// What an earlier delivery under a `webhook-id` was.
@@ -99,6 +116,21 @@ pub trait Store {
         delivery: Delivery<'_>,
         raise: &Raise,
     ) -> Result<Applied, DbError>;
+    /// Several progress reports to the run `id`, in arrival order, with
+    /// distinct webhook-ids, each decided as [`Store::apply_to_running`]'s
+    /// `next` (`first` is the first one's decision: its attempt, workflow
+    /// run and start time are all of theirs), written in one statement as
+    /// if one after another (`apply_progress_batch.sql`): for each,
+    /// [`Applied::Written`], [`Applied::Recorded`] (a new delivery that
+    /// changed nothing) or [`Applied::Missed`]. All miss if none changes
+    /// the run or the row changed meanwhile; each is then decided on its
+    /// own.
+    async fn apply_progress(
+        &self,
+        id: DispatchId,
+        first: &Run,
+        reports: &[ProgressReport<'_>],
+    ) -> Result<Vec<Applied>, DbError>;
     /// The run `id` (without one: the run an earlier delivery of
     /// `webhook_id` applied to), and the run that delivery applied to.
     async fn read_for_report(
@@ -189,6 +221,10 @@ pub enum Applied {
     Read(Box<Option<(Run, Option<Delivered>)>>),
     /// Nothing written, nothing read: a decision that keeps the run going.
     Missed,
+    /// Nothing to write: the report brings nothing new to the run, which is
+    /// in progress as decided; its delivery was recorded
+    /// ([`Store::apply_progress`] only).
+    Recorded,
 }
 
 /// What [`Store::start`] did.
@@ -390,6 +426,8 @@ const INSERT: &str = include_str!(concat!(env!("OUT_DIR"), "/insert_run.sql"));
 const UPDATE: &str = include_str!(concat!(env!("OUT_DIR"), "/update_run.sql"));
 const APPLY: &str = include_str!(concat!(env!("OUT_DIR"), "/apply_report.sql"));
 const APPLY_PROGRESS: &str = include_str!(concat!(env!("OUT_DIR"), "/apply_progress.sql"));
+const APPLY_PROGRESS_BATCH: &str =
+    include_str!(concat!(env!("OUT_DIR"), "/apply_progress_batch.sql"));
 const READ_FOR_REPORT: &str = include_str!(concat!(env!("OUT_DIR"), "/read_for_report.sql"));
 const SELECT: &str = include_str!(concat!(env!("OUT_DIR"), "/select_run.sql"));
 /// select_run.sql's select list, for the rows a write returns (CTE `h`).
@@ -506,6 +544,39 @@ impl<D: Db> Store for PgStore<'_, D> {
             Some(RunRow { run: None, .. }) => Applied::Written,
             row => Applied::Read(Box::new(row.and_then(found_for_report))),
         })
+    }
+
+    async fn apply_progress(
+        &self,
+        id: DispatchId,
+        first: &Run,
+        reports: &[ProgressReport<'_>],
+    ) -> Result<Vec<Applied>, DbError> {
+        #[derive(Deserialize)]
+        struct AppliedRow {
+            webhook_id: String,
+            changes: bool,
+        }
+        let json = serde_json::to_string(reports)
+            .map_err(|e| DbError::Other(format!("progress reports: {e}")))?;
+        let params = [
+            text(id),
+            text(first.run_attempt),
+            opt(&first.workflow_run_id),
+            opt(&first.started_at),
+            Some(json),
+        ];
+        let rows: Vec<AppliedRow> = self.db.query(APPLY_PROGRESS_BATCH, &params).await?;
+        Ok(reports
+            .iter()
+            .map(
+                |r| match rows.iter().find(|a| a.webhook_id == r.webhook_id) {
+                    Some(AppliedRow { changes: true, .. }) => Applied::Written,
+                    Some(_) => Applied::Recorded,
+                    None => Applied::Missed,
+                },
+            )
+            .collect())
     }
 
     async fn read_for_report(

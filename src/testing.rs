@@ -11,8 +11,8 @@ use crate::github::{OutboundRequest, OutboundResponse};
 use crate::ports::{DbError, Host, Level};
 use crate::run::{FailureReason, OutcomeSource, Run, Status};
 use crate::store::{
-    AlertClock, Applied, Cursor, Delivered, Delivery, Settings, Started, Store, SweeperRecord,
-    ONE_IN_PROGRESS,
+    AlertClock, Applied, Cursor, Delivered, Delivery, ProgressReport, Settings, Started, Store,
+    SweeperRecord, ONE_IN_PROGRESS,
 };
 use crate::token::SignatureCheck;
 use std::cell::{Cell, RefCell};
@@ -128,6 +128,29 @@ pub struct MemStore {
     pub silence_from: Cell<Option<i64>>,
     /// `backup_settings.alert_after_hours` (0 reads as the default, 26).
     pub alert_after_hours: Cell<i64>,
+    /// When set, the progress writes (`apply_to_running`, `apply_progress`)
+    /// give way once before writing, as a statement in flight would.
+    pub slow_writes: Cell<bool>,
+    /// The number of reports of each `apply_progress` call, in order.
+    pub progress_batches: RefCell<Vec<usize>>,
+}
+
+/// Returns `Pending` once (waking itself), so that other futures run.
+struct GiveWay(bool);
+
+impl std::future::Future for GiveWay {
+    type Output = ();
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
 }
 
 /// What `update_run.sql` guards on: the state a decision was made from.
@@ -399,6 +422,9 @@ impl Store for MemStore {
         delivery: Delivery<'_>,
         raise: &Raise,
     ) -> Result<Applied, DbError> {
+        if self.slow_writes.get() {
+            GiveWay(false).await;
+        }
         self.up()?;
         let written = (!self.deliveries.borrow().contains_key(delivery.id))
             .then(|| self.merge_running(id, next))
@@ -416,6 +442,49 @@ impl Store for MemStore {
         }
         let found = self.read_for_report(Some(id), delivery.id).await?;
         Ok(Applied::Read(Box::new(found)))
+    }
+    async fn apply_progress(
+        &self,
+        id: DispatchId,
+        first: &Run,
+        reports: &[ProgressReport<'_>],
+    ) -> Result<Vec<Applied>, DbError> {
+        if self.slow_writes.get() {
+            GiveWay(false).await;
+        }
+        self.up()?;
+        self.progress_batches.borrow_mut().push(reports.len());
+        // As apply_progress_batch.sql: one after another, each as
+        // apply_progress.sql would write it alone; the new deliveries that
+        // change nothing are recorded if any report changed the run.
+        let before = self.runs.borrow().clone();
+        let results: Vec<Applied> = reports
+            .iter()
+            .map(|r| {
+                if self.deliveries.borrow().contains_key(r.webhook_id) {
+                    return Applied::Missed;
+                }
+                let mut next = first.clone();
+                next.progress = Some(r.progress.to_owned());
+                if self.merge_running(id, &next).is_some() {
+                    Applied::Written
+                } else {
+                    Applied::Recorded
+                }
+            })
+            .collect();
+        if !results.contains(&Applied::Written) {
+            *self.runs.borrow_mut() = before;
+            return Ok(vec![Applied::Missed; reports.len()]);
+        }
+        for (r, a) in reports.iter().zip(&results) {
+            if *a != Applied::Missed {
+                self.deliveries
+                    .borrow_mut()
+                    .insert(r.webhook_id.into(), (id, r.body_sha256.into()));
+            }
+        }
+        Ok(results)
     }
     async fn read_for_report(
         &self,
@@ -709,12 +778,18 @@ pub(crate) mod kit {
         webhook_id: &str,
         body: &Value,
     ) -> Response {
+        let req = report_request(host, webhook_id, body);
+        block_on(app::handle(host, store, "finalize-backup", &req))
+    }
+
+    /// A report to finalize-backup, signed as the workflow signs it.
+    pub(crate) fn report_request(host: &FakeHost, webhook_id: &str, body: &Value) -> Request {
         let body = body.to_string();
         let ts = host.now_ms() / 1000;
         let sig = WebhookSecret::parse(WHSEC)
             .unwrap()
             .sign(webhook_id, ts, body.as_bytes());
-        let req = Request::new(
+        Request::new(
             "POST",
             "http://localhost/functions/v1/finalize-backup",
             vec![
@@ -724,8 +799,7 @@ pub(crate) mod kit {
                 ("content-type".into(), "application/json".into()),
             ],
             body.into_bytes(),
-        );
-        block_on(app::handle(host, store, "finalize-backup", &req))
+        )
     }
 
     pub(crate) fn body(r: &Response) -> Value {

@@ -459,6 +459,61 @@ behaviour(
   },
 );
 
+behaviour(
+  "finalize-backup writes 40 concurrent progress reports to one run in fewer statements, each answered and recorded once",
+  async (ctx) => {
+    const run = await dispatched(ctx);
+    const before = await row(ctx.sql, run.dispatch_id);
+    // The last repeats a progress: applied right after its twin, it
+    // changes nothing; the first sets the start time as well.
+    const bytes = Array.from({ length: 40 }, (_, i) => i === 39 ? 37 : i);
+    const sent = bytes.map((b, i) => ({
+      id: `msg_batch_${run.dispatch_id}_${i}`,
+      body: JSON.stringify(
+        rep(run, "progress", { progress: { phase: "dump", bytes: b } }),
+      ),
+    }));
+    const answers = await Promise.all(
+      sent.map(async ({ id, body }) =>
+        postRaw(ctx, body, await webhookHeaders(body, { id }))
+      ),
+    );
+    for (const a of answers) {
+      assert.equal(a.status, 200, a.text);
+      assert.deepEqual(Object.keys(a.body).sort(), [
+        "changed",
+        "dispatch_id",
+        "status",
+      ]);
+      assert.equal(a.body.status, "in_progress");
+    }
+    const changes = answers.filter((a) => a.body.changed === true).length;
+    const r = await row(ctx.sql, run.dispatch_id);
+    assert.equal(r.version, before.version + changes, "one version per change");
+    assert.ok(changes === 39 || changes === 40, `${changes} changes`);
+    assert.ok(bytes.includes(r.progress.bytes), JSON.stringify(r.progress));
+    // Every delivery recorded once, by the statement that applied it; a
+    // statement's rows share its transaction id, so fewer transaction ids
+    // than reports means reports were written together.
+    const [d] = await ctx.sql`
+      select count(*)::int as deliveries,
+             count(distinct xmin::text)::int as transactions
+        from backup_report_deliveries
+       where webhook_id like ${`msg_batch_${run.dispatch_id}_%`}`;
+    assert.equal(d.deliveries, 40);
+    assert.ok(d.transactions < 40, `${d.transactions} transactions`);
+    // A retry of any of them is recognised as one.
+    const again = await postRaw(
+      ctx,
+      sent[5].body,
+      await webhookHeaders(sent[5].body, { id: sent[5].id }),
+    );
+    assert.equal(again.status, 200, again.text);
+    assert.equal(again.body.changed, false);
+    assert.equal((await row(ctx.sql, run.dispatch_id)).version, r.version);
+  },
+);
+
 // --- scheduled runs ------------------------------------------------------------
 
 behaviour(

@@ -132,7 +132,7 @@ export async function query(
 ): Promise<unknown[]> {
   const db = database(url, prepare);
   try {
-    return await db.unsafe(sql, params);
+    return await db.unsafe(sql, params, { prepare });
   } catch (error) {
     throw classify(error);
   }
