@@ -132,6 +132,8 @@ export async function query(
 ): Promise<unknown[]> {
   const db = database(url, prepare);
   try {
+    // unsafe() prepares only when asked per call: the client's `prepare`
+    // option applies to tagged templates alone (tests/db_port_test.ts).
     return await db.unsafe(sql, params, { prepare });
   } catch (error) {
     throw classify(error);
