@@ -33,9 +33,10 @@ with report as (
 ), fresh as (
   select r.*, row_number() over w as n, lag(r.progress) over w as before
     from report r
-   where not exists (
-     select from public.backup_report_deliveries d where d.webhook_id = r.webhook_id
-   )
+   -- A subquery per report, not `not exists`: the planner would make that an
+   -- anti-join reading every delivery ever recorded.
+   where (select true from public.backup_report_deliveries d
+           where d.webhook_id = r.webhook_id) is null
   window w as (order by r.ord)
 ), judged as (
   select f.webhook_id, f.progress, f.body_sha256, f.ord,
