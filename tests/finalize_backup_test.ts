@@ -1024,6 +1024,44 @@ behaviour(
 );
 
 behaviour(
+  "finalize-backup reads a streamed body (no content-length) to the same limit: 413 past 65536 bytes, applied at exactly 65536",
+  async (ctx) => {
+    const run = await dispatched(ctx);
+    const json = JSON.stringify(rep(run, "started"));
+    /** POSTs `body` in three chunks, so it is sent without a length. */
+    const streamed = async (body: string) => {
+      const bytes = new TextEncoder().encode(body);
+      const third = Math.ceil(bytes.length / 3);
+      const stream = new ReadableStream<Uint8Array>({
+        start(c) {
+          for (let i = 0; i < bytes.length; i += third) {
+            c.enqueue(bytes.slice(i, i + third));
+          }
+          c.close();
+        },
+      });
+      return await call(ctx, ctx.stack.fn("finalize-backup"), {
+        method: "POST",
+        headers: await webhookHeaders(body),
+        body: stream,
+      });
+    };
+    assertError(
+      await streamed(json + " ".repeat(65537 - json.length)),
+      413,
+      "payload_too_large",
+    );
+    assert.deepEqual(
+      shape(await row(ctx.sql, run.dispatch_id)),
+      dispatchedRow(run),
+    );
+    const ok = await streamed(json + " ".repeat(65536 - json.length));
+    assert.equal(ok.status, 200, ok.text);
+    assert.deepEqual(ok.body, changed(run.dispatch_id, "in_progress"));
+  },
+);
+
+behaviour(
   "finalize-backup refuses a correctly signed text/plain body with 415 unsupported_media_type",
   async (ctx) => {
     const run = await dispatched(ctx);

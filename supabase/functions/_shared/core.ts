@@ -111,7 +111,7 @@ export class Core {
       }
       const result = this.generated.handle(
         name,
-        { method: req.method, url: req.url, headers: [...req.headers], body },
+        { method: req.method, url: req.url, headers: pairs(req.headers), body },
         new Host(name),
       );
       return toResponse(await Promise.race([result, this.#panicked]));
@@ -221,9 +221,26 @@ class Host implements HostContract {
   }
 }
 
+/**
+ * The headers as name/value pairs, as iterating them gives them (names
+ * lower-case, sorted, repeats combined). forEach, because the spread form
+ * costs ten times as much in Deno (10 µs a request against 1).
+ */
+function pairs(headers: Headers): [string, string][] {
+  const out: [string, string][] = [];
+  headers.forEach((value, name) => out.push([name, value]));
+  return out;
+}
+
 /** Reads at most `limit` bytes of the body; more means "too large". */
 async function readBody(req: Request, limit: number): Promise<Uint8Array> {
   if (!req.body) return new Uint8Array();
+  // A declared length within the limit is read whole (the server holds the
+  // body to it); otherwise the stream is read up to one byte past the limit.
+  const declared = Number(req.headers.get("content-length") ?? NaN);
+  if (Number.isInteger(declared) && declared >= 0 && declared <= limit) {
+    return new Uint8Array(await req.arrayBuffer());
+  }
   const reader = req.body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
