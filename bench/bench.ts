@@ -39,8 +39,12 @@ const CONCURRENCY = (Deno.env.get("BENCH_CONCURRENCY") ?? "1,8,32,64")
   .split(",").map(Number).filter((n) =>
     Number.isInteger(n) && n > 0 && n <= 256
   );
-const REQUESTS = setting("BENCH_REQUESTS", 1000, 20_000);
-const WARMUP_REQUESTS = 50;
+const REQUESTS = setting("BENCH_REQUESTS", 2000, 20_000);
+/** Each cell is measured this many times per side, alternating (`BENCH_ROUNDS`). */
+const ROUNDS = setting("BENCH_ROUNDS", 3, 15);
+// Enough for V8 to have tiered both servers' hot code up (WebAssembly starts
+// in its baseline compiler), so that the cells compare steady states.
+const WARMUP_REQUESTS = 500;
 const MAX_LOAD_MS = 30_000;
 const QUERY_RUNS = 50;
 const LARGE_HISTORY = 1_000_000;
@@ -622,45 +626,53 @@ async function throughput(cluster: Cluster): Promise<string[]> {
     const rows: string[] = [];
     const mismatches: string[] = [];
     let totalErrors = 0;
-    const statusLines: string[] = [];
+    const answered = new Map<string, number>();
     for (const [name, clients, make] of scenarios) {
-      const results: Load[] = [];
-      // Alternate which goes first, so neither always meets a warmer cache.
-      const order = rows.length % 2 === 0 ? [0, 1] : [1, 0];
-      for (const t of order) {
-        const [label, url] = targets[t];
-        const reports = await sign(
-          Array.from({ length: REQUESTS }, () => make(serial++)),
-        );
-        const before = await version();
-        const result = await load(url, reports, clients);
-        const after = await version();
-        // On one run, every changed:true is one write of the row.
-        if (name.startsWith("one run") && after - before !== result.changed) {
-          mismatches.push(
-            `${label}, ${name}: ${result.changed} changes answered, row version moved ${
-              after - before
-            }`,
+      const rounds: Load[][] = [[], []];
+      for (let round = 0; round < ROUNDS; round++) {
+        // Alternate which goes first, so neither always meets a warmer cache.
+        const order = (rows.length + round) % 2 === 0 ? [0, 1] : [1, 0];
+        for (const t of order) {
+          const [label, url] = targets[t];
+          const reports = await sign(
+            Array.from({ length: REQUESTS }, () => make(serial++)),
           );
+          const before = await version();
+          const result = await load(url, reports, clients);
+          const after = await version();
+          // On one run, every changed:true is one write of the row.
+          if (
+            name.startsWith("one run") && after - before !== result.changed
+          ) {
+            mismatches.push(
+              `${label}, ${name}: ${result.changed} changes answered, row version moved ${
+                after - before
+              }`,
+            );
+          }
+          rounds[t].push(result);
+          totalErrors += result.errors;
+          for (const [k, n] of result.statuses) {
+            const key = `  ${label.padEnd(9)}${name.padEnd(34)}${k}`;
+            answered.set(key, (answered.get(key) ?? 0) + n);
+          }
         }
-        results[t] = result;
-        totalErrors += result.errors;
-        statusLines.push(
-          `  ${label.padEnd(9)}${name.padEnd(34)}${
-            [...result.statuses.entries()].sort().map(([k, n]) =>
-              `${k}: ${fmtInt(n)}`
-            ).join(", ")
-          }`,
-        );
       }
+      // Each side's median round (by req/s), with its own latencies.
+      const results = rounds.map((side) =>
+        [...side].sort((x, y) => x.rps - y.rps)[side.length >> 1]
+      );
       const [p, b] = results;
+      const [pErrors, bErrors] = rounds.map((side) =>
+        side.reduce((n, r) => n + r.errors, 0)
+      );
       rows.push(
         `| ${name.padEnd(33)}| ${fmtInt(p.rps).padStart(6)} | ${
           ms(p.p50).padStart(8)
-        } | ${ms(p.p99).padStart(9)} | ${String(p.errors).padStart(6)} | ${
+        } | ${ms(p.p99).padStart(9)} | ${String(pErrors).padStart(6)} | ${
           fmtInt(b.rps).padStart(6)
         } | ${ms(b.p50).padStart(8)} | ${ms(b.p99).padStart(9)} | ${
-          String(b.errors).padStart(6)
+          String(bErrors).padStart(6)
         } | ${(p.rps / b.rps).toFixed(2).padStart(5)}× |`,
       );
     }
@@ -691,7 +703,8 @@ async function throughput(cluster: Cluster): Promise<string[]> {
     return [
       `${
         fmtInt(REQUESTS)
-      } signed reports per cell (a new webhook-id each), sent by concurrent clients over loopback;`,
+      } signed reports per round (a new webhook-id each), sent by concurrent clients over loopback;`,
+      `${ROUNDS} rounds per side in each cell, the sides alternating; each side's median round is shown (non-2xx: all rounds);`,
       `project: supabase/functions/finalize-backup/index.ts as deployed (the Rust core); baseline: bench/baseline_function.ts (WebCrypto signature check,`,
       `one guarded UPDATE); same database, same run, ${WARMUP_REQUESTS} warm-up reports each first; ratio = project / baseline req/s`,
       "",
@@ -700,7 +713,7 @@ async function throughput(cluster: Cluster): Promise<string[]> {
       ...rows,
       "",
       "answers:",
-      ...statusLines,
+      ...[...answered.entries()].map(([k, n]) => `${k}: ${fmtInt(n)}`),
       `non-2xx answers in all: ${fmtInt(totalErrors)}`,
       mismatches.length === 0
         ? "row version on the running run: moved once per changed:true answer, in every one-run cell"

@@ -78,7 +78,12 @@ build_function() {
   # module top level, so no file is read and nothing is fetched.
   wasm-bindgen --target web --omit-default-module-path --experimental-reset-state-function --out-dir "$dir" --out-name backup_core \
     target/wasm32-unknown-unknown/release/backup_core.wasm
-  wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
+  # -ocimfs 0: no inlining of functions into their only caller. With it,
+  # wasm-opt folds a request's whole path into a few huge functions (the
+  # finalize handler grew to 40 KB), which V8 must compile whole on first
+  # call; without it the first request compiles only what it runs (about 2 ms
+  # less on a cold start) and the module gzips 9 KB smaller.
+  wasm-opt -Oz -ocimfs 0 --enable-bulk-memory --enable-nontrapping-float-to-int --enable-sign-ext \
     --enable-reference-types --enable-multivalue --enable-mutable-globals \
     "$dir/backup_core_bg.wasm" -o "$dir/backup_core_bg.opt.wasm"
   mv "$dir/backup_core_bg.opt.wasm" "$dir/backup_core_bg.wasm"
