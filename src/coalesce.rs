@@ -131,7 +131,7 @@ pub async fn apply<S: Store>(
             body_sha256: &only.body_sha256,
         };
         store
-            .apply_to_running(id, &only.next, delivery, raise)
+            .apply_to_running(id, &only.next, delivery, raise, None)
             .await
             .map(|a| vec![a])
     } else {

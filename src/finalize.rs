@@ -19,10 +19,13 @@
 //!
 //! Round trips to PostgreSQL per report: one when the fast statement
 //! applies it (two for a `succeeded`, whose answer lists what retention
-//! prunes). When it does not, a report that ends the run costs two (the
-//! statement, which then reads the row, and the write or the record of the
-//! delivery; a `succeeded` repeat records its delivery with the retention
-//! listing), a `progress` or `started` report three (the read is its own).
+//! prunes), and one for a `failed` or `cancelled` report repeated to the
+//! run it already ended (the statement that reads the row records the
+//! delivery: [`run::ended_by`]). Otherwise a report that ends the run costs
+//! two (the statement, which then reads the row, and the write or the
+//! record of the delivery; a `succeeded` repeat records its delivery with
+//! the retention listing), a `progress` or `started` report three (the
+//! read is its own).
 
 use crate::alerts::{self, Raise};
 use crate::coalesce;
@@ -96,7 +99,10 @@ pub async fn handle(
             let applied = if coalesce::applies(&next, &raise) {
                 coalesce::apply(store, id, &next, delivery, &raise).await?
             } else {
-                store.apply_to_running(id, &next, delivery, &raise).await?
+                let ended = run::ended_by(&report);
+                store
+                    .apply_to_running(id, &next, delivery, &raise, ended)
+                    .await?
             };
             match applied {
                 Applied::Written => {
@@ -110,6 +116,14 @@ pub async fn handle(
                 // A report in a batch that brought nothing new: the run is
                 // in progress as decided, the delivery recorded.
                 Applied::Recorded => return Ok(answer(200, &next, false)),
+                // The run had already ended as this report ends it, and
+                // the delivery is recorded: decided from the row as read.
+                Applied::Repeat(run) => match run::apply_report(&run, &report, now)? {
+                    Outcome::Unchanged => return Ok(answer(200, &run, false)),
+                    // Not reached (run.rs holds ended_by to apply_report);
+                    // decided in full all the same.
+                    Outcome::Changed(_) => Some((*run, None)),
+                },
                 Applied::Read(found) => *found,
                 Applied::Missed => store.read_for_report(Some(id), webhook_id).await?,
             }
@@ -399,6 +413,35 @@ mod flows {
             &json!({"event": "succeeded", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "s3_key": "backups/x.dump"}),
         );
         assert_eq!(body(&again)["changed"], false);
+    }
+
+    #[test]
+    fn a_failure_repeated_to_its_failed_run_is_recorded_by_the_statement_that_reads_it() {
+        let (host, store) = (host(), store());
+        let id = dispatched(&host, &store);
+        let failed = json!({"event": "failed", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "error_text": "dump failed"});
+        assert_eq!(
+            body(&finalize(&host, &store, "f1", &failed))["changed"],
+            true
+        );
+        let version = store.only().version;
+        // The same report under a new webhook-id: a repeat.
+        let again = finalize(&host, &store, "f2", &failed);
+        assert_eq!(
+            body(&again),
+            json!({"dispatch_id": id, "status": "failed", "changed": false})
+        );
+        assert_eq!(store.repeats_recorded.get(), 1);
+        assert!(store.deliveries.borrow().contains_key("f2"));
+        // Its retry is told apart by the read, and records nothing again.
+        let retry = finalize(&host, &store, "f2", &failed);
+        assert_eq!(body(&retry)["changed"], false);
+        assert_eq!(store.repeats_recorded.get(), 1);
+        // Another verdict for the same attempt is refused, and not recorded.
+        let cancelled = json!({"event": "cancelled", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1});
+        assert_eq!(finalize(&host, &store, "c1", &cancelled).status, 409);
+        assert!(!store.deliveries.borrow().contains_key("c1"));
+        assert_eq!(store.only().version, version, "nothing written");
     }
 
     #[test]

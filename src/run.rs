@@ -341,6 +341,46 @@ pub fn apply_report(run: &Run, report: &Report, now: i64) -> Result<Outcome, Err
     }
 }
 
+/// The ended run to which a report is a repeat: failed, in the report's
+/// attempt and workflow run, for the reason the report gives, on the
+/// workflow's own word. [`apply_report`] changes nothing of such a run, so
+/// the store may record the delivery in the same statement that finds the
+/// run ended, one round trip instead of two (`apply_report.sql`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ended {
+    pub failure_reason: FailureReason,
+    pub run_attempt: u32,
+    pub workflow_run_id: u64,
+}
+
+impl Ended {
+    /// Whether `run` is in this state.
+    pub fn matches(&self, run: &Run) -> bool {
+        run.status == Status::Failed
+            && run.failure_reason == Some(self.failure_reason)
+            && run.outcome_source == Some(OutcomeSource::Report)
+            && run.run_attempt == self.run_attempt
+            && run.workflow_run_id == Some(self.workflow_run_id)
+    }
+}
+
+/// The state in which `report` is a repeat ([`Ended`]), for `failed` and
+/// `cancelled` reports. A repeated `succeeded` is not one of them: its
+/// answer lists what retention prunes, and that statement records the
+/// delivery anyway.
+pub fn ended_by(report: &Report) -> Option<Ended> {
+    let failure_reason = match report.event {
+        Event::Failed => FailureReason::StepFailed,
+        Event::Cancelled => FailureReason::Cancelled,
+        _ => return None,
+    };
+    Some(Ended {
+        failure_reason,
+        run_attempt: report.run_attempt,
+        workflow_run_id: report.workflow_run_id,
+    })
+}
+
 /// Applies a report to a run that is (now) in progress.
 fn apply_in_progress(next: &mut Run, report: &Report, now: i64) {
     match report.event {
@@ -518,6 +558,87 @@ mod tests {
         Event::Failed,
         Event::Cancelled,
     ];
+
+    /// Every run state the table's constraints allow from these parts: each
+    /// status, reason, source, attempt and workflow run.
+    fn every_state() -> Vec<Run> {
+        let mut runs = Vec::new();
+        for status in [Status::InProgress, Status::Success, Status::Failed] {
+            for reason in [
+                None,
+                Some(FailureReason::StepFailed),
+                Some(FailureReason::Cancelled),
+                Some(FailureReason::TimedOut),
+                Some(FailureReason::DispatchFailed),
+                Some(FailureReason::Lost),
+            ] {
+                for source in [
+                    None,
+                    Some(OutcomeSource::Report),
+                    Some(OutcomeSource::Dispatch),
+                    Some(OutcomeSource::Deadline),
+                    Some(OutcomeSource::Github),
+                ] {
+                    let valid = match status {
+                        Status::InProgress => reason.is_none() && source.is_none(),
+                        Status::Success => reason.is_none() && source.is_some(),
+                        Status::Failed => reason.is_some() && source.is_some(),
+                    };
+                    if !valid {
+                        continue;
+                    }
+                    for attempt in 1..=3 {
+                        for workflow_run in [None, Some(77), Some(78)] {
+                            let mut run = fresh();
+                            run.status = status;
+                            run.failure_reason = reason;
+                            run.outcome_source = source;
+                            run.run_attempt = attempt;
+                            run.workflow_run_id = workflow_run;
+                            if status == Status::Success {
+                                run.s3_key = Some("backups/a.dump".into());
+                            }
+                            runs.push(run);
+                        }
+                    }
+                }
+            }
+        }
+        runs
+    }
+
+    #[test]
+    fn a_failure_report_changes_nothing_of_exactly_the_run_it_ended() {
+        let mut matched = 0;
+        for run in every_state() {
+            for event in EVENTS {
+                for attempt in 1..=3 {
+                    for workflow_run in [77, 78] {
+                        let mut r = report(event, attempt);
+                        r.workflow_run_id = workflow_run;
+                        let outcome = apply_report(&run, &r, NOW);
+                        match ended_by(&r) {
+                            Some(ended) if ended.matches(&run) => {
+                                matched += 1;
+                                assert_eq!(outcome, Ok(Outcome::Unchanged), "{run:?} {r:?}");
+                            }
+                            // A failed or cancelled report that changes
+                            // nothing of a run with a workflow run finds
+                            // exactly its ended state.
+                            Some(_) => assert!(
+                                run.workflow_run_id.is_none()
+                                    || !matches!(outcome, Ok(Outcome::Unchanged)),
+                                "{run:?} {r:?}"
+                            ),
+                            None => assert!(!matches!(event, Event::Failed | Event::Cancelled)),
+                        }
+                    }
+                }
+            }
+        }
+        // Each (reason, attempt, workflow run) with a failed run of it.
+        assert_eq!(matched, 2 * 3 * 2);
+    }
 
     #[test]
     fn in_progress_accepts_every_event_of_its_attempt() {

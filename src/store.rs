@@ -28,7 +28,7 @@ use crate::dispatch_id::DispatchId;
 use crate::error::Error;
 use crate::ports::{Db, DbError};
 use crate::reconcile::Deadlines;
-use crate::run::{Run, Status};
+use crate::run::{Ended, Run, Status};
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -108,13 +108,16 @@ pub trait Store {
     /// it also keeps its outcome columns (`apply_progress.sql`). Inserts the
     /// alerts `raise` decided in the same statement. If it wrote nothing
     /// and `next` ends the run, what [`Store::read_for_report`] would read,
-    /// in the same round trip.
+    /// in the same round trip; and if the run is `ended` (the state the
+    /// report repeats, `run::ended_by`), the delivery is recorded too
+    /// ([`Applied::Repeat`]).
     async fn apply_to_running(
         &self,
         id: DispatchId,
         next: &Run,
         delivery: Delivery<'_>,
         raise: &Raise,
+        ended: Option<Ended>,
     ) -> Result<Applied, DbError>;
     /// Several progress reports to the run `id`, in arrival order, with
     /// distinct webhook-ids, each decided as [`Store::apply_to_running`]'s
@@ -225,6 +228,9 @@ pub enum Applied {
     /// in progress as decided; its delivery was recorded
     /// ([`Store::apply_progress`] only).
     Recorded,
+    /// Nothing written: the run, as read, had already ended as the report
+    /// ends it (the `ended` state given), and the delivery was recorded.
+    Repeat(Box<Run>),
 }
 
 /// What [`Store::start`] did.
@@ -332,6 +338,9 @@ struct RunRow {
     delivered: Option<DispatchId>,
     #[serde(default)]
     delivered_sha256: Option<String>,
+    /// `record_repeat.sql`: the read's delivery was recorded as a repeat.
+    #[serde(default)]
+    recorded: bool,
 }
 
 #[derive(Deserialize)]
@@ -428,6 +437,7 @@ const APPLY: &str = include_str!(concat!(env!("OUT_DIR"), "/apply_report.sql"));
 const APPLY_PROGRESS: &str = include_str!(concat!(env!("OUT_DIR"), "/apply_progress.sql"));
 const APPLY_PROGRESS_BATCH: &str =
     include_str!(concat!(env!("OUT_DIR"), "/apply_progress_batch.sql"));
+const RECORD_REPEAT: &str = include_str!(concat!(env!("OUT_DIR"), "/record_repeat.sql"));
 const READ_FOR_REPORT: &str = include_str!(concat!(env!("OUT_DIR"), "/read_for_report.sql"));
 const SELECT: &str = include_str!(concat!(env!("OUT_DIR"), "/select_run.sql"));
 /// select_run.sql's select list, for the rows a write returns (CTE `h`).
@@ -507,6 +517,7 @@ impl<D: Db> Store for PgStore<'_, D> {
         next: &Run,
         delivery: Delivery<'_>,
         raise: &Raise,
+        ended: Option<Ended>,
     ) -> Result<Applied, DbError> {
         let mut params = vec![text(id), text(delivery.id)];
         // A decision that keeps the run going (the hottest: progress) and
@@ -531,17 +542,41 @@ impl<D: Db> Store for PgStore<'_, D> {
         }
         params.extend(mutable_params(next));
         params.push(text(delivery.body_sha256));
+        let body = params.len();
         let alerts = with_raise(&mut params, raise);
+        let (repeat, recorded) = match ended {
+            Some(e) => {
+                let first = params.len() + 1;
+                params.extend([
+                    text(e.failure_reason.as_str()),
+                    text(e.run_attempt),
+                    text(e.workflow_run_id),
+                ]);
+                let cte = RECORD_REPEAT
+                    .replace("$body", &format!("${body}"))
+                    .replace("$reason", &format!("${first}"))
+                    .replace("$attempt", &format!("${}", first + 1))
+                    .replace("$workflow_run", &format!("${}", first + 2));
+                (cte, "exists (select from repeat)")
+            }
+            None => (String::new(), "false"),
+        };
         // One row without a run if the write landed, else the read.
         let sql = format!(
-            "{APPLY}{alerts}select null::jsonb as run, null::text as created_us, \
-             null::text as delivered, null::text as delivered_sha256 from applied \
-             union all {RUN_COLUMNS}{READ_FOR_REPORT} and not exists (select from applied)"
+            "{APPLY}{alerts}{repeat}select null::jsonb as run, null::text as created_us, \
+             false as recorded, null::text as delivered, null::text as delivered_sha256 \
+             from applied union all {RUN_COLUMNS}, {recorded} as recorded\n{READ_FOR_REPORT} \
+             and not exists (select from applied)"
         );
         let rows: Vec<RunRow> = self.db.query(&sql, &params).await?;
         let mut rows = rows.into_iter();
         Ok(match rows.next() {
             Some(RunRow { run: None, .. }) => Applied::Written,
+            Some(RunRow {
+                run: Some(run),
+                recorded: true,
+                ..
+            }) => Applied::Repeat(Box::new(run)),
             row => Applied::Read(Box::new(row.and_then(found_for_report))),
         })
     }

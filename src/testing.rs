@@ -9,7 +9,7 @@ use crate::config::Env;
 use crate::dispatch_id::DispatchId;
 use crate::github::{OutboundRequest, OutboundResponse};
 use crate::ports::{DbError, Host, Level};
-use crate::run::{FailureReason, OutcomeSource, Run, Status};
+use crate::run::{Ended, FailureReason, OutcomeSource, Run, Status};
 use crate::store::{
     AlertClock, Applied, Cursor, Delivered, Delivery, ProgressReport, Settings, Started, Store,
     SweeperRecord, ONE_IN_PROGRESS,
@@ -133,6 +133,8 @@ pub struct MemStore {
     pub slow_writes: Cell<bool>,
     /// The number of reports of each `apply_progress` call, in order.
     pub progress_batches: RefCell<Vec<usize>>,
+    /// Deliveries recorded as repeats by `apply_to_running`.
+    pub repeats_recorded: Cell<u32>,
 }
 
 /// Returns `Pending` once (waking itself), so that other futures run.
@@ -421,6 +423,7 @@ impl Store for MemStore {
         next: &Run,
         delivery: Delivery<'_>,
         raise: &Raise,
+        ended: Option<Ended>,
     ) -> Result<Applied, DbError> {
         if self.slow_writes.get() {
             GiveWay(false).await;
@@ -441,6 +444,16 @@ impl Store for MemStore {
             return Ok(Applied::Missed);
         }
         let found = self.read_for_report(Some(id), delivery.id).await?;
+        // record_repeat.sql: a new delivery to the run that ended as it is.
+        if let (Some(e), Some((run, None))) = (ended, &found) {
+            if e.matches(run) {
+                self.deliveries
+                    .borrow_mut()
+                    .insert(delivery.id.into(), (id, delivery.body_sha256.into()));
+                self.repeats_recorded.set(self.repeats_recorded.get() + 1);
+                return Ok(Applied::Repeat(Box::new(run.clone())));
+            }
+        }
         Ok(Applied::Read(Box::new(found)))
     }
     async fn apply_progress(

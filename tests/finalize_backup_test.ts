@@ -12,6 +12,7 @@ import {
   stackSecrets,
 } from "./support/suite.ts";
 import { Buffer } from "node:buffer";
+import { createHash } from "node:crypto";
 import type { Sql } from "./support/db.ts";
 import {
   ADMIN_ID,
@@ -331,6 +332,63 @@ behaviour(
       }),
     );
     assert.equal((await settings(ctx.sql)).last_success_dispatch_id, null);
+  },
+);
+
+behaviour(
+  "finalize-backup answers a failure repeated under a new webhook-id unchanged, records that delivery with its body hash, and refuses another verdict",
+  async (ctx) => {
+    const run = await dispatched(ctx);
+    const failed = JSON.stringify(rep(run, "failed", { error_text: "boom" }));
+    const first = await postRaw(
+      ctx,
+      failed,
+      await webhookHeaders(failed, { id: "msg_first_failure" }),
+    );
+    assert.deepEqual(first.body, changed(run.dispatch_id, "failed"));
+    const saved = await row(ctx.sql, run.dispatch_id);
+    const repeat = await postRaw(
+      ctx,
+      failed,
+      await webhookHeaders(failed, { id: "msg_repeat_failure" }),
+    );
+    assert.equal(repeat.status, 200, repeat.text);
+    assert.deepEqual(repeat.body, changed(run.dispatch_id, "failed", false));
+    assert.deepEqual(await row(ctx.sql, run.dispatch_id), saved);
+    const [d] = await ctx.sql`
+      select dispatch_id::text, body_sha256 from backup_report_deliveries
+       where webhook_id = 'msg_repeat_failure'`;
+    assert.deepEqual({ ...d }, {
+      dispatch_id: run.dispatch_id,
+      body_sha256: createHash("sha256").update(failed).digest("hex"),
+    });
+    // The recorded hash tells a retry from another body under the same id.
+    const other = JSON.stringify(rep(run, "failed", { error_text: "other" }));
+    assertError(
+      await postRaw(
+        ctx,
+        other,
+        await webhookHeaders(other, { id: "msg_repeat_failure" }),
+      ),
+      409,
+      "webhook_id_reused",
+    );
+    // Another verdict for the same attempt: refused, and not recorded.
+    const cancelled = JSON.stringify(rep(run, "cancelled"));
+    assertError(
+      await postRaw(
+        ctx,
+        cancelled,
+        await webhookHeaders(cancelled, { id: "msg_cancel_after_failure" }),
+      ),
+      409,
+      "illegal_transition",
+    );
+    const [{ n }] = await ctx.sql`
+      select count(*)::int as n from backup_report_deliveries
+       where webhook_id = 'msg_cancel_after_failure'`;
+    assert.equal(n, 0);
+    assert.deepEqual(await row(ctx.sql, run.dispatch_id), saved);
   },
 );
 
