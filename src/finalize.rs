@@ -24,8 +24,9 @@
 //! delivery: [`run::ended_by`]). Otherwise a report that ends the run costs
 //! two (the statement, which then reads the row, and the write or the
 //! record of the delivery; a `succeeded` repeat records its delivery with
-//! the retention listing), a `progress` or `started` report three (the
-//! read is its own).
+//! the retention listing). A `progress` or `started` report that changes
+//! nothing costs two (its statement records the delivery; the read is its
+//! own), one that reopens a run three.
 
 use crate::alerts::{self, Raise};
 use crate::coalesce;
@@ -122,23 +123,39 @@ pub async fn handle(
                     Outcome::Unchanged => return Ok(answer(200, &run, false)),
                     // Not reached (run.rs holds ended_by to apply_report);
                     // decided in full all the same.
-                    Outcome::Changed(_) => Some((*run, None)),
+                    Outcome::Changed(_) => (Some((*run, None)), false),
                 },
-                Applied::Read(found) => *found,
-                Applied::Missed => store.read_for_report(Some(id), webhook_id).await?,
+                Applied::Read(found) => (*found, false),
+                Applied::Missed => (store.read_for_report(Some(id), webhook_id).await?, false),
+                // The delivery is recorded, nothing written: the report
+                // changes nothing, or the run changed meanwhile.
+                Applied::DeliveryOnly => (store.read_for_report(Some(id), webhook_id).await?, true),
             }
         }
-        Outcome::Unchanged => store.read_for_report(Some(id), webhook_id).await?,
+        Outcome::Unchanged => (store.read_for_report(Some(id), webhook_id).await?, false),
     };
     // Not the common case: decide in full from the run as read.
-    let (run, changed, raised, unrecorded) = match found {
-        Some((run, None)) => apply(host, store, &report, delivery, run).await?,
-        // A repeated delivery: answered with the run as it is now.
-        Some((run, Some(seen))) => {
+    let (found, recorded) = found;
+    let decided = match found {
+        // A repeated delivery: answered with the run as it is now. (With
+        // `recorded`, the delivery read is this one's own record.)
+        Some((run, Some(seen))) if !recorded => {
             retry_of(&seen, &body_sha256)?;
-            (run, false, false, None)
+            Ok((run, false, false, None))
         }
-        None => return Err(Error::UnknownDispatchId),
+        Some((run, _)) => apply(host, store, &report, delivery, run, recorded).await,
+        None => Err(Error::UnknownDispatchId),
+    };
+    let (run, changed, raised, unrecorded) = match decided {
+        Ok(decided) => decided,
+        Err(e) => {
+            // A refused report leaves no record, so that its retry is
+            // refused again rather than answered as a retry.
+            if recorded {
+                store.forget_delivery(delivery).await?;
+            }
+            return Err(e);
+        }
     };
     let answer = after_success(store, &report, run, changed, unrecorded).await;
     if raised {
@@ -281,9 +298,11 @@ async fn apply<'d>(
     report: &Report,
     delivery: Delivery<'d>,
     mut run: Run,
+    recorded: bool,
 ) -> Result<(Run, bool, bool, Option<Delivery<'d>>), Error> {
     loop {
         match run::apply_report(&run, report, host.now_ms())? {
+            Outcome::Unchanged if recorded => return Ok((run, false, false, None)),
             Outcome::Unchanged if prunes(report, &run) => {
                 return Ok((run, false, false, Some(delivery)));
             }
@@ -336,7 +355,8 @@ async fn register(
                     report.workflow_run_id
                 )));
             }
-            let (run, changed, raised, _) = apply(host, store, report, delivery, existing).await?;
+            let (run, changed, raised, _) =
+                apply(host, store, report, delivery, existing, false).await?;
             if raised {
                 alerts::send_soon(host, store).await;
             }
@@ -442,6 +462,46 @@ mod flows {
         assert_eq!(finalize(&host, &store, "c1", &cancelled).status, 409);
         assert!(!store.deliveries.borrow().contains_key("c1"));
         assert_eq!(store.only().version, version, "nothing written");
+    }
+
+    #[test]
+    fn a_progress_report_that_changes_nothing_is_recorded_by_its_one_statement() {
+        let (host, store) = (host(), store());
+        let id = dispatched(&host, &store);
+        let progress = json!({"event": "progress", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "progress": {"bytes": 1}});
+        assert_eq!(
+            body(&finalize(&host, &store, "p1", &progress))["changed"],
+            true
+        );
+        let version = store.only().version;
+        let same = finalize(&host, &store, "p2", &progress);
+        assert_eq!(
+            body(&same),
+            json!({"dispatch_id": id, "status": "in_progress", "changed": false})
+        );
+        assert!(store.deliveries.borrow().contains_key("p2"));
+        assert_eq!(store.only().version, version);
+    }
+
+    #[test]
+    fn a_report_recorded_and_then_refused_leaves_no_record_so_its_retry_is_refused_again() {
+        let (host, store) = (host(), store());
+        let id = dispatched(&host, &store);
+        // Between the progress statement's read and its row lock, the run
+        // succeeded.
+        let mut succeeded = store.only();
+        succeeded.status = Status::Success;
+        succeeded.workflow_run_id = Some(4242);
+        succeeded.outcome_source = Some(run::OutcomeSource::Report);
+        succeeded.s3_key = Some("backups/x.dump".into());
+        succeeded.finished_at = Some(host.now_ms());
+        *store.overtaken_by.borrow_mut() = Some(succeeded);
+        let late = json!({"event": "progress", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "progress": {"bytes": 9}});
+        let refused = finalize(&host, &store, "late", &late);
+        assert_eq!(refused.status, 409, "{}", refused.body);
+        assert!(!store.deliveries.borrow().contains_key("late"));
+        let again = finalize(&host, &store, "late", &late);
+        assert_eq!(again.status, 409, "{}", again.body);
     }
 
     #[test]

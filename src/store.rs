@@ -29,7 +29,7 @@ use crate::error::Error;
 use crate::ports::{Db, DbError};
 use crate::reconcile::Deadlines;
 use crate::run::{Ended, Run, Status};
-use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -148,6 +148,9 @@ pub trait Store {
     async fn start(&self, run: &Run, delivery: Option<Delivery<'_>>) -> Result<Started, DbError>;
     /// Records a delivery that changed nothing (so a retry is recognised).
     async fn record_delivery(&self, delivery: Delivery<'_>, id: DispatchId) -> Result<(), DbError>;
+    /// Removes the record of this delivery (this body under this
+    /// `webhook-id`), made before its report was refused.
+    async fn forget_delivery(&self, delivery: Delivery<'_>) -> Result<(), DbError>;
     /// History, newest first, after `before`, each run with its position.
     async fn list(&self, limit: u32, before: Option<Cursor>)
         -> Result<Vec<(Run, Cursor)>, DbError>;
@@ -224,6 +227,11 @@ pub enum Applied {
     Read(Box<Option<(Run, Option<Delivered>)>>),
     /// Nothing written, nothing read: a decision that keeps the run going.
     Missed,
+    /// Nothing written, nothing read, but the delivery is new and was
+    /// recorded (`apply_progress.sql` records it first): the caller decides
+    /// from the row, and forgets the delivery
+    /// ([`Store::forget_delivery`]) if it refuses the report.
+    DeliveryOnly,
     /// Nothing to write: the report brings nothing new to the run, which is
     /// in progress as decided; its delivery was recorded
     /// ([`Store::apply_progress`] only).
@@ -532,12 +540,16 @@ impl<D: Db> Store for PgStore<'_, D> {
                 next.progress.clone(),
                 text(delivery.body_sha256),
             ]);
-            let sql = format!("{APPLY_PROGRESS}select true as applied from applied");
-            let rows: Vec<IgnoredAny> = self.db.query(&sql, &params).await?;
-            return Ok(if rows.is_empty() {
-                Applied::Missed
-            } else {
-                Applied::Written
+            #[derive(Deserialize)]
+            struct ProgressRow {
+                applied: bool,
+                recorded: bool,
+            }
+            let rows: Vec<ProgressRow> = self.db.query(APPLY_PROGRESS, &params).await?;
+            return Ok(match rows.first() {
+                Some(ProgressRow { applied: true, .. }) => Applied::Written,
+                Some(ProgressRow { recorded: true, .. }) => Applied::DeliveryOnly,
+                _ => Applied::Missed,
             });
         }
         params.extend(mutable_params(next));
@@ -652,6 +664,16 @@ impl<D: Db> Store for PgStore<'_, D> {
         } else {
             Started::Running(found)
         })
+    }
+
+    async fn forget_delivery(&self, delivery: Delivery<'_>) -> Result<(), DbError> {
+        self.db
+            .execute(
+                "delete from public.backup_report_deliveries \
+                 where webhook_id = $1::text and body_sha256 = $2::text",
+                &[text(delivery.id), text(delivery.body_sha256)],
+            )
+            .await
     }
 
     async fn record_delivery(&self, delivery: Delivery<'_>, id: DispatchId) -> Result<(), DbError> {

@@ -135,6 +135,10 @@ pub struct MemStore {
     pub progress_batches: RefCell<Vec<usize>>,
     /// Deliveries recorded as repeats by `apply_to_running`.
     pub repeats_recorded: Cell<u32>,
+    /// When set, the next progress write records its delivery and then
+    /// finds this run in the row instead (another writer got there
+    /// between apply_progress.sql's read and its row lock).
+    pub overtaken_by: RefCell<Option<Run>>,
 }
 
 /// Returns `Pending` once (waking itself), so that other futures run.
@@ -429,6 +433,39 @@ impl Store for MemStore {
             GiveWay(false).await;
         }
         self.up()?;
+        // apply_progress.sql: the delivery is recorded first if the run is
+        // in progress in the attempt, then the decision is written if that
+        // recorded it.
+        if next.status == Status::InProgress && raise.kind.is_none() {
+            let running = self.runs.borrow().iter().any(|r| {
+                r.dispatch_id == id
+                    && r.status == Status::InProgress
+                    && r.run_attempt == next.run_attempt
+                    && r.workflow_run_id
+                        .is_none_or(|w| Some(w) == next.workflow_run_id)
+            });
+            if !running || self.deliveries.borrow().contains_key(delivery.id) {
+                return Ok(Applied::Missed);
+            }
+            self.deliveries
+                .borrow_mut()
+                .insert(delivery.id.into(), (id, delivery.body_sha256.into()));
+            if let Some(other) = self.overtaken_by.borrow_mut().take() {
+                if let Some(row) = self
+                    .runs
+                    .borrow_mut()
+                    .iter_mut()
+                    .find(|r| r.dispatch_id == id)
+                {
+                    *row = other;
+                }
+                return Ok(Applied::DeliveryOnly);
+            }
+            return Ok(match self.merge_running(id, next) {
+                Some(_) => Applied::Written,
+                None => Applied::DeliveryOnly,
+            });
+        }
         let written = (!self.deliveries.borrow().contains_key(delivery.id))
             .then(|| self.merge_running(id, next))
             .flatten();
@@ -523,6 +560,17 @@ impl Store for MemStore {
             return Ok(Started::Running(running));
         }
         self.insert(run, delivery).await.map(Started::Inserted)
+    }
+    async fn forget_delivery(&self, delivery: Delivery<'_>) -> Result<(), DbError> {
+        self.up()?;
+        let mut deliveries = self.deliveries.borrow_mut();
+        if deliveries
+            .get(delivery.id)
+            .is_some_and(|(_, hash)| hash == delivery.body_sha256)
+        {
+            deliveries.remove(delivery.id);
+        }
+        Ok(())
     }
     async fn record_delivery(&self, delivery: Delivery<'_>, id: DispatchId) -> Result<(), DbError> {
         self.up()?;
