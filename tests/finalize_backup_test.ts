@@ -573,6 +573,45 @@ behaviour(
 );
 
 behaviour(
+  "finalize-backup answers a progress report that changes nothing unchanged and records its delivery",
+  async (ctx) => {
+    const run = await dispatched(ctx);
+    const body = JSON.stringify(
+      rep(run, "progress", { progress: { phase: "dump", bytes: 7 } }),
+    );
+    const first = await postRaw(
+      ctx,
+      body,
+      await webhookHeaders(body, { id: "msg_progress_first" }),
+    );
+    assert.deepEqual(first.body, changed(run.dispatch_id, "in_progress"));
+    const saved = await row(ctx.sql, run.dispatch_id);
+    const same = await postRaw(
+      ctx,
+      body,
+      await webhookHeaders(body, { id: "msg_progress_same" }),
+    );
+    assert.equal(same.status, 200, same.text);
+    assert.deepEqual(same.body, changed(run.dispatch_id, "in_progress", false));
+    assert.deepEqual(await row(ctx.sql, run.dispatch_id), saved);
+    const [{ n }] = await ctx.sql`
+      select count(*)::int as n from backup_report_deliveries
+       where webhook_id = 'msg_progress_same'`;
+    assert.equal(n, 1);
+    // Its retry is recognised as one.
+    const retry = await postRaw(
+      ctx,
+      body,
+      await webhookHeaders(body, { id: "msg_progress_same" }),
+    );
+    assert.deepEqual(
+      retry.body,
+      changed(run.dispatch_id, "in_progress", false),
+    );
+  },
+);
+
+behaviour(
   "two instances writing progress reports to one run at once: every report answered 200 and applied once, none lost",
   async (ctx) => {
     // Each instance writes what reaches it together; across instances the
