@@ -13,9 +13,10 @@
 //!
 //! Nothing here decides what a report does to a run: the caller passes the
 //! decision `run::apply_report` made (a run in progress, its progress
-//! replaced) and gets back [`Applied::Written`] or [`Applied::Missed`],
-//! exactly as from [`Store::apply_to_running`]; a report that missed is
-//! decided in full from the row by the caller. Nothing can wait forever: a
+//! replaced) and gets back what [`Store::apply_to_running`] answers for one
+//! report, or, from a batch, [`Applied::Written`], [`Applied::Recorded`]
+//! (new, but nothing new for the run) or [`Applied::Missed`]; a report that
+//! missed is decided in full from the row by the caller. Nothing can wait forever: a
 //! lane's writer always hands its lane on, also when its future is dropped.
 
 use crate::alerts::Raise;
@@ -43,11 +44,10 @@ pub fn applies(next: &Run, raise: &Raise) -> bool {
     next.status == Status::InProgress && raise.kind.is_none() && next.progress.is_some()
 }
 
-/// One report waiting in a lane.
+/// One report waiting in a lane: its delivery and its decision.
 struct Waiting {
     webhook_id: String,
     body_sha256: String,
-    progress: String,
     next: Run,
     slot: RefCell<Slot>,
 }
@@ -77,7 +77,8 @@ fn position(lanes: &[LaneState], lane: Lane) -> Option<usize> {
     lanes.iter().position(|s| s.lane == lane)
 }
 
-/// Writes `next` (see [`applies`]) for the run `id` through its lane.
+/// Writes `next` (see [`applies`]: it raises nothing) for the run `id`
+/// through its lane.
 ///
 /// # Errors
 /// The database's error, for every report of the statement that failed.
@@ -86,13 +87,11 @@ pub async fn apply<S: Store>(
     id: DispatchId,
     next: &Run,
     delivery: Delivery<'_>,
-    raise: &Raise,
 ) -> Result<Applied, DbError> {
     let lane = (id, next.run_attempt, next.workflow_run_id);
     let me = Rc::new(Waiting {
         webhook_id: delivery.id.to_owned(),
         body_sha256: delivery.body_sha256.to_owned(),
-        progress: next.progress.clone().unwrap_or_default(),
         next: next.clone(),
         slot: RefCell::new(Slot::Waiting(None)),
     });
@@ -131,7 +130,7 @@ pub async fn apply<S: Store>(
             body_sha256: &only.body_sha256,
         };
         store
-            .apply_to_running(id, &only.next, delivery, raise, None)
+            .apply_to_running(id, &only.next, delivery, &Raise::none(), None)
             .await
             .map(|a| vec![a])
     } else {
@@ -139,7 +138,7 @@ pub async fn apply<S: Store>(
             .iter()
             .map(|w| ProgressReport {
                 webhook_id: &w.webhook_id,
-                progress: &w.progress,
+                progress: w.next.progress.as_deref().unwrap_or_default(),
                 body_sha256: &w.body_sha256,
             })
             .collect();

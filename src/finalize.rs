@@ -87,7 +87,9 @@ pub async fn handle(
     let now = host.now_ms();
     let mut blank = Run::manual(id, uuid::Uuid::nil(), None, now);
     blank.run_attempt = report.run_attempt;
-    let found = match run::apply_report(&blank, &report, now)? {
+    // The run as read, if the statement did not settle the report, and
+    // whether the delivery is already recorded.
+    let (found, recorded) = match run::apply_report(&blank, &report, now)? {
         Outcome::Changed(next) => {
             let raise = Raise::of(
                 host,
@@ -98,7 +100,7 @@ pub async fn handle(
             // Progress reports to one run are written together under load
             // (coalesce.rs); anything else is written alone.
             let applied = if coalesce::applies(&next, &raise) {
-                coalesce::apply(store, id, &next, delivery, &raise).await?
+                coalesce::apply(store, id, &next, delivery).await?
             } else {
                 let ended = run::ended_by(&report);
                 store
@@ -123,7 +125,7 @@ pub async fn handle(
                     Outcome::Unchanged => return Ok(answer(200, &run, false)),
                     // Not reached (run.rs holds ended_by to apply_report);
                     // decided in full all the same.
-                    Outcome::Changed(_) => (Some((*run, None)), false),
+                    Outcome::Changed(_) => (Some((*run, None)), true),
                 },
                 Applied::Read(found) => (*found, false),
                 Applied::Missed => (store.read_for_report(Some(id), webhook_id).await?, false),
@@ -135,7 +137,6 @@ pub async fn handle(
         Outcome::Unchanged => (store.read_for_report(Some(id), webhook_id).await?, false),
     };
     // Not the common case: decide in full from the run as read.
-    let (found, recorded) = found;
     let decided = match found {
         // A repeated delivery: answered with the run as it is now. (With
         // `recorded`, the delivery read is this one's own record.)

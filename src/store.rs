@@ -411,6 +411,14 @@ fn mutable_params(run: &Run) -> Vec<Option<String>> {
     ]
 }
 
+/// A SQL fragment appended to a statement, with its named parameters
+/// (`$kind`, ...) numbered: each `(name, n)` becomes `$n`.
+fn numbered(sql: &str, names: &[(&str, usize)]) -> String {
+    names.iter().fold(sql.to_string(), |sql, (name, n)| {
+        sql.replace(name, &format!("${n}"))
+    })
+}
+
 /// raise_alerts.sql with its parameters numbered after `params`, which
 /// they are appended to; empty when `raise` raises nothing, so that the
 /// common write (a progress report) stays the statement it was.
@@ -420,10 +428,10 @@ fn with_raise(params: &mut Vec<Option<String>>, raise: &Raise) -> String {
     }
     let first = params.len() + 1;
     params.extend(raise.params());
-    RAISE
-        .replace("$kind", &format!("${first}"))
-        .replace("$facts", &format!("${}", first + 1))
-        .replace("$to", &format!("${}", first + 2))
+    numbered(
+        RAISE,
+        &[("$kind", first), ("$facts", first + 1), ("$to", first + 2)],
+    )
 }
 
 /// A notification as `notification_columns.sql` builds it.
@@ -530,8 +538,8 @@ impl<D: Db> Store for PgStore<'_, D> {
         let mut params = vec![text(id), text(delivery.id)];
         // A decision that keeps the run going (the hottest: progress) and
         // raises nothing needs only its own three columns written. It
-        // seldom misses, and the read folded in would cost it about 40%
-        // more planning on every report, so it reads only when it missed.
+        // seldom misses, so the read is not folded in: the core reads when
+        // it missed.
         if next.status == Status::InProgress && raise.kind.is_none() {
             params.extend([
                 text(next.run_attempt),
@@ -564,11 +572,15 @@ impl<D: Db> Store for PgStore<'_, D> {
                     text(e.run_attempt),
                     text(e.workflow_run_id),
                 ]);
-                let cte = RECORD_REPEAT
-                    .replace("$body", &format!("${body}"))
-                    .replace("$reason", &format!("${first}"))
-                    .replace("$attempt", &format!("${}", first + 1))
-                    .replace("$workflow_run", &format!("${}", first + 2));
+                let cte = numbered(
+                    RECORD_REPEAT,
+                    &[
+                        ("$body", body),
+                        ("$reason", first),
+                        ("$attempt", first + 1),
+                        ("$workflow_run", first + 2),
+                    ],
+                );
                 (cte, "exists (select from repeat)")
             }
             None => (String::new(), "false"),

@@ -211,19 +211,23 @@ pub fn merge_into_running(row: &Run, next: &Run) -> Run {
     merged
 }
 
+/// Whether `r` is the run `id` in progress as `next` expects it: in its
+/// attempt, of its workflow run or of none yet (the fast statements' guard).
+fn running_as(r: &Run, id: DispatchId, next: &Run) -> bool {
+    r.dispatch_id == id
+        && r.status == Status::InProgress
+        && r.run_attempt == next.run_attempt
+        && r.workflow_run_id
+            .is_none_or(|w| Some(w) == next.workflow_run_id)
+}
+
 impl MemStore {
     /// The fast statements' write: `next` merged into the run `id` if it is
     /// in progress in `next`'s attempt, of its workflow run or of none yet,
     /// and the merge changes something; the row as written.
     fn merge_running(&self, id: DispatchId, next: &Run) -> Option<Run> {
         let mut runs = self.runs.borrow_mut();
-        let row = runs.iter_mut().find(|r| {
-            r.dispatch_id == id
-                && r.status == Status::InProgress
-                && r.run_attempt == next.run_attempt
-                && r.workflow_run_id
-                    .is_none_or(|w| Some(w) == next.workflow_run_id)
-        })?;
+        let row = runs.iter_mut().find(|r| running_as(r, id, next))?;
         let merged = merge_into_running(row, next);
         if merged == *row {
             return None;
@@ -308,6 +312,15 @@ impl MemStore {
         self.notes.borrow().iter().map(|(n, _)| n.clone()).collect()
     }
 
+    /// Records a delivery unless its `webhook-id` was seen (as the
+    /// statements do: `on conflict do nothing`).
+    fn record(&self, d: Delivery<'_>, id: DispatchId) {
+        self.deliveries
+            .borrow_mut()
+            .entry(d.id.into())
+            .or_insert((id, d.body_sha256.into()));
+    }
+
     fn up(&self) -> Result<(), DbError> {
         if self.down.get() {
             Err(DbError::Unavailable("connection refused".into()))
@@ -327,9 +340,7 @@ impl MemStore {
         saved.id = runs.len() as i64 + 1;
         runs.push(saved.clone());
         if let Some(d) = delivery {
-            self.deliveries
-                .borrow_mut()
-                .insert(d.id.into(), (run.dispatch_id, d.body_sha256.into()));
+            self.record(d, run.dispatch_id);
         }
         Ok(saved)
     }
@@ -411,10 +422,7 @@ impl Store for MemStore {
         }
         row.version += 1;
         if let Some(d) = delivery {
-            self.deliveries
-                .borrow_mut()
-                .entry(d.id.into())
-                .or_insert((row.dispatch_id, d.body_sha256.into()));
+            self.record(d, row.dispatch_id);
         }
         let saved = row.clone();
         drop(runs);
@@ -437,19 +445,11 @@ impl Store for MemStore {
         // in progress in the attempt, then the decision is written if that
         // recorded it.
         if next.status == Status::InProgress && raise.kind.is_none() {
-            let running = self.runs.borrow().iter().any(|r| {
-                r.dispatch_id == id
-                    && r.status == Status::InProgress
-                    && r.run_attempt == next.run_attempt
-                    && r.workflow_run_id
-                        .is_none_or(|w| Some(w) == next.workflow_run_id)
-            });
+            let running = self.runs.borrow().iter().any(|r| running_as(r, id, next));
             if !running || self.deliveries.borrow().contains_key(delivery.id) {
                 return Ok(Applied::Missed);
             }
-            self.deliveries
-                .borrow_mut()
-                .insert(delivery.id.into(), (id, delivery.body_sha256.into()));
+            self.record(delivery, id);
             if let Some(other) = self.overtaken_by.borrow_mut().take() {
                 if let Some(row) = self
                     .runs
@@ -470,9 +470,7 @@ impl Store for MemStore {
             .then(|| self.merge_running(id, next))
             .flatten();
         if let Some(saved) = written {
-            self.deliveries
-                .borrow_mut()
-                .insert(delivery.id.into(), (id, delivery.body_sha256.into()));
+            self.record(delivery, id);
             self.raise(&saved, raise);
             return Ok(Applied::Written);
         }
@@ -484,9 +482,7 @@ impl Store for MemStore {
         // record_repeat.sql: a new delivery to the run that ended as it is.
         if let (Some(e), Some((run, None))) = (ended, &found) {
             if e.matches(run) {
-                self.deliveries
-                    .borrow_mut()
-                    .insert(delivery.id.into(), (id, delivery.body_sha256.into()));
+                self.record(delivery, id);
                 self.repeats_recorded.set(self.repeats_recorded.get() + 1);
                 return Ok(Applied::Repeat(Box::new(run.clone())));
             }
@@ -529,9 +525,13 @@ impl Store for MemStore {
         }
         for (r, a) in reports.iter().zip(&results) {
             if *a != Applied::Missed {
-                self.deliveries
-                    .borrow_mut()
-                    .insert(r.webhook_id.into(), (id, r.body_sha256.into()));
+                self.record(
+                    Delivery {
+                        id: r.webhook_id,
+                        body_sha256: r.body_sha256,
+                    },
+                    id,
+                );
             }
         }
         Ok(results)
@@ -574,10 +574,7 @@ impl Store for MemStore {
     }
     async fn record_delivery(&self, delivery: Delivery<'_>, id: DispatchId) -> Result<(), DbError> {
         self.up()?;
-        self.deliveries
-            .borrow_mut()
-            .entry(delivery.id.into())
-            .or_insert((id, delivery.body_sha256.into()));
+        self.record(delivery, id);
         Ok(())
     }
     async fn list(

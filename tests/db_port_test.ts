@@ -1,7 +1,8 @@
 // supabase/functions/_shared/db.ts, the database port, against a real
 // PostgreSQL: a statement is prepared when the core says the connection
-// allows it, and never otherwise. (postgres.js's unsafe(), which the port
-// uses, prepares only when asked per call, whatever the client's option.)
+// allows it, and never otherwise. (postgres.js prepares only when both the
+// client and the call ask for it, and unsafe(), which the port uses, does not
+// unless told.)
 
 import assert from "node:assert/strict";
 import { closeDatabase, query } from "../supabase/functions/_shared/db.ts";

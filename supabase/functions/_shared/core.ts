@@ -35,6 +35,9 @@ export type CoreModule = typeof Generated;
 export class Core {
   /** The function this module was built for. */
   readonly name: string;
+  // Both fixed for the instance's life: read once, not on every request.
+  readonly #host: Host;
+  readonly #maxBodyBytes: number;
   #poisoned = false;
   // Rejected when the current instance panics; every request races it.
   #panicked!: Promise<never>;
@@ -55,6 +58,8 @@ export class Core {
       );
     }
     this.name = served[0];
+    this.#host = new Host(this.name);
+    this.#maxBodyBytes = generated.maxBodyBytes();
     this.#arm();
   }
 
@@ -97,7 +102,7 @@ export class Core {
       this.#ready();
       let body: Uint8Array;
       try {
-        body = await readBody(req, this.generated.maxBodyBytes());
+        body = await readBody(req, this.#maxBodyBytes);
       } catch (error) {
         // Reading the body fails when the client goes away mid-request (or
         // sends a broken stream): nothing is wrong here, and no one will
@@ -112,7 +117,7 @@ export class Core {
       const result = this.generated.handle(
         name,
         { method: req.method, url: req.url, headers: pairs(req.headers), body },
-        new Host(name),
+        this.#host,
       );
       return toResponse(await Promise.race([result, this.#panicked]));
     } catch (error) {

@@ -132,8 +132,10 @@ export async function query(
 ): Promise<unknown[]> {
   const db = database(url, prepare);
   try {
-    // unsafe() prepares only when asked per call: the client's `prepare`
-    // option applies to tagged templates alone (tests/db_port_test.ts).
+    // postgres.js prepares a statement only when both the client and the
+    // call say so, and unsafe() says no unless asked: hence the client made
+    // with the core's choice (database above) and the option here
+    // (tests/db_port_test.ts fails without either).
     return await db.unsafe(sql, params, { prepare });
   } catch (error) {
     throw classify(error);
