@@ -39,9 +39,13 @@ export class Core {
   readonly #host: Host;
   readonly #maxBodyBytes: number;
   #poisoned = false;
-  // Rejected when the current instance panics; every request races it.
-  #panicked!: Promise<never>;
-  #rejectPanicked!: (reason: Error) => void;
+  // The requests in flight, each by the function that fails its answer: a
+  // panic fails them all at once. Each request adds itself and removes
+  // itself when answered, so nothing outlives its request. (Racing every
+  // request against one promise that settles only on a panic would not do:
+  // each race leaves a reaction on that promise, holding the request's
+  // answer for the instance's life, about 0.8 KB a request.)
+  readonly #inFlight = new Set<(reason: Error) => void>();
 
   /** Instantiates `module` (compiled from the function's embedded bytes). */
   constructor(
@@ -64,16 +68,26 @@ export class Core {
   }
 
   #arm(): void {
-    this.#panicked = new Promise<never>((_, reject) => {
-      this.#rejectPanicked = reject;
-    });
-    // Requests race this promise; nobody may be racing when it rejects.
-    this.#panicked.catch(() => {});
     this.generated.installPanicHook((message: string) => {
       this.#poisoned = true;
       log("error", this.name, `panic: ${message}`);
-      this.#rejectPanicked(new Error("the core panicked"));
+      const failed = new Error("the core panicked");
+      for (const fail of this.#inFlight) fail(failed);
+      this.#inFlight.clear();
     });
+  }
+
+  /** `result`, or a rejection as soon as the instance panics. */
+  #answer(result: Promise<CoreResponse>): Promise<CoreResponse> {
+    let fail!: (reason: Error) => void;
+    const answer = new Promise<CoreResponse>((resolve, reject) => {
+      fail = reject;
+      result.then(resolve, reject);
+    });
+    this.#inFlight.add(fail);
+    const done = () => this.#inFlight.delete(fail);
+    answer.then(done, done);
+    return answer;
   }
 
   /** Re-instantiates the core if the last instance panicked. */
@@ -119,7 +133,7 @@ export class Core {
         { method: req.method, url: req.url, headers: pairs(req.headers), body },
         this.#host,
       );
-      return toResponse(await Promise.race([result, this.#panicked]));
+      return toResponse(await this.#answer(result));
     } catch (error) {
       if (!this.#poisoned) {
         log("error", name, `host error: ${String(error).slice(0, 300)}`);
