@@ -22,8 +22,8 @@
 use crate::alerts::Raise;
 use crate::dispatch_id::DispatchId;
 use crate::ports::DbError;
-use crate::run::{Run, Status};
-use crate::store::{Applied, Delivery, ProgressReport, Store};
+use crate::run::Run;
+use crate::store::{keeps_running, Applied, Delivery, ProgressReport, Store};
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
@@ -41,7 +41,7 @@ type Lane = (DispatchId, u32, Option<u64>);
 /// a lane: it keeps the run in progress, raises nothing, and brings a
 /// progress (a repeated `started` brings none and is written alone).
 pub fn applies(next: &Run, raise: &Raise) -> bool {
-    next.status == Status::InProgress && raise.kind.is_none() && next.progress.is_some()
+    keeps_running(next, raise) && next.progress.is_some()
 }
 
 /// One report waiting in a lane: its delivery and its decision.

@@ -216,6 +216,13 @@ pub async fn in_progress_error(store: &impl Store) -> Error {
     }
 }
 
+/// Whether [`Store::apply_to_running`] writes `next` with the lean
+/// statement (`apply_progress.sql`): the decision keeps the run in progress
+/// (a `progress`, a repeated `started`) and raises nothing.
+pub fn keeps_running(next: &Run, raise: &Raise) -> bool {
+    next.status == Status::InProgress && raise.kind.is_none()
+}
+
 /// What [`Store::apply_to_running`] did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Applied {
@@ -540,7 +547,7 @@ impl<D: Db> Store for PgStore<'_, D> {
         // raises nothing needs only its own three columns written. It
         // seldom misses, so the read is not folded in: the core reads when
         // it missed.
-        if next.status == Status::InProgress && raise.kind.is_none() {
+        if keeps_running(next, raise) {
             params.extend([
                 text(next.run_attempt),
                 opt(&next.workflow_run_id),

@@ -11,8 +11,8 @@ use crate::github::{OutboundRequest, OutboundResponse};
 use crate::ports::{DbError, Host, Level};
 use crate::run::{Ended, FailureReason, OutcomeSource, Run, Status};
 use crate::store::{
-    AlertClock, Applied, Cursor, Delivered, Delivery, ProgressReport, Settings, Started, Store,
-    SweeperRecord, ONE_IN_PROGRESS,
+    keeps_running, AlertClock, Applied, Cursor, Delivered, Delivery, ProgressReport, Settings,
+    Started, Store, SweeperRecord, ONE_IN_PROGRESS,
 };
 use crate::token::SignatureCheck;
 use std::cell::{Cell, RefCell};
@@ -444,7 +444,7 @@ impl Store for MemStore {
         // apply_progress.sql: the delivery is recorded first if the run is
         // in progress in the attempt, then the decision is written if that
         // recorded it.
-        if next.status == Status::InProgress && raise.kind.is_none() {
+        if keeps_running(next, raise) {
             let running = self.runs.borrow().iter().any(|r| running_as(r, id, next));
             if !running || self.deliveries.borrow().contains_key(delivery.id) {
                 return Ok(Applied::Missed);

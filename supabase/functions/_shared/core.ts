@@ -73,21 +73,22 @@ export class Core {
       log("error", this.name, `panic: ${message}`);
       const failed = new Error("the core panicked");
       for (const fail of this.#inFlight) fail(failed);
-      this.#inFlight.clear();
     });
   }
 
   /** `result`, or a rejection as soon as the instance panics. */
-  #answer(result: Promise<CoreResponse>): Promise<CoreResponse> {
+  async #answer(result: Promise<CoreResponse>): Promise<CoreResponse> {
     let fail!: (reason: Error) => void;
     const answer = new Promise<CoreResponse>((resolve, reject) => {
       fail = reject;
       result.then(resolve, reject);
     });
     this.#inFlight.add(fail);
-    const done = () => this.#inFlight.delete(fail);
-    answer.then(done, done);
-    return answer;
+    try {
+      return await answer;
+    } finally {
+      this.#inFlight.delete(fail);
+    }
   }
 
   /** Re-instantiates the core if the last instance panicked. */
