@@ -506,6 +506,26 @@ mod flows {
     }
 
     #[test]
+    fn a_progress_report_to_an_ended_or_unknown_run_is_refused_and_leaves_no_record() {
+        let (host, store) = (host(), store());
+        let id = dispatched(&host, &store);
+        let failed = json!({"event": "failed", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "error_text": "dump failed"});
+        assert_eq!(finalize(&host, &store, "f1", &failed).status, 200);
+        // The progress statement records every new delivery before it
+        // looks at the run; the refusal takes the record back.
+        let late = json!({"event": "progress", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "progress": {"bytes": 9}});
+        let refused = finalize(&host, &store, "late", &late);
+        assert_eq!(refused.status, 409, "{}", refused.body);
+        assert!(!store.deliveries.borrow().contains_key("late"));
+        assert_eq!(store.only().status, Status::Failed);
+        let unknown = DispatchId::issue(1, [1; 10]).to_string();
+        let stray = json!({"event": "progress", "dispatch_id": unknown, "workflow_run_id": 4242, "run_attempt": 1, "progress": {"bytes": 9}});
+        let missing = finalize(&host, &store, "stray", &stray);
+        assert_eq!(missing.status, 404, "{}", missing.body);
+        assert!(!store.deliveries.borrow().contains_key("stray"));
+    }
+
+    #[test]
     fn a_retried_delivery_is_answered_without_change() {
         let (host, store) = (host(), store());
         let id = dispatched(&host, &store);

@@ -441,15 +441,17 @@ impl Store for MemStore {
             GiveWay(false).await;
         }
         self.up()?;
-        // apply_progress.sql: the delivery is recorded first if the run is
-        // in progress in the attempt, then the decision is written if that
-        // recorded it.
+        // apply_progress.sql: the delivery is recorded first, whatever the
+        // run's state, then the decision is written if that recorded it and
+        // the run is in progress in the attempt.
         if keeps_running(next, raise) {
-            let running = self.runs.borrow().iter().any(|r| running_as(r, id, next));
-            if !running || self.deliveries.borrow().contains_key(delivery.id) {
+            if self.deliveries.borrow().contains_key(delivery.id) {
                 return Ok(Applied::Missed);
             }
             self.record(delivery, id);
+            if !self.runs.borrow().iter().any(|r| running_as(r, id, next)) {
+                return Ok(Applied::DeliveryOnly);
+            }
             if let Some(other) = self.overtaken_by.borrow_mut().take() {
                 if let Some(row) = self
                     .runs

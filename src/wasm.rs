@@ -45,7 +45,8 @@ export interface DbFailure {
 
 /** What the core asks of its host. Every method is plain I/O. */
 export interface Host {
-  /** An environment variable (a function secret). */
+  /** An environment variable (a function secret). The core asks once per
+   * name and keeps the answer for the instance's life. */
   env(name: string): string | undefined;
   /** Unix time in milliseconds. */
   nowMs(): number;
@@ -121,6 +122,8 @@ extern "C" {
 
 thread_local! {
     static ON_PANIC: RefCell<Option<js_sys::Function>> = const { RefCell::new(None) };
+    /// The settings read so far, by name (see `impl Env for JsHost`).
+    static SETTINGS: RefCell<Vec<(String, Option<String>)>> = const { RefCell::new(Vec::new()) };
 }
 
 // Installs the panic hook. `on_panic(message)` is called before the
@@ -190,9 +193,24 @@ pub fn to_js<T: Serialize + ?Sized>(value: &T) -> Result<JsValue, JsValue> {
         .map_err(JsValue::from)
 }
 
+// A function's settings are fixed for the life of its instance (Supabase
+// restarts a function when its secrets change), and a request reads four
+// (a progress report) to thirteen (a failure, which may raise alerts) of
+// them: each crosses from the host once, on first use, not once a request.
+// A list, not a map: there are about a dozen names.
 impl Env for JsHost {
     fn var(&self, name: &str) -> Option<String> {
-        self.env(name)
+        let known = SETTINGS.with_borrow(|settings| {
+            settings
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, value)| value.clone())
+        });
+        known.unwrap_or_else(|| {
+            let value = self.env(name);
+            SETTINGS.with_borrow_mut(|settings| settings.push((name.to_owned(), value.clone())));
+            value
+        })
     }
 }
 
@@ -295,6 +313,25 @@ fn database(host: &JsHost) -> Result<String, DbError> {
     })
 }
 
+thread_local! {
+    /// The last database URL queried, and whether it allows prepared
+    /// statements: the settings are fixed, so this is worked out once, not
+    /// on every query.
+    static PREPARES: RefCell<Option<(String, bool)>> = const { RefCell::new(None) };
+}
+
+/// Whether statements on `url` may be prepared ([`crate::change_feed::may_prepare`]).
+fn may_prepare(url: &str) -> bool {
+    PREPARES.with_borrow_mut(|known| match known {
+        Some((seen, prepare)) if seen == url => *prepare,
+        _ => {
+            let prepare = crate::change_feed::may_prepare(url);
+            *known = Some((url.to_owned(), prepare));
+            prepare
+        }
+    })
+}
+
 impl Db for JsHost {
     async fn query<T: serde::de::DeserializeOwned>(
         &self,
@@ -306,7 +343,7 @@ impl Db for JsHost {
         for p in params {
             array.push(&p.as_deref().map_or(JsValue::NULL, JsValue::from_str));
         }
-        let prepare = crate::change_feed::may_prepare(&url);
+        let prepare = may_prepare(&url);
         match JsFuture::from(JsHost::query(self, &url, prepare, sql, array)).await {
             Ok(rows) => serde_wasm_bindgen::from_value(rows)
                 .map_err(|e| DbError::Other(format!("unreadable rows from the host: {e}"))),
