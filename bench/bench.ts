@@ -42,9 +42,14 @@ const CONCURRENCY = (Deno.env.get("BENCH_CONCURRENCY") ?? "1,8,32,64")
 const REQUESTS = setting("BENCH_REQUESTS", 2000, 20_000);
 /** Each cell is measured this many times per side, alternating (`BENCH_ROUNDS`). */
 const ROUNDS = setting("BENCH_ROUNDS", 3, 15);
-// Enough for V8 to have tiered both servers' hot code up (WebAssembly starts
-// in its baseline compiler), so that the cells compare steady states.
-const WARMUP_REQUESTS = 500;
+// Enough for V8 to have tiered both servers' hot code up, so that the cells
+// compare steady states. WebAssembly starts in V8's baseline compiler, and
+// each function moves to the optimising one when its own budget runs out,
+// so the project's code keeps tiering up long after TypeScript's has:
+// traced with --trace-wasm-compilation-times, 18 functions had been
+// optimised after 500 reports, 56 after 2,000, 82 after 5,000, and req/s
+// rose with them until about 3,000.
+const WARMUP_REQUESTS = 5000;
 const MAX_LOAD_MS = 30_000;
 const QUERY_RUNS = 50;
 const LARGE_HISTORY = 1_000_000;
