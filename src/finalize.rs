@@ -26,7 +26,9 @@
 //! record of the delivery; a `succeeded` repeat records its delivery with
 //! the retention listing). A `progress` or `started` report that changes
 //! nothing costs two (its statement records the delivery; the read is its
-//! own), one that reopens a run three.
+//! own), one that reopens a run three, and one refused (its run ended, or
+//! no such run) three: the statement records every new delivery before it
+//! looks at the run, so the refusal takes the record back.
 
 use crate::alerts::{self, Raise};
 use crate::coalesce;
