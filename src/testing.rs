@@ -211,23 +211,19 @@ pub fn merge_into_running(row: &Run, next: &Run) -> Run {
     merged
 }
 
-/// Whether `r` is the run `id` in progress as `next` expects it: in its
-/// attempt, of its workflow run or of none yet (the fast statements' guard).
-fn running_as(r: &Run, id: DispatchId, next: &Run) -> bool {
-    r.dispatch_id == id
-        && r.status == Status::InProgress
-        && r.run_attempt == next.run_attempt
-        && r.workflow_run_id
-            .is_none_or(|w| Some(w) == next.workflow_run_id)
-}
-
 impl MemStore {
     /// The fast statements' write: `next` merged into the run `id` if it is
     /// in progress in `next`'s attempt, of its workflow run or of none yet,
     /// and the merge changes something; the row as written.
     fn merge_running(&self, id: DispatchId, next: &Run) -> Option<Run> {
         let mut runs = self.runs.borrow_mut();
-        let row = runs.iter_mut().find(|r| running_as(r, id, next))?;
+        let row = runs.iter_mut().find(|r| {
+            r.dispatch_id == id
+                && r.status == Status::InProgress
+                && r.run_attempt == next.run_attempt
+                && r.workflow_run_id
+                    .is_none_or(|w| Some(w) == next.workflow_run_id)
+        })?;
         let merged = merge_into_running(row, next);
         if merged == *row {
             return None;
@@ -443,15 +439,12 @@ impl Store for MemStore {
         self.up()?;
         // apply_progress.sql: the delivery is recorded first, whatever the
         // run's state, then the decision is written if that recorded it and
-        // the run is in progress in the attempt.
+        // the run is in progress in the attempt (merge_running's guard).
         if keeps_running(next, raise) {
             if self.deliveries.borrow().contains_key(delivery.id) {
                 return Ok(Applied::Missed);
             }
             self.record(delivery, id);
-            if !self.runs.borrow().iter().any(|r| running_as(r, id, next)) {
-                return Ok(Applied::DeliveryOnly);
-            }
             if let Some(other) = self.overtaken_by.borrow_mut().take() {
                 if let Some(row) = self
                     .runs

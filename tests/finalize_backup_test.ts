@@ -340,18 +340,10 @@ behaviour(
   async (ctx) => {
     const run = await dispatched(ctx);
     const failed = JSON.stringify(rep(run, "failed", { error_text: "boom" }));
-    const first = await postRaw(
-      ctx,
-      failed,
-      await webhookHeaders(failed, { id: "msg_first_failure" }),
-    );
+    const first = await send(ctx, failed, { id: "msg_first_failure" });
     assert.deepEqual(first.body, changed(run.dispatch_id, "failed"));
     const saved = await row(ctx.sql, run.dispatch_id);
-    const repeat = await postRaw(
-      ctx,
-      failed,
-      await webhookHeaders(failed, { id: "msg_repeat_failure" }),
-    );
+    const repeat = await send(ctx, failed, { id: "msg_repeat_failure" });
     assert.equal(repeat.status, 200, repeat.text);
     assert.deepEqual(repeat.body, changed(run.dispatch_id, "failed", false));
     assert.deepEqual(await row(ctx.sql, run.dispatch_id), saved);
@@ -365,22 +357,14 @@ behaviour(
     // The recorded hash tells a retry from another body under the same id.
     const other = JSON.stringify(rep(run, "failed", { error_text: "other" }));
     assertError(
-      await postRaw(
-        ctx,
-        other,
-        await webhookHeaders(other, { id: "msg_repeat_failure" }),
-      ),
+      await send(ctx, other, { id: "msg_repeat_failure" }),
       409,
       "webhook_id_reused",
     );
     // Another verdict for the same attempt: refused, and not recorded.
     const cancelled = JSON.stringify(rep(run, "cancelled"));
     assertError(
-      await postRaw(
-        ctx,
-        cancelled,
-        await webhookHeaders(cancelled, { id: "msg_cancel_after_failure" }),
-      ),
+      await send(ctx, cancelled, { id: "msg_cancel_after_failure" }),
       409,
       "illegal_transition",
     );
@@ -532,9 +516,7 @@ behaviour(
       ),
     }));
     const answers = await Promise.all(
-      sent.map(async ({ id, body }) =>
-        postRaw(ctx, body, await webhookHeaders(body, { id }))
-      ),
+      sent.map(({ id, body }) => send(ctx, body, { id })),
     );
     for (const a of answers) {
       assert.equal(a.status, 200, a.text);
@@ -561,11 +543,7 @@ behaviour(
     assert.equal(d.deliveries, 40);
     assert.ok(d.transactions < 40, `${d.transactions} transactions`);
     // A retry of any of them is recognised as one.
-    const again = await postRaw(
-      ctx,
-      sent[5].body,
-      await webhookHeaders(sent[5].body, { id: sent[5].id }),
-    );
+    const again = await send(ctx, sent[5].body, { id: sent[5].id });
     assert.equal(again.status, 200, again.text);
     assert.equal(again.body.changed, false);
     assert.equal((await row(ctx.sql, run.dispatch_id)).version, r.version);
@@ -579,18 +557,10 @@ behaviour(
     const body = JSON.stringify(
       rep(run, "progress", { progress: { phase: "dump", bytes: 7 } }),
     );
-    const first = await postRaw(
-      ctx,
-      body,
-      await webhookHeaders(body, { id: "msg_progress_first" }),
-    );
+    const first = await send(ctx, body, { id: "msg_progress_first" });
     assert.deepEqual(first.body, changed(run.dispatch_id, "in_progress"));
     const saved = await row(ctx.sql, run.dispatch_id);
-    const same = await postRaw(
-      ctx,
-      body,
-      await webhookHeaders(body, { id: "msg_progress_same" }),
-    );
+    const same = await send(ctx, body, { id: "msg_progress_same" });
     assert.equal(same.status, 200, same.text);
     assert.deepEqual(same.body, changed(run.dispatch_id, "in_progress", false));
     assert.deepEqual(await row(ctx.sql, run.dispatch_id), saved);
@@ -599,11 +569,7 @@ behaviour(
        where webhook_id = 'msg_progress_same'`;
     assert.equal(n, 1);
     // Its retry is recognised as one.
-    const retry = await postRaw(
-      ctx,
-      body,
-      await webhookHeaders(body, { id: "msg_progress_same" }),
-    );
+    const retry = await send(ctx, body, { id: "msg_progress_same" });
     assert.deepEqual(
       retry.body,
       changed(run.dispatch_id, "in_progress", false),
