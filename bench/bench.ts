@@ -819,7 +819,7 @@ async function candidateQuery(cluster: Cluster): Promise<string[]> {
   const dbUrl = await migratedDatabase(cluster, "bench_history");
   const sql = postgres(dbUrl, { max: 1, onnotice: () => {} });
   try {
-    // The query the core runs (src/store.rs `running`).
+    // The query the core runs (src/ports/store.rs `running`).
     const select = await Deno.readTextFile(
       new URL("../src/sql/select_run.sql", import.meta.url),
     );

@@ -29,13 +29,13 @@
 //! again, with the same `webhook-id`. Delivery is at least once.
 
 use crate::config::Env;
+use crate::credentials::webhook::WebhookSecret;
 use crate::error::Error;
-use crate::github::OutboundRequest;
+use crate::ports::github::OutboundRequest;
+use crate::ports::store::{AlertClock, Store};
 use crate::ports::{Host, Level};
 use crate::run::{Run, Status};
-use crate::store::{AlertClock, Store};
 use crate::time::iso8601;
-use crate::webhook::WebhookSecret;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -1087,7 +1087,7 @@ mod flows {
     }
 
     /// The requests the alert sender made (not GitHub's).
-    fn alert_posts(host: &FakeHost) -> Vec<crate::github::OutboundRequest> {
+    fn alert_posts(host: &FakeHost) -> Vec<crate::ports::github::OutboundRequest> {
         host.fetched
             .borrow()
             .iter()
@@ -1260,7 +1260,7 @@ mod flows {
         finalize(&host, &store, "f", &report(&id, "failed", json!({})));
         let first = store.outbox()[0].clone();
         host.now.set(first.next_attempt_at);
-        let claimed = block_on(crate::store::Store::claim_notifications(
+        let claimed = block_on(crate::ports::store::Store::claim_notifications(
             &store,
             host.now_ms(),
             LEASE_MS,
@@ -1285,7 +1285,7 @@ mod flows {
                 .contains(&("webhook-id".into(), first.webhook_id.clone())));
         }
         // The dead sender's late settle changes nothing.
-        block_on(crate::store::Store::settle_notification(
+        block_on(crate::ports::store::Store::settle_notification(
             &store,
             claimed[0].id,
             claimed[0].attempts,

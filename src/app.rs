@@ -3,11 +3,11 @@
 //! response and its cause is logged.
 
 use crate::config;
+use crate::endpoints::{finalize, status, sweep, trigger};
 use crate::error::Error;
 use crate::http::{Request, Response};
+use crate::ports::store::Store;
 use crate::ports::{Host, Level};
-use crate::store::Store;
-use crate::{finalize, status, sweep, trigger};
 use std::future::Future;
 use std::pin::Pin;
 

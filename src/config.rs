@@ -4,12 +4,12 @@
 //! one is answered with a 500 naming it (`config_missing`) instead of a crash
 //! at import time, and the endpoints that do not need it keep working.
 
+use crate::credentials::oidc::{Expected, GITHUB_OIDC_ISSUER};
+use crate::credentials::webhook::WebhookSecret;
 use crate::error::Error;
-use crate::github::GitHubConfig;
 use crate::http::Cors;
-use crate::oidc::{Expected, GITHUB_OIDC_ISSUER};
+use crate::ports::github::GitHubConfig;
 use crate::presign::{Endpoint, S3Download, DEFAULT_REGION};
-use crate::webhook::WebhookSecret;
 use serde::Deserialize;
 
 /// Reads one setting; empty values count as unset.
@@ -236,7 +236,7 @@ pub fn cors(env: &impl Env) -> Cors {
     Cors::from_setting(get(env, "ALLOWED_ORIGINS").as_deref())
 }
 
-/// Where user tokens are checked: the settings behind [`crate::auth`].
+/// Where user tokens are checked: the settings behind [`crate::credentials::auth`].
 ///
 /// Hosted Supabase injects `SUPABASE_URL`, `SUPABASE_JWKS`, the API keys and
 /// never a JWT secret (and `supabase secrets set` refuses names starting

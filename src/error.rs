@@ -27,7 +27,7 @@ pub enum Error {
     InvalidSignature(String),
     /// 401: the report's GitHub OIDC token is refused; names the claim (or
     /// the part of the token) that failed, never its content.
-    OidcRefused(crate::oidc::Refusal),
+    OidcRefused(crate::credentials::oidc::Refusal),
     /// 403: the user is authenticated but not a backup admin.
     NotAdmin,
     /// 403: a CORS preflight from an origin not in ALLOWED_ORIGINS.

@@ -1,10 +1,11 @@
 //! Backup control plane: the decisions, compiled to WebAssembly.
 //!
 //! Supabase Edge Functions (Deno) host this crate. The host does I/O; every
-//! decision is made here. A map of the crate:
+//! decision is made here. A map of the crate, by role:
 //!
 //! | module | concept |
 //! |---|---|
+//! | **the run** | |
 //! | [`dispatch_id`] | the one identity of a run (UUIDv7), issued here only |
 //! | [`run`] | a `backup_history` row and **the state machine** |
 //! | [`reconcile`] | deadlines and GitHub's record: ending silent runs |
@@ -14,39 +15,39 @@
 //! | [`retention`] | which stored objects a success makes deletable |
 //! | [`presign`] | presigned S3 download links (SigV4), for admins |
 //! | [`alerts`] | what raises an alert, the outbox sender and its messages |
-//! | [`webhook`] | Standard Webhooks signatures on those reports |
-//! | [`token`] | user access tokens (HS256, ES256, RS256) |
-//! | [`auth`] | the caller: a verified user who is a backup admin |
-//! | [`oidc`] | reports bound to the exact GitHub run by its OIDC token |
-//! | [`github`] | building and reading GitHub REST calls |
-//! | [`time`] | ISO 8601 in and out |
-//! | [`config`] | settings from the environment, named when missing |
+//! | **[`endpoints`]** | one per function: parse, apply, encode |
+//! | [`endpoints::trigger`], [`endpoints::finalize`], [`endpoints::status`], [`endpoints::sweep`] | `trigger-backup`, `finalize-backup`, `backup-status`, `reconcile-backups` |
+//! | [`app`] | routing, and errors turned into responses |
+//! | **[`credentials`]** | who may call, and what they sent is theirs |
+//! | [`credentials::webhook`] | Standard Webhooks signatures on reports |
+//! | [`credentials::oidc`] | reports bound to the exact GitHub run by its OIDC token |
+//! | [`credentials::token`] | user access tokens (HS256, ES256, RS256) |
+//! | [`credentials::auth`] | the caller: a verified user who is a backup admin |
+//! | **[`ports`]** | what the core asks of its host (clock, fetch, SQL, ...), and the adapters over it |
+//! | [`ports::store`] | persistence of runs; the SQL is in `src/sql/` |
+//! | [`ports::coalesce`] | progress reports to one run, written together under load |
+//! | [`ports::change_feed`] | how a long-poll hears of a change: LISTEN, or polling |
+//! | [`ports::github`] | building and reading GitHub REST calls |
+//! | `ports::wasm` | the ports over wasm-bindgen: the JS host, and its generated TypeScript contract |
+//! | **plumbing** | |
 //! | [`http`] | requests and responses as plain data, CORS |
 //! | [`body`] | JSON request bodies, typed, each failure named by member |
 //! | [`error`] | the one error enum, mapped to HTTP in one place |
-//! | [`ports`] | what the core asks of its host (clock, fetch, SQL, ...) |
-//! | [`change_feed`] | how a long-poll hears of a change: LISTEN, or polling |
-//! | [`store`] | persistence of runs; the SQL is in `src/sql/` |
-//! | [`coalesce`] | progress reports to one run, written together under load |
-//! | [`trigger`], [`finalize`], [`status`], [`sweep`] | the endpoints: parse, apply, encode |
-//! | [`app`] | routing, and errors turned into responses |
+//! | [`config`] | settings from the environment, named when missing |
+//! | [`time`] | ISO 8601 in and out |
 //!
 //! Below is the wasm-bindgen boundary: thin functions that convert JS values
 //! and call the pure code above.
 
 pub mod alerts;
 pub mod app;
-pub mod auth;
 pub mod body;
-pub mod change_feed;
-pub mod coalesce;
 pub mod config;
+pub mod credentials;
 pub mod dispatch_id;
+pub mod endpoints;
 pub mod error;
-pub mod finalize;
-pub mod github;
 pub mod http;
-pub mod oidc;
 pub mod ports;
 pub mod presign;
 pub mod progress;
@@ -54,17 +55,8 @@ pub mod reconcile;
 pub mod report;
 pub mod retention;
 pub mod run;
-pub mod status;
-pub mod store;
-pub mod sweep;
 pub mod time;
-pub mod token;
-pub mod trigger;
 pub mod verification;
-pub mod webhook;
-
-#[cfg(target_arch = "wasm32")]
-mod wasm;
 
 #[cfg(test)]
 mod properties;
@@ -77,8 +69,8 @@ pub use boundary::*;
 #[cfg(target_arch = "wasm32")]
 mod boundary {
     use crate::http::{HostRequest, Request, MAX_BODY_BYTES};
-    use crate::store::PgStore;
-    use crate::wasm::{to_js, JsHost};
+    use crate::ports::store::PgStore;
+    use crate::ports::wasm::{to_js, JsHost};
     use wasm_bindgen::prelude::*;
 
     // Serves one request for the function `name`. Never rejects for a

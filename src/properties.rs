@@ -8,14 +8,14 @@
 //! `BACKUP_PROPTEST_CASES` raises it; the long run quoted in the README is
 //! `BACKUP_PROPTEST_CASES=1000000 cargo test --release properties`.
 
+use crate::credentials::oidc::{self, Expected, Refusal};
+use crate::credentials::token::{self, Jwks, Keys};
+use crate::credentials::webhook::WebhookSecret;
 use crate::error::Error;
-use crate::github::{self, OutboundResponse};
 use crate::http::Request;
-use crate::oidc::{self, Expected, Refusal};
+use crate::ports::github::{self, OutboundResponse};
 use crate::report::Report;
 use crate::testing::kit::{self, block_on};
-use crate::token::{self, Jwks, Keys};
-use crate::webhook::WebhookSecret;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use proptest::prelude::*;
@@ -263,7 +263,7 @@ proptest! {
         ],
     ) {
         let req = Request::new("GET", &format!("http://x/functions/v1/backup-status?{query}"), vec![], vec![]);
-        if let Err(e) = crate::status::parse_query(&req) {
+        if let Err(e) = crate::endpoints::status::parse_query(&req) {
             prop_assert!(matches!(e, Error::InvalidParameter { .. }), "{e:?}");
             prop_assert_eq!(e.status(), 400);
         }

@@ -19,7 +19,7 @@
 //! Only an observed fact or a passed deadline changes a row. The workflow's
 //! own late report may still correct these outcomes (see `run.rs`).
 
-use crate::github::{Conclusion, RunStatus, WorkflowRun};
+use crate::ports::github::{Conclusion, RunStatus, WorkflowRun};
 use crate::run::{FailureReason, Outcome, OutcomeSource, Run, Status};
 use crate::time::iso8601;
 

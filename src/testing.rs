@@ -6,15 +6,15 @@
 
 use crate::alerts::{Delivery as AlertDelivery, Event, Notification, Raise, Settled, Transition};
 use crate::config::Env;
+use crate::credentials::token::SignatureCheck;
 use crate::dispatch_id::DispatchId;
-use crate::github::{OutboundRequest, OutboundResponse};
-use crate::ports::{DbError, Host, Level};
-use crate::run::{Ended, FailureReason, OutcomeSource, Run, Status};
-use crate::store::{
+use crate::ports::github::{OutboundRequest, OutboundResponse};
+use crate::ports::store::{
     keeps_running, AlertClock, Applied, Cursor, Delivered, Delivery, ProgressReport, Settings,
     Started, Store, SweeperRecord, ONE_IN_PROGRESS,
 };
-use crate::token::SignatureCheck;
+use crate::ports::{DbError, Host, Level};
+use crate::run::{Ended, FailureReason, OutcomeSource, Run, Status};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use uuid::Uuid;
@@ -766,14 +766,14 @@ impl Store for MemStore {
 pub(crate) mod kit {
     pub(crate) use super::{FakeHost, MemStore};
     pub(crate) use crate::app;
+    pub(crate) use crate::credentials::token::sign_hs256;
+    pub(crate) use crate::credentials::webhook::WebhookSecret;
     pub(crate) use crate::dispatch_id::DispatchId;
     pub(crate) use crate::http::{Request, Response};
     pub(crate) use crate::ports::Host;
     pub(crate) use crate::report::Report;
     pub(crate) use crate::run::FailureReason;
     pub(crate) use crate::run::{self, Outcome, Status};
-    pub(crate) use crate::token::sign_hs256;
-    pub(crate) use crate::webhook::WebhookSecret;
     pub(crate) use futures::executor::block_on;
     pub(crate) use serde_json::{json, Value};
     pub(crate) use uuid::Uuid;

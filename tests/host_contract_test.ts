@@ -1,4 +1,4 @@
-// The host contract is generated from the Rust side (src/wasm.rs, a
+// The host contract is generated from the Rust side (src/ports/wasm.rs, a
 // typescript_custom_section typing `JsHost` as `Host`), and
 // supabase/functions/_shared/core.ts implements it. These tests prove that
 // `deno check` catches a drift: a copy of the host with one method changed

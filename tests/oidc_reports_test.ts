@@ -1,5 +1,5 @@
 /**
- * Reports bound to the exact GitHub run (src/oidc.rs), through the real
+ * Reports bound to the exact GitHub run (src/credentials/oidc.rs), through the real
  * functions (scripts/serve.ts), real PostgreSQL, and the OIDC issuer of the
  * loopback GitHub stand-in (scripts/local_github.ts): RS256 tokens signed
  * with its key and checked by the host's WebCrypto, claim by claim. Also

@@ -1467,7 +1467,7 @@ behaviour(
     await ctx.sql`analyze backup_history`;
     assert.equal(await rowCount(ctx.sql), 100_001);
 
-    // The query the core runs (src/store.rs `running`): select_run.sql
+    // The query the core runs (src/ports/store.rs `running`): select_run.sql
     // with the sweep's condition.
     const [{ "QUERY PLAN": plans }] = await ctx.sql.unsafe(
       `explain (analyze, buffers, format json)

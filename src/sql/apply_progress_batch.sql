@@ -1,5 +1,5 @@
 -- Several `progress` reports to one run, written together as if one after
--- another (src/coalesce.rs gathers them): the reports that arrived at one
+-- another (src/ports/coalesce.rs gathers them): the reports that arrived at one
 -- instance while an earlier write to the same run was in flight. For each
 -- report it is what apply_progress.sql does for one: a report with a new
 -- webhook-id changes the run if it brings something new (the first one may

@@ -182,7 +182,7 @@ globalThis.addEventListener("error", (event) => {
 
 /**
  * What the core may ask of this host. Every method is plain I/O. The
- * contract is generated from the Rust side (src/wasm.rs): `deno check`
+ * contract is generated from the Rust side (src/ports/wasm.rs): `deno check`
  * fails when this class stops matching it.
  */
 class Host implements HostContract {

@@ -18,7 +18,7 @@ let clientPrepares = false;
 
 const OPTIONS = {
   // Unprepared unless the core says the connection allows it (not through
-  // a transaction pooler, src/change_feed.rs); the listener never prepares.
+  // a transaction pooler, src/ports/change_feed.rs); the listener never prepares.
   prepare: false,
   // While the database is down a request must get its 503 promptly (within
   // 2 s), and once it is back, the listener must be too (within 1 s).

@@ -1,5 +1,5 @@
 // GET /functions/v1/backup-status: one run (optionally long-polled) or the
-// history. All behaviour is in the Rust core (src/status.rs).
+// history. All behaviour is in the Rust core (src/endpoints/status.rs).
 //
 // pkg/backup-status/ is the core built with this endpoint alone. Its bytes are
 // imported first, so that they compile in the background while the rest

@@ -1,5 +1,5 @@
 // POST /functions/v1/finalize-backup: the workflow's reports.
-// All behaviour is in the Rust core (src/finalize.rs).
+// All behaviour is in the Rust core (src/endpoints/finalize.rs).
 //
 // pkg/finalize-backup/ is the core built with this endpoint alone. Its bytes are
 // imported first, so that they compile in the background while the rest

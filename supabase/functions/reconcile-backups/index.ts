@@ -1,6 +1,6 @@
 // POST /functions/v1/reconcile-backups: the sweep that ends silent runs
 // (pg_cron calls it every minute). All behaviour is in the Rust core
-// (src/sweep.rs, src/reconcile.rs).
+// (src/endpoints/sweep.rs, src/reconcile.rs).
 //
 // pkg/reconcile-backups/ is the core built with this endpoint alone. Its bytes are
 // imported first, so that they compile in the background while the rest

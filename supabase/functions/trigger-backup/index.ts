@@ -1,5 +1,5 @@
 // POST /functions/v1/trigger-backup: the "Back up now" button.
-// All behaviour is in the Rust core (src/trigger.rs).
+// All behaviour is in the Rust core (src/endpoints/trigger.rs).
 //
 // pkg/trigger-backup/ is the core built with this endpoint alone. Its bytes are
 // imported first, so that they compile in the background while the rest

@@ -216,12 +216,12 @@ pub async fn watch(host: &impl Host, id: DispatchId) -> Option<u64> {
 mod tests {
     use super::*;
     use crate::config::Env;
-    use crate::github::{OutboundRequest, OutboundResponse};
+    use crate::credentials::token::{sign_hs256, SignatureCheck};
+    use crate::endpoints::status;
     use crate::http::Request;
+    use crate::ports::github::{OutboundRequest, OutboundResponse};
     use crate::run::Run;
-    use crate::status;
     use crate::testing::{FakeHost, MemStore};
-    use crate::token::{sign_hs256, SignatureCheck};
     use futures::executor::block_on;
     use serde_json::json;
     use std::cell::Cell;

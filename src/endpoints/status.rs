@@ -35,17 +35,17 @@
 //! at once. A client that needs a fresh link asks without `If-None-Match`.
 
 use crate::alerts;
-use crate::auth;
-use crate::change_feed;
 use crate::config;
+use crate::credentials::auth;
 use crate::dispatch_id::DispatchId;
 use crate::error::Error;
 use crate::http::{Request, Response};
+use crate::ports::change_feed;
+use crate::ports::store::{Cursor, Store, SweeperRecord};
 use crate::ports::{Host, Level};
 use crate::presign::S3Download;
 use crate::progress;
 use crate::run::{FailureReason, Run, Status, TriggerSource};
-use crate::store::{Cursor, Store, SweeperRecord};
 use crate::time::iso8601;
 use serde::Serialize;
 use serde_json::value::RawValue;

@@ -2,10 +2,10 @@
 //! adapted to the core's ports. Nothing here decides anything.
 
 use crate::config::Env;
+use crate::credentials::token::SignatureCheck;
 use crate::dispatch_id::DispatchId;
-use crate::github::{OutboundRequest, OutboundResponse};
+use crate::ports::github::{OutboundRequest, OutboundResponse};
 use crate::ports::{Db, DbError, Host, Level};
-use crate::token::SignatureCheck;
 use js_sys::{Array, Promise, Reflect};
 use serde::Serialize;
 use std::cell::RefCell;
@@ -305,10 +305,10 @@ impl Host for JsHost {
     }
 }
 
-/// The database the host connects to ([`crate::change_feed::database_url`]
+/// The database the host connects to ([`crate::ports::change_feed::database_url`]
 /// decides which); without one, the database is unavailable (503).
 fn database(host: &JsHost) -> Result<String, DbError> {
-    crate::change_feed::database_url(host).ok_or_else(|| {
+    crate::ports::change_feed::database_url(host).ok_or_else(|| {
         DbError::Unavailable("neither BACKUP_DB_URL nor SUPABASE_DB_URL is set".into())
     })
 }
@@ -320,12 +320,12 @@ thread_local! {
     static PREPARES: RefCell<Option<(String, bool)>> = const { RefCell::new(None) };
 }
 
-/// Whether statements on `url` may be prepared ([`crate::change_feed::may_prepare`]).
+/// Whether statements on `url` may be prepared ([`crate::ports::change_feed::may_prepare`]).
 fn may_prepare(url: &str) -> bool {
     PREPARES.with_borrow_mut(|known| match known {
         Some((seen, prepare)) if seen == url => *prepare,
         _ => {
-            let prepare = crate::change_feed::may_prepare(url);
+            let prepare = crate::ports::change_feed::may_prepare(url);
             *known = Some((url.to_owned(), prepare));
             prepare
         }

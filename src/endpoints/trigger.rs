@@ -7,16 +7,16 @@
 //! same request; it is never left `in_progress`.
 
 use crate::alerts::Raise;
-use crate::auth;
 use crate::config;
+use crate::credentials::auth;
 use crate::dispatch_id::DispatchId;
+use crate::endpoints::sweep;
 use crate::error::Error;
-use crate::github::{self, DispatchAnswer};
 use crate::http::{Request, Response};
+use crate::ports::github::{self, DispatchAnswer};
+use crate::ports::store::{in_progress_error, Started, Store, ONE_IN_PROGRESS};
 use crate::ports::{DbError, Host, Level};
 use crate::run::{self, Outcome, Run, Status};
-use crate::store::{in_progress_error, Started, Store, ONE_IN_PROGRESS};
-use crate::sweep;
 use serde::Serialize;
 
 /// Longest accepted `reason`.

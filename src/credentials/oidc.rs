@@ -21,17 +21,17 @@
 //!
 //! The issuer's key set (`{issuer}/.well-known/jwks`, where GitHub serves
 //! it) is fetched, cached and refetched on an unknown `kid` by the same code
-//! as Supabase's ([`crate::auth::refetch_jwks`]); the RSA arithmetic is the
-//! host's WebCrypto, as for user tokens ([`crate::token::SignatureCheck`]).
+//! as Supabase's ([`crate::credentials::auth::refetch_jwks`]); the RSA arithmetic is the
+//! host's WebCrypto, as for user tokens ([`crate::credentials::token::SignatureCheck`]).
 
-use crate::auth;
 use crate::config::{self, ReportAuth};
+use crate::credentials::auth;
+use crate::credentials::token::{self, Alg, Claims, Jwks, SignatureCheck};
+use crate::credentials::token::{LEEWAY_SECONDS, MAX_IAT_AHEAD_SECONDS};
 use crate::error::Error;
 use crate::http::Request;
 use crate::ports::Host;
 use crate::report::Report;
-use crate::token::{self, Alg, Claims, Jwks, SignatureCheck};
-use crate::token::{LEEWAY_SECONDS, MAX_IAT_AHEAD_SECONDS};
 
 /// GitHub Actions' OIDC issuer, the default of `GITHUB_OIDC_ISSUER`.
 pub const GITHUB_OIDC_ISSUER: &str = "https://token.actions.githubusercontent.com";

@@ -21,9 +21,9 @@
 
 use crate::alerts::Raise;
 use crate::dispatch_id::DispatchId;
+use crate::ports::store::{keeps_running, Applied, Delivery, ProgressReport, Store};
 use crate::ports::DbError;
 use crate::run::Run;
-use crate::store::{keeps_running, Applied, Delivery, ProgressReport, Store};
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;

@@ -1,14 +1,28 @@
-//! The ports: everything the core asks of its host.
+//! The ports: everything the core asks of its host, and the adapters the
+//! core builds over them.
 //!
 //! In production the host is Deno (see `wasm.rs`): `fetch`, timers, the
 //! environment, `crypto.getRandomValues` and a PostgreSQL client. In native
-//! tests it is an in-memory fake. The core awaits these as plain futures;
-//! on wasm they are JS promises awaited through wasm-bindgen-futures.
+//! tests it is an in-memory fake (`src/testing.rs`). The core awaits these
+//! as plain futures; on wasm they are JS promises awaited through
+//! wasm-bindgen-futures.
+//!
+//! Over [`Db`]: [`store`] (runs, deliveries and the outbox, in the SQL of
+//! `src/sql/`), [`coalesce`] (progress to one run, written together) and
+//! [`change_feed`] (how a long-poll hears of a change). Over
+//! [`Host::fetch`]: [`github`] (GitHub's REST calls, built and read).
+
+pub mod change_feed;
+pub mod coalesce;
+pub mod github;
+pub mod store;
+#[cfg(target_arch = "wasm32")]
+pub(crate) mod wasm;
 
 use crate::config::Env;
+use crate::credentials::token::SignatureCheck;
 use crate::dispatch_id::DispatchId;
-use crate::github::{OutboundRequest, OutboundResponse};
-use crate::token::SignatureCheck;
+use crate::ports::github::{OutboundRequest, OutboundResponse};
 use serde::de::{DeserializeOwned, IgnoredAny};
 
 /// Log levels the host understands.

@@ -159,7 +159,7 @@ pub trait Store {
     /// Records until when GitHub asked us not to call it.
     async fn set_github_backoff(&self, until_ms: i64) -> Result<(), DbError>;
     /// Records a sweep that `reconcile-backups` ran: when, and its
-    /// [`Swept::outcome`](crate::sweep::Swept::outcome).
+    /// [`Swept::outcome`](crate::endpoints::sweep::Swept::outcome).
     async fn record_sweep(&self, at_ms: i64, outcome: &str) -> Result<(), DbError>;
     /// The last recorded sweep, and why the scheduler could not call one.
     async fn sweeper(&self) -> Result<SweeperRecord, DbError>;

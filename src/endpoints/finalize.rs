@@ -2,7 +2,7 @@
 //!
 //! Parse, apply, encode: authenticate the report as `BACKUP_REPORT_AUTH`
 //! asks (the Standard Webhooks signature, GitHub's OIDC token naming this
-//! very run, or both: [`crate::oidc`]), validate the report, recognise a
+//! very run, or both: [`crate::credentials::oidc`]), validate the report, recognise a
 //! retried delivery by its `webhook-id` and body hash, then apply the report
 //! through the state machine in `run.rs`.
 //!
@@ -12,7 +12,7 @@
 //! delivery ([`Store::apply_to_running`]). Concurrent reports queue on the
 //! row lock for that one statement instead of racing and retrying, and
 //! `progress` reports to one run that reach an instance while its write is
-//! in flight share the next statement ([`crate::coalesce`]). Anything
+//! in flight share the next statement ([`crate::ports::coalesce`]). Anything
 //! else (a repeated delivery, a terminal or reopened run, another attempt)
 //! is read by that same statement, decided in full, and written guarded by
 //! the state it was decided from.
@@ -31,18 +31,18 @@
 //! looks at the run, so the refusal takes the record back.
 
 use crate::alerts::{self, Raise};
-use crate::coalesce;
+use crate::credentials::oidc;
 use crate::dispatch_id::DispatchId;
 use crate::error::Error;
 use crate::http::{Request, Response};
-use crate::oidc;
+use crate::ports::coalesce;
+use crate::ports::store::{
+    in_progress_error, Applied, Delivered, Delivery, Started, Store, ONE_IN_PROGRESS,
+};
 use crate::ports::{DbError, Host, Level};
 use crate::report::{Event, Report};
 use crate::retention;
 use crate::run::{self, Outcome, Run, Status, TriggerSource};
-use crate::store::{
-    in_progress_error, Applied, Delivered, Delivery, Started, Store, ONE_IN_PROGRESS,
-};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -396,8 +396,8 @@ async fn register(
 /// Whole requests through the in-memory ports of `src/testing.rs`.
 #[cfg(test)]
 mod flows {
+    use crate::ports::store::Store;
     use crate::run::{OutcomeSource, Run};
-    use crate::store::Store;
     use crate::testing::kit::*;
     use crate::testing::merge_into_running;
 
@@ -930,7 +930,7 @@ mod flows {
             serde_json::from_str::<Value>(store.only().verification.as_deref().unwrap()).unwrap(),
             verdict
         );
-        let view = serde_json::to_value(crate::status::view(&store.only())).unwrap();
+        let view = serde_json::to_value(crate::endpoints::status::view(&store.only())).unwrap();
         assert_eq!(view["verification"], verdict);
         assert_eq!(view["verification_failed"], true);
     }
@@ -966,7 +966,7 @@ mod flows {
     }
 }
 
-/// Reports bound to their GitHub run by its OIDC token (`crate::oidc`),
+/// Reports bound to their GitHub run by its OIDC token (`crate::credentials::oidc`),
 /// through whole requests. The RS256 arithmetic is the host's (here
 /// `FakeHost::signature_ok`); everything decided is the core's.
 #[cfg(test)]
@@ -1184,7 +1184,7 @@ mod oidc_flows {
             "oidc_aud"
         );
         assert_eq!(
-            refused_with("iss", json!(crate::oidc::GITHUB_OIDC_ISSUER)),
+            refused_with("iss", json!(crate::credentials::oidc::GITHUB_OIDC_ISSUER)),
             "oidc_iss"
         );
     }
@@ -1199,7 +1199,7 @@ mod oidc_flows {
             URL_SAFE_NO_PAD.encode(c.to_string())
         );
         // HS256 "signed" with the issuer's public key as the secret.
-        let hs = crate::token::sign_hs256_kid(&[7u8; 256], Some("gh-1"), &c);
+        let hs = crate::credentials::token::sign_hs256_kid(&[7u8; 256], Some("gh-1"), &c);
         for token in [none, hs] {
             let r = report(&host, &store, "m1", &started(&id), Some(&token), false);
             assert_eq!(r.status, 401);

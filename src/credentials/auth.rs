@@ -1,7 +1,7 @@
 //! Who is calling: the signed-in user behind a bearer token, and whether
 //! that user is a backup admin.
 //!
-//! [`crate::token`] judges a token against the keys held now; this module
+//! [`crate::credentials::token`] judges a token against the keys held now; this module
 //! does what its verdict leaves open, and remembers between requests (one
 //! wasm instance serves many) what it learned:
 //!
@@ -13,12 +13,12 @@
 //! | `ValidIfAuthConfirms` | `GET {SUPABASE_URL}/auth/v1/user` with the token: Auth must answer 200 for the token's own `sub` (what supabase-js `getClaims()` does for symmetric tokens). A yes is remembered for at most 60 s and never past `exp`, under the token's SHA-256, never the token |
 
 use crate::config::{self, TokenKeys};
+use crate::credentials::token::{self, Claims, Jwks, Keys, User, Verdict};
 use crate::error::Error;
-use crate::github::OutboundRequest;
 use crate::http::Request;
+use crate::ports::github::OutboundRequest;
+use crate::ports::store::Store;
 use crate::ports::Host;
-use crate::store::Store;
-use crate::token::{self, Claims, Jwks, Keys, User, Verdict};
 use sha2::{Digest, Sha256};
 use std::cell::RefCell;
 use uuid::Uuid;
@@ -47,7 +47,7 @@ struct Fetched {
 
 thread_local! {
     // One entry per key set URL: the project's, and GitHub's OIDC issuer's
-    // (crate::oidc), each fetched, cached and refetched by the same rules.
+    // (crate::credentials::oidc), each fetched, cached and refetched by the same rules.
     static FETCHED: RefCell<Vec<Fetched>> = const { RefCell::new(Vec::new()) };
     // (SHA-256 of a token Auth confirmed, its user, remembered until). A
     // scan of at most CONFIRMED_MAX entries costs less than a HashMap's
