@@ -5,7 +5,12 @@
 // unless told.)
 
 import assert from "node:assert/strict";
-import { closeDatabase, query } from "../supabase/functions/_shared/db.ts";
+import {
+  closeDatabase,
+  closeIdle,
+  IDLE_MS,
+  query,
+} from "../supabase/functions/_shared/db.ts";
 import { testDatabaseUrl } from "./support/db.ts";
 
 const STATEMENT = "select $1::int4 + 1 as n /* db_port_test */";
@@ -39,6 +44,42 @@ Deno.test("db.ts prepares a statement when the core allows it, and runs it unpre
       assert.deepEqual(seen, prepare ? [STATEMENT] : [], `prepare: ${prepare}`);
       await closeDatabase();
     }
+  } finally {
+    await closeDatabase();
+  }
+});
+
+Deno.test("db.ts closes the pool only when no query ran for the idle time and none is in flight; the next query reconnects", async () => {
+  const url = testDatabaseUrl();
+  const backend = async () =>
+    ((await query(url, false, "select pg_backend_pid() as pid", [])) as {
+      pid: number;
+    }[])[0].pid;
+  try {
+    const first = await backend();
+    // Just used: not idle for IDLE_MS.
+    assert.equal(closeIdle(IDLE_MS), false);
+    // A query in flight keeps the pool open, however long it has been idle.
+    const slow = query(url, false, "select pg_sleep(0.2)", []);
+    assert.equal(closeIdle(0), false);
+    await slow;
+    assert.equal(closeIdle(0), true);
+    assert.equal(closeIdle(0), false, "nothing left to close");
+    // The closed connection is gone from the server; the next query opens
+    // a new one and is answered.
+    const second = await backend();
+    assert.notEqual(second, first);
+    let alive = 1;
+    for (let i = 0; i < 40 && alive > 0; i++) {
+      if (i > 0) await new Promise((r) => setTimeout(r, 50));
+      alive = (await query(
+        url,
+        false,
+        "select count(*)::int as n from pg_stat_activity where pid = $1::int4",
+        [String(first)],
+      ) as { n: number }[])[0].n;
+    }
+    assert.equal(alive, 0, "the first connection's backend has exited");
   } finally {
     await closeDatabase();
   }

@@ -16,6 +16,20 @@ let client: postgres.Sql | undefined;
 let clientUrl: string | undefined;
 let clientPrepares = false;
 
+/**
+ * How long the pool may sit without a query before its connections are
+ * closed, so that an idle instance holds none of the database's
+ * connections. postgres.js can do this itself (`idle_timeout`), but it
+ * re-arms a Node-compatible timer on every query, which in Deno costs about
+ * 9 µs of each one (measured: one client, 0.90× the baseline's req/s with
+ * it, 0.95× without). Here one timer at a time checks the time of the last
+ * query instead.
+ */
+export const IDLE_MS = 20_000;
+let lastQueryAt = 0;
+let inFlight = 0;
+let idleTimer: ReturnType<typeof setTimeout> | undefined;
+
 const OPTIONS = {
   // Unprepared unless the core says the connection allows it (not through
   // a transaction pooler, src/ports/change_feed.rs); the listener never prepares.
@@ -28,7 +42,6 @@ const OPTIONS = {
   // attempt per pause while the database is down.
   connect_timeout: 1.5,
   backoff: () => 0.1 + Math.random() * 0.2,
-  idle_timeout: 20,
   onnotice: () => {},
 };
 
@@ -53,12 +66,42 @@ export function database(url: string, prepare = false): postgres.Sql {
     client = postgres(driverUrl(url), { ...OPTIONS, prepare, max: 5 });
     clientUrl = url;
     clientPrepares = prepare;
+    lastQueryAt = performance.now();
+    watchIdle(IDLE_MS);
   }
   return client;
 }
 
+/**
+ * Closes the shared client if no query has run for `idleMs` and none is in
+ * flight; the next query opens a new one. Returns whether it closed.
+ */
+export function closeIdle(idleMs: number): boolean {
+  if (!client || inFlight > 0) return false;
+  if (performance.now() - lastQueryAt < idleMs) return false;
+  client.end({ timeout: 1 }).catch(() => {});
+  client = undefined;
+  clientUrl = undefined;
+  return true;
+}
+
+// One timer while a client is open, due when the pool would have been idle
+// for IDLE_MS; a query since then moves the check on instead of re-arming a
+// timer per query. It runs only while the client's connections are open
+// (they keep the process alive anyway), and stops once it closes them.
+function watchIdle(delayMs: number): void {
+  if (idleTimer !== undefined) return;
+  idleTimer = setTimeout(() => {
+    idleTimer = undefined;
+    if (!client || closeIdle(IDLE_MS)) return;
+    watchIdle(Math.max(lastQueryAt + IDLE_MS - performance.now(), 1000));
+  }, delayMs);
+}
+
 /** Closes the shared client and the listener (tests, shutdown). */
 export async function closeDatabase(): Promise<void> {
+  clearTimeout(idleTimer);
+  idleTimer = undefined;
   const c = client;
   client = undefined;
   clientUrl = undefined;
@@ -131,6 +174,7 @@ export async function query(
   params: (string | null)[],
 ): Promise<unknown[]> {
   const db = database(url, prepare);
+  inFlight++;
   try {
     // postgres.js prepares a statement only when both the client and the
     // call say so, and unsafe() says no unless asked: hence the client made
@@ -139,6 +183,9 @@ export async function query(
     return await db.unsafe(sql, params, { prepare });
   } catch (error) {
     throw classify(error);
+  } finally {
+    inFlight--;
+    lastQueryAt = performance.now();
   }
 }
 
