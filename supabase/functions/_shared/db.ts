@@ -42,6 +42,12 @@ const OPTIONS = {
   // attempt per pause while the database is down.
   connect_timeout: 1.5,
   backoff: () => 0.1 + Math.random() * 0.2,
+  // postgres.js reads the catalog's array types on every new connection, a
+  // round trip before its first query, so that it can parse array columns.
+  // No statement of the core sends or returns an array (parameters are text,
+  // lists travel as JSON), and skipping it takes about 3 ms off the first
+  // answer of a cold instance (a signed report, measured side by side).
+  fetch_types: false,
   onnotice: () => {},
 };
 
