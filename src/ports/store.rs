@@ -871,17 +871,25 @@ impl<D: Db> Store for PgStore<'_, D> {
         limit: u32,
         before: Option<Cursor>,
     ) -> Result<Vec<(Run, Cursor)>, DbError> {
-        let sql = format!(
-            "{SELECT} where $2::int8 is null \
-               or (h.created_at, h.id) < (timestamptz 'epoch' + $2::int8 * interval '1 microsecond', $3::int8) \
-             order by h.created_at desc, h.id desc limit $1::int4"
-        );
-        let (us, id) = before.unzip();
-        let params = [
-            text(limit),
-            us.map(|u| u.to_string()),
-            id.map(|i| i.to_string()),
-        ];
-        self.runs(&sql, &params).await
+        // Two statements, not one with `$2 is null or ...`: in the generic
+        // plan PostgreSQL keeps for a prepared statement after five runs,
+        // that `or` cannot be an index condition, and a page deep in the
+        // history read every newer row to find its first one (90,001 rows
+        // for a page 90,000 runs back). Each statement below seeks its page
+        // in the index (created_at desc, id desc) in either plan.
+        match before {
+            None => {
+                let sql = format!("{SELECT} order by h.created_at desc, h.id desc limit $1::int4");
+                self.runs(&sql, &[text(limit)]).await
+            }
+            Some((us, id)) => {
+                let sql = format!(
+                    "{SELECT} where (h.created_at, h.id) < \
+                       (timestamptz 'epoch' + $2::int8 * interval '1 microsecond', $3::int8) \
+                     order by h.created_at desc, h.id desc limit $1::int4"
+                );
+                self.runs(&sql, &[text(limit), text(us), text(id)]).await
+            }
+        }
     }
 }

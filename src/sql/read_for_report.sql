@@ -10,8 +10,18 @@
 -- extend (store.rs). There it sees the row as of the statement's start: a
 -- decision made from a row that a concurrent write changed since is caught
 -- by update_run.sql's guard, as a decision from any read is.
+-- The run is found by its dispatch id through the unique index, also in the
+-- generic plan PostgreSQL keeps for a prepared statement after five runs:
+-- the id is one value (the parameter, else the delivery's, read once), not
+-- coalesce($1, d.dispatch_id), which names the joined row and so cannot be
+-- an index condition. That form read every row of backup_history in the
+-- generic plan, or, once the table was large enough for that plan to cost
+-- more, made PostgreSQL plan the whole statement again on every execution.
   , d.dispatch_id::text as delivered
   , d.body_sha256 as delivered_sha256
 from public.backup_history h
 left join public.backup_report_deliveries d on d.webhook_id = $2::text
-where h.dispatch_id = coalesce($1::uuid, d.dispatch_id)
+where h.dispatch_id = coalesce(
+  $1::uuid,
+  (select e.dispatch_id from public.backup_report_deliveries e
+    where e.webhook_id = $2::text))
