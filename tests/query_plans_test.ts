@@ -12,6 +12,7 @@ import assert from "node:assert/strict";
 // deno-lint-ignore no-import-prefix
 import postgres from "npm:postgres@3.4.9";
 import { freshDatabase } from "./support/db.ts";
+import { runDetails, startScriptedGitHub } from "./support/github_script.ts";
 import {
   ADMIN_ID,
   startStack,
@@ -20,6 +21,7 @@ import {
 } from "./support/stack.ts";
 
 const RUNS = 20_000;
+const SERVICE_KEY = "service-role-key-for-the-query-plan-test-0123456789";
 
 interface TableReads {
   seq_scan: number;
@@ -55,9 +57,10 @@ async function othersGone(sql: postgres.Sql, name: string): Promise<void> {
   throw new Error("the functions' database sessions did not end");
 }
 
-Deno.test("with a history of 20,000 runs, no report or status request scans a table, and a deep history page reads only its page", async () => {
+Deno.test("with a history of 20,000 runs, no report, status request, backup start or sweep scans a table, and a deep history page reads only its page", async () => {
   const db = await freshDatabase();
   const name = decodeURIComponent(new URL(db.url).pathname.slice(1));
+  const gh = startScriptedGitHub();
   let stack: Awaited<ReturnType<typeof startStack>> | undefined;
   try {
     // Seeded through a session of its own, which then ends: its own reads
@@ -107,7 +110,11 @@ Deno.test("with a history of 20,000 runs, no report or status request scans a ta
     await othersGone(db.sql, name);
     const before = await reads(db.sql);
 
-    stack = await startStack({ databaseUrl: db.url });
+    stack = await startStack({
+      databaseUrl: db.url,
+      githubApiUrl: gh.url,
+      env: { SUPABASE_SERVICE_ROLE_KEY: SERVICE_KEY },
+    });
     const report = async (body: unknown, id?: string) => {
       const text = JSON.stringify(body);
       const r = await fetch(stack!.fn("finalize-backup"), {
@@ -169,6 +176,49 @@ Deno.test("with a history of 20,000 runs, no report or status request scans a ta
       const page = await status(`limit=20&cursor=${deep.cursor}`);
       assert.deepEqual([page.status, page.body.runs.length], [200, 20]);
     }
+    // A backup started from the app, pressed again while it runs, swept,
+    // failed by its report, and swept again: trigger-backup's and
+    // reconcile-backups' statements.
+    const post = async (fn: string, bearer: string, body = "{}") => {
+      const r = await fetch(stack!.fn(fn), {
+        method: "POST",
+        headers: {
+          authorization: `Bearer ${bearer}`,
+          "content-type": "application/json",
+        },
+        body,
+      });
+      return { status: r.status, body: await r.json() };
+    };
+    gh.script(runDetails(888_001));
+    const pressed = await post("trigger-backup", token, '{"reason":"plans"}');
+    assert.equal(pressed.status, 202);
+    const busy = await post("trigger-backup", token, '{"reason":"plans"}');
+    assert.equal(busy.status, 409);
+    gh.fallback = () => ({
+      status: 200,
+      body: {
+        id: 888_001,
+        name: "Database backup",
+        run_attempt: 1,
+        status: "in_progress",
+        conclusion: null,
+        html_url: "https://github.com/acme/app/actions/runs/888001",
+        created_at: new Date().toISOString(),
+        updated_at: new Date().toISOString(),
+      },
+    });
+    assert.equal((await post("reconcile-backups", SERVICE_KEY)).status, 200);
+    const reported = await report({
+      event: "failed",
+      dispatch_id: pressed.body.dispatch_id,
+      workflow_run_id: 888_001,
+      run_attempt: 1,
+      error_text: "pg_dump failed",
+    });
+    assert.deepEqual([reported.status, reported.body.status], [200, "failed"]);
+    assert.equal((await post("reconcile-backups", SERVICE_KEY)).status, 200);
+
     // A scheduled run registers itself (no dispatch id): its workflow run is
     // looked up first, and is not there yet; a second delivery finds it.
     const registration = {
@@ -220,6 +270,7 @@ Deno.test("with a history of 20,000 runs, no report or status request scans a ta
     assert.ok(fetched < 2_000, `backup_history rows fetched: ${fetched}`);
   } finally {
     await stack?.close();
+    await gh.close();
     await db.close();
   }
 });
