@@ -364,10 +364,27 @@ async function coldStarts(): Promise<string[]> {
       times: [],
     });
   }
-  // One untimed round: module and npm caches, page cache.
+  return await interleaved(
+    contenders,
+    "bench/minimal",
+    "the minimal function",
+    "POST, unsigned → 401",
+  );
+}
+
+/**
+ * Runs each contender COLD_RUNS times, interleaved in rotating order after
+ * one untimed round (module and npm caches, page cache), and prints each
+ * one's median against the contender whose label starts with `base`.
+ */
+async function interleaved(
+  contenders: Contender[],
+  base: string,
+  baseName: string,
+  what: string,
+): Promise<string[]> {
   for (const c of contenders) await c.run();
   for (let i = 0; i < COLD_RUNS; i++) {
-    // Interleaved, rotating which goes first.
     for (let k = 0; k < contenders.length; k++) {
       const c = contenders[(i + k) % contenders.length];
       c.times.push(await c.run());
@@ -375,17 +392,17 @@ async function coldStarts(): Promise<string[]> {
   }
   const range = (xs: number[]) =>
     `${Math.min(...xs).toFixed(0)}–${Math.max(...xs).toFixed(0)} ms`;
-  const base = median(
-    contenders.find((c) => c.label.startsWith("bench/minimal"))!.times,
+  const reference = median(
+    contenders.find((c) => c.label.startsWith(base))!.times,
   );
   return [
-    `runs: ${COLD_RUNS} each, interleaved, after one untimed round; spawn → first response (POST, unsigned → 401)`,
+    `runs: ${COLD_RUNS} each, interleaved, after one untimed round; spawn → first response (${what})`,
     ...contenders.map((c) =>
       `${c.label.padEnd(44)} median ${
         ms(median(c.times), 0).padStart(7)
       }   range ${range(c.times)}   ${
-        (median(c.times) / base).toFixed(2)
-      }× the minimal function`
+        (median(c.times) / reference).toFixed(2)
+      }× ${baseName}`
     ),
   ];
 }
@@ -439,26 +456,12 @@ async function coldReports(cluster: Cluster): Promise<string[]> {
         times: [],
       },
     ];
-    for (const c of contenders) await c.run();
-    for (let i = 0; i < COLD_RUNS; i++) {
-      for (let k = 0; k < contenders.length; k++) {
-        const c = contenders[(i + k) % contenders.length];
-        c.times.push(await c.run());
-      }
-    }
-    const base = median(contenders[1].times);
-    const range = (xs: number[]) =>
-      `${Math.min(...xs).toFixed(0)}–${Math.max(...xs).toFixed(0)} ms`;
-    return [
-      `runs: ${COLD_RUNS} each, interleaved, after one untimed round; spawn → first response (a signed progress report → 200, the database connected on the way)`,
-      ...contenders.map((c) =>
-        `${c.label.padEnd(44)} median ${
-          ms(median(c.times), 0).padStart(7)
-        }   range ${range(c.times)}   ${
-          (median(c.times) / base).toFixed(2)
-        }× the baseline function`
-      ),
-    ];
+    return await interleaved(
+      contenders,
+      "bench/baseline",
+      "the baseline function",
+      "a signed progress report → 200, the database connected on the way",
+    );
   } finally {
     await sql.end();
   }
