@@ -21,9 +21,9 @@ let clientPrepares = false;
  * closed, so that an idle instance holds none of the database's
  * connections. postgres.js can do this itself (`idle_timeout`), but it
  * re-arms a Node-compatible timer on every query, which in Deno costs about
- * 9 µs of each one (measured: one client, 0.90× the baseline's req/s with
- * it, 0.95× without). Here one timer at a time checks the time of the last
- * query instead.
+ * 9 µs of each one (one client, side by side: 0.86× the baseline's req/s
+ * with it, 0.92× without; README, "Under load"). Here one timer at a time
+ * checks the time of the last query instead.
  */
 export const IDLE_MS = 20_000;
 let lastQueryAt = 0;
@@ -31,8 +31,9 @@ let inFlight = 0;
 let idleTimer: ReturnType<typeof setTimeout> | undefined;
 
 const OPTIONS = {
-  // Unprepared unless the core says the connection allows it (not through
-  // a transaction pooler, src/ports/change_feed.rs); the listener never prepares.
+  // Unprepared unless the core says the connection allows it (not through a
+  // transaction pooler, src/ports/change_feed.rs); the listener never
+  // prepares.
   prepare: false,
   // While the database is down a request must get its 503 promptly (within
   // 2 s), and once it is back, the listener must be too (within 1 s).
