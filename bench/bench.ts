@@ -407,6 +407,16 @@ async function interleaved(
   ];
 }
 
+/** A running manual backup of workflow run RUN_ID, as the reports expect. */
+async function insertRunning(sql: postgres.Sql): Promise<string> {
+  const dispatchId = crypto.randomUUID();
+  await sql`
+    insert into backup_history
+      (dispatch_id, trigger_source, workflow_run_id, started_at)
+    values (${dispatchId}::uuid, 'manual', ${RUN_ID}, now())`;
+  return dispatchId;
+}
+
 /**
  * Cold starts whose first request is what the function is for: a signed
  * `progress` report to a running backup, answered 200 after the function
@@ -418,11 +428,7 @@ async function coldReports(cluster: Cluster): Promise<string[]> {
   const dbUrl = await migratedDatabase(cluster, "bench_cold");
   const sql = postgres(dbUrl, { max: 1, onnotice: () => {} });
   try {
-    const dispatchId = crypto.randomUUID();
-    await sql`
-      insert into backup_history
-        (dispatch_id, trigger_source, workflow_run_id, started_at)
-      values (${dispatchId}::uuid, 'manual', ${RUN_ID}, now())`;
+    const dispatchId = await insertRunning(sql);
     let serial = 0;
     const report: FirstRequest = {
       env: { SUPABASE_DB_URL: dbUrl },
@@ -681,11 +687,7 @@ async function throughput(cluster: Cluster): Promise<string[]> {
   );
   const baseline = spawnFunction("bench/baseline_function.ts", env);
   try {
-    const dispatchId = crypto.randomUUID();
-    await sql`
-      insert into backup_history
-        (dispatch_id, trigger_source, workflow_run_id, started_at)
-      values (${dispatchId}::uuid, 'manual', ${RUN_ID}, now())`;
+    const dispatchId = await insertRunning(sql);
     const many = await manyRuns(sql, dispatchId, 500);
     await Promise.all([project.listening, baseline.listening]);
     const targets = [

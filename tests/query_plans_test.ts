@@ -15,9 +15,10 @@ import { freshDatabase } from "./support/db.ts";
 import { runDetails, startScriptedGitHub } from "./support/github_script.ts";
 import {
   ADMIN_ID,
+  report as sendReport,
   startStack,
+  trigger,
   userToken,
-  webhookHeaders,
 } from "./support/stack.ts";
 
 const RUNS = 20_000;
@@ -115,15 +116,8 @@ Deno.test("with a history of 20,000 runs, no report, status request, backup star
       githubApiUrl: gh.url,
       env: { SUPABASE_SERVICE_ROLE_KEY: SERVICE_KEY },
     });
-    const report = async (body: unknown, id?: string) => {
-      const text = JSON.stringify(body);
-      const r = await fetch(stack!.fn("finalize-backup"), {
-        method: "POST",
-        headers: await webhookHeaders(text, { id }),
-        body: text,
-      });
-      return { status: r.status, body: await r.json() };
-    };
+    const report = (body: unknown, id?: string) =>
+      sendReport(stack!, body, { id });
     const token = await userToken(ADMIN_ID);
     const status = async (query: string) => {
       const r = await fetch(`${stack!.fn("backup-status")}?${query}`, {
@@ -179,21 +173,23 @@ Deno.test("with a history of 20,000 runs, no report, status request, backup star
     // A backup started from the app, pressed again while it runs, swept,
     // failed by its report, and swept again: trigger-backup's and
     // reconcile-backups' statements.
-    const post = async (fn: string, bearer: string, body = "{}") => {
-      const r = await fetch(stack!.fn(fn), {
+    const sweep = async () => {
+      const r = await fetch(stack!.fn("reconcile-backups"), {
         method: "POST",
         headers: {
-          authorization: `Bearer ${bearer}`,
+          authorization: `Bearer ${SERVICE_KEY}`,
           "content-type": "application/json",
         },
-        body,
+        body: "{}",
       });
-      return { status: r.status, body: await r.json() };
+      await r.body?.cancel();
+      return r.status;
     };
     gh.script(runDetails(888_001));
-    const pressed = await post("trigger-backup", token, '{"reason":"plans"}');
+    const reason = '{"reason":"plans"}';
+    const pressed = await trigger(stack, { token, body: reason });
     assert.equal(pressed.status, 202);
-    const busy = await post("trigger-backup", token, '{"reason":"plans"}');
+    const busy = await trigger(stack, { token, body: reason });
     assert.equal(busy.status, 409);
     gh.fallback = () => ({
       status: 200,
@@ -208,7 +204,7 @@ Deno.test("with a history of 20,000 runs, no report, status request, backup star
         updated_at: new Date().toISOString(),
       },
     });
-    assert.equal((await post("reconcile-backups", SERVICE_KEY)).status, 200);
+    assert.equal(await sweep(), 200);
     const reported = await report({
       event: "failed",
       dispatch_id: pressed.body.dispatch_id,
@@ -217,7 +213,7 @@ Deno.test("with a history of 20,000 runs, no report, status request, backup star
       error_text: "pg_dump failed",
     });
     assert.deepEqual([reported.status, reported.body.status], [200, "failed"]);
-    assert.equal((await post("reconcile-backups", SERVICE_KEY)).status, 200);
+    assert.equal(await sweep(), 200);
 
     // A scheduled run registers itself (no dispatch id): its workflow run is
     // looked up first, and is not there yet; a second delivery finds it.

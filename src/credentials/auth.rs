@@ -1,7 +1,7 @@
 //! Who is calling: the signed-in user behind a bearer token, and whether
 //! that user is a backup admin.
 //!
-//! [`crate::credentials::token`] judges a token against the keys held now; this module
+//! [`super::token`] judges a token against the keys held now; this module
 //! does what its verdict leaves open, and remembers between requests (one
 //! wasm instance serves many) what it learned:
 //!
@@ -47,7 +47,7 @@ struct Fetched {
 
 thread_local! {
     // One entry per key set URL: the project's, and GitHub's OIDC issuer's
-    // (crate::credentials::oidc), each fetched, cached and refetched by the same rules.
+    // (super::oidc), each fetched, cached and refetched by the same rules.
     static FETCHED: RefCell<Vec<Fetched>> = const { RefCell::new(Vec::new()) };
     // (SHA-256 of a token Auth confirmed, its user, remembered until). A
     // scan of at most CONFIRMED_MAX entries costs less than a HashMap's

@@ -21,8 +21,8 @@
 //!
 //! The issuer's key set (`{issuer}/.well-known/jwks`, where GitHub serves
 //! it) is fetched, cached and refetched on an unknown `kid` by the same code
-//! as Supabase's ([`crate::credentials::auth::refetch_jwks`]); the RSA arithmetic is the
-//! host's WebCrypto, as for user tokens ([`crate::credentials::token::SignatureCheck`]).
+//! as Supabase's ([`super::auth::refetch_jwks`]); the RSA arithmetic is the
+//! host's WebCrypto, as for user tokens ([`super::token::SignatureCheck`]).
 
 use crate::config::{self, ReportAuth};
 use crate::credentials::auth;

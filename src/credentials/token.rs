@@ -13,7 +13,7 @@
 //! [`SignatureCheck`]: the P-256 and RSA crates would more than double the
 //! size of the WebAssembly module (see README, "Size"). A `kid` no key has
 //! is [`Verdict::UnknownKey`]: the keys may have been rotated since the set
-//! was read, and [`crate::credentials::auth`] may fetch it again.
+//! was read, and [`super::auth`] may fetch it again.
 //!
 //! HS256 tokens (projects still on the legacy JWT secret): verified here with
 //! RustCrypto HMAC against every candidate secret, which are the `kty: "oct"`
@@ -188,11 +188,11 @@ pub(crate) struct Header {
 
 /// The members read from either part of a token, the JOSE header (`alg`,
 /// `kid`) and the claims, of both kinds of token checked here: user tokens
-/// (this module) and GitHub's OIDC tokens ([`crate::credentials::oidc`]). One struct for
+/// (this module) and GitHub's OIDC tokens ([`super::oidc`]). One struct for
 /// all four, because each struct serde reads is its own copy of the JSON
 /// visitor in the module (about 1 KB gzipped each). Other members are
 /// ignored; one of the wrong JSON type makes the part unreadable ("bad
-/// header", "bad claims"). For the same reason [`crate::credentials::auth`] reads the
+/// header", "bad claims"). For the same reason [`super::auth`] reads the
 /// `id` of Supabase Auth's user object through it.
 #[derive(Deserialize)]
 pub(crate) struct Claims {
@@ -348,7 +348,7 @@ pub enum Verdict {
 
 /// Checks a user access token against the keys held now. What remains to be
 /// done (a WebCrypto check, a question to Supabase Auth, a fresher key set)
-/// is the [`Verdict`]; [`crate::credentials::auth`] does it.
+/// is the [`Verdict`]; [`super::auth`] does it.
 ///
 /// # Errors
 /// [`Error::InvalidToken`] (401) for every reason a token is not accepted;
@@ -378,7 +378,7 @@ pub fn verify(token: &str, keys: &Keys, now_secs: i64) -> Result<Verdict, Error>
 /// its signature covers, and the signature.
 pub(crate) type Compact<'a> = (Header, &'a str, &'a [u8], Vec<u8>);
 
-/// Takes a compact JWS apart ([`Compact`]). Shared with [`crate::credentials::oidc`].
+/// Takes a compact JWS apart ([`Compact`]). Shared with [`super::oidc`].
 ///
 /// # Errors
 /// [`Error::InvalidToken`] naming the part that is malformed.

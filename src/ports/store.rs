@@ -875,21 +875,17 @@ impl<D: Db> Store for PgStore<'_, D> {
         // plan PostgreSQL keeps for a prepared statement after five runs,
         // that `or` cannot be an index condition, and a page deep in the
         // history read every newer row to find its first one (90,001 rows
-        // for a page 90,000 runs back). Each statement below seeks its page
-        // in the index (created_at desc, id desc) in either plan.
-        match before {
-            None => {
-                let sql = format!("{SELECT} order by h.created_at desc, h.id desc limit $1::int4");
-                self.runs(&sql, &[text(limit)]).await
-            }
-            Some((us, id)) => {
-                let sql = format!(
-                    "{SELECT} where (h.created_at, h.id) < \
-                       (timestamptz 'epoch' + $2::int8 * interval '1 microsecond', $3::int8) \
-                     order by h.created_at desc, h.id desc limit $1::int4"
-                );
-                self.runs(&sql, &[text(limit), text(us), text(id)]).await
-            }
-        }
+        // for a page 90,000 runs back). Each form seeks its page in the
+        // index (created_at desc, id desc) in either plan.
+        let (after, params) = match before {
+            None => ("", vec![text(limit)]),
+            Some((us, id)) => (
+                "where (h.created_at, h.id) < \
+                   (timestamptz 'epoch' + $2::int8 * interval '1 microsecond', $3::int8)",
+                vec![text(limit), text(us), text(id)],
+            ),
+        };
+        let sql = format!("{SELECT} {after} order by h.created_at desc, h.id desc limit $1::int4");
+        self.runs(&sql, &params).await
     }
 }
