@@ -151,6 +151,19 @@ Deno.test("the functions are one list: the core's, and supabase/functions/, pkg/
   assert.deepEqual(documented, core, "README.md's HTTP contract headings");
 });
 
+Deno.test("supabase/config.toml ships no file beside a function's import graph (no static_files)", async () => {
+  // Files listed there are not deployed on every path (`--use-api` ships
+  // none, and none outside supabase/functions), so the core must reach a
+  // function only through its imports, as the next test proves it does.
+  const config = await Deno.readTextFile(`${ROOT}supabase/config.toml`);
+  const settings = config.split("\n").map((line) => line.split("#")[0].trim())
+    .filter((line) => line !== "");
+  assert.deepEqual(
+    settings.filter((line) => /^static_files\s*=/.test(line)),
+    [],
+  );
+});
+
 Deno.test("every function, bundled alone and run from an empty directory, answers from PostgreSQL", async (t) => {
   const names = functionDirectories();
   assert.deepEqual(names, [...FUNCTIONS].sort());

@@ -274,7 +274,7 @@ impl Host for JsHost {
     }
 
     async fn watch(&self, id: DispatchId) -> Result<u64, DbError> {
-        let url = database(self)?;
+        let (url, _) = database(self)?;
         match JsFuture::from(JsHost::watch(self, &url, &id.to_string())).await {
             Ok(n) => Ok(n.as_f64().unwrap_or(0.0) as u64),
             Err(e) => Err(db_error(&e)),
@@ -305,31 +305,28 @@ impl Host for JsHost {
     }
 }
 
-/// The database the host connects to ([`crate::ports::change_feed::database_url`]
-/// decides which); without one, the database is unavailable (503).
-fn database(host: &JsHost) -> Result<String, DbError> {
-    crate::ports::change_feed::database_url(host).ok_or_else(|| {
-        DbError::Unavailable("neither BACKUP_DB_URL nor SUPABASE_DB_URL is set".into())
-    })
-}
-
 thread_local! {
-    /// The last database URL queried, and whether it allows prepared
-    /// statements: the settings are fixed, so this is worked out once, not
-    /// on every query.
-    static PREPARES: RefCell<Option<(String, bool)>> = const { RefCell::new(None) };
+    /// The database the host connects to, and whether statements on it may
+    /// be prepared: both follow from settings that are fixed for the
+    /// instance's life (`impl Env for JsHost`), so they are worked out on
+    /// the first query, not on every one.
+    static DATABASE: RefCell<Option<(String, bool)>> = const { RefCell::new(None) };
 }
 
-/// Whether statements on `url` may be prepared ([`crate::ports::change_feed::may_prepare`]).
-fn may_prepare(url: &str) -> bool {
-    PREPARES.with_borrow_mut(|known| match known {
-        Some((seen, prepare)) if seen == url => *prepare,
-        _ => {
-            let prepare = crate::ports::change_feed::may_prepare(url);
-            *known = Some((url.to_owned(), prepare));
-            prepare
-        }
-    })
+/// The database the host connects to
+/// ([`crate::ports::change_feed::database_url`] decides which) and whether
+/// it may prepare statements ([`crate::ports::change_feed::may_prepare`]);
+/// without one, the database is unavailable (503).
+fn database(host: &JsHost) -> Result<(String, bool), DbError> {
+    if let Some(known) = DATABASE.with_borrow(Clone::clone) {
+        return Ok(known);
+    }
+    let url = crate::ports::change_feed::database_url(host).ok_or_else(|| {
+        DbError::Unavailable("neither BACKUP_DB_URL nor SUPABASE_DB_URL is set".into())
+    })?;
+    let known = (url.clone(), crate::ports::change_feed::may_prepare(&url));
+    DATABASE.with_borrow_mut(|d| *d = Some(known.clone()));
+    Ok(known)
 }
 
 impl Db for JsHost {
@@ -338,12 +335,11 @@ impl Db for JsHost {
         sql: &str,
         params: &[Option<String>],
     ) -> Result<Vec<T>, DbError> {
-        let url = database(self)?;
+        let (url, prepare) = database(self)?;
         let array = Array::new();
         for p in params {
             array.push(&p.as_deref().map_or(JsValue::NULL, JsValue::from_str));
         }
-        let prepare = may_prepare(&url);
         match JsFuture::from(JsHost::query(self, &url, prepare, sql, array)).await {
             Ok(rows) => serde_wasm_bindgen::from_value(rows)
                 .map_err(|e| DbError::Other(format!("unreadable rows from the host: {e}"))),
