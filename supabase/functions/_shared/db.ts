@@ -22,8 +22,8 @@ let clientPrepares = false;
  * connections. postgres.js can do this itself (`idle_timeout`), but it
  * re-arms a Node-compatible timer on every query, which in Deno costs about
  * 9 µs of each one (one client, side by side: 0.86× the baseline's req/s
- * with it, 0.92× without; README, "Under load"). Here one timer at a time
- * checks the time of the last query instead.
+ * with it, 0.92× without; bench/README.md, "What made the difference").
+ * Here one timer at a time checks the time of the last query instead.
  */
 export const IDLE_MS = 20_000;
 let lastQueryAt = 0;
