@@ -25,7 +25,7 @@
 //! | [`credentials::auth`] | the caller: a verified user who is a backup admin |
 //! | **[`ports`]** | what the core asks of its host (clock, fetch, SQL, ...), and the adapters over it |
 //! | [`ports::store`] | persistence of runs; the SQL is in `src/sql/` |
-//! | [`ports::coalesce`] | progress reports to one run, written together under load |
+//! | [`ports::coalesce`] | reports that arrive together under load, sent in shared statements |
 //! | [`ports::change_feed`] | how a long-poll hears of a change: LISTEN, or polling |
 //! | [`ports::github`] | building and reading GitHub REST calls |
 //! | `ports::wasm` | the ports over wasm-bindgen: the JS host, and its generated TypeScript contract |

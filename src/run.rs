@@ -641,6 +641,36 @@ mod tests {
     }
 
     #[test]
+    fn a_success_report_changes_nothing_of_exactly_the_success_it_repeats() {
+        use crate::ports::store::Repeats;
+        let mut matched = 0;
+        for run in every_state() {
+            for attempt in 1..=3 {
+                for workflow_run in [77, 78] {
+                    for key in ["backups/a.dump", "backups/b.dump"] {
+                        let mut r = report(Event::Succeeded, attempt);
+                        r.workflow_run_id = workflow_run;
+                        r.s3_key = Some(key.into());
+                        let repeats = Repeats::Success {
+                            s3_key: key,
+                            run_attempt: attempt,
+                            workflow_run_id: workflow_run,
+                        };
+                        if repeats.matches(&run) {
+                            matched += 1;
+                            let outcome = apply_report(&run, &r, NOW);
+                            assert_eq!(outcome, Ok(Outcome::Unchanged), "{run:?} {r:?}");
+                        }
+                    }
+                }
+            }
+        }
+        // Each success (four sources, three attempts, two workflow runs),
+        // by the one report that names its key, attempt and workflow run.
+        assert_eq!(matched, 4 * 3 * 2);
+    }
+
+    #[test]
     fn in_progress_accepts_every_event_of_its_attempt() {
         let expected = [
             (Event::Started, Status::InProgress, None),

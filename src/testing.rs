@@ -10,8 +10,8 @@ use crate::credentials::token::SignatureCheck;
 use crate::dispatch_id::DispatchId;
 use crate::ports::github::{OutboundRequest, OutboundResponse};
 use crate::ports::store::{
-    keeps_running, AlertClock, Applied, Cursor, Delivered, Delivery, ProgressReport, Settings,
-    Started, Store, SweeperRecord, ONE_IN_PROGRESS,
+    keeps_running, AlertClock, Applied, Cursor, Delivered, Delivery, EndingReport, ProgressReport,
+    Settings, Started, Store, Success, SweeperRecord, ONE_IN_PROGRESS,
 };
 use crate::ports::{DbError, Host, Level};
 use crate::run::{Ended, FailureReason, OutcomeSource, Run, Status};
@@ -133,7 +133,12 @@ pub struct MemStore {
     pub slow_writes: Cell<bool>,
     /// The number of reports of each `apply_progress` call, in order.
     pub progress_batches: RefCell<Vec<usize>>,
-    /// Deliveries recorded as repeats by `apply_to_running`.
+    /// The number of reports of each `read_reports` call, in order.
+    pub ending_batches: RefCell<Vec<usize>>,
+    /// The number of successes of each `after_success` call, in order.
+    pub success_batches: RefCell<Vec<usize>>,
+    /// Deliveries recorded as repeats by `apply_to_running` and
+    /// `read_reports`.
     pub repeats_recorded: Cell<u32>,
     /// When set, the next progress write records its delivery and then
     /// finds this run in the row instead (another writer got there
@@ -479,7 +484,7 @@ impl Store for MemStore {
             if e.matches(run) {
                 self.record(delivery, id);
                 self.repeats_recorded.set(self.repeats_recorded.get() + 1);
-                return Ok(Applied::Repeat(Box::new(run.clone())));
+                return Ok(Applied::Repeat(Box::new(run.clone()), None));
             }
         }
         Ok(Applied::Read(Box::new(found)))
@@ -530,6 +535,43 @@ impl Store for MemStore {
             }
         }
         Ok(results)
+    }
+    async fn read_reports(&self, reports: &[EndingReport<'_>]) -> Result<Vec<Applied>, DbError> {
+        if self.slow_writes.get() {
+            GiveWay(false).await;
+        }
+        self.up()?;
+        self.ending_batches.borrow_mut().push(reports.len());
+        let mut answers = Vec::new();
+        for r in reports {
+            let found = self
+                .read_for_report(Some(r.dispatch_id), r.webhook_id)
+                .await?;
+            // read_reports.sql's repeat: the run ended as the report ends it.
+            let repeats = |run: &Run| r.repeats.is_some_and(|x| x.matches(run));
+            answers.push(match found {
+                Some((run, None)) if repeats(&run) => {
+                    let delivery = Delivery {
+                        id: r.webhook_id,
+                        body_sha256: r.body_sha256,
+                    };
+                    self.record(delivery, r.dispatch_id);
+                    self.repeats_recorded.set(self.repeats_recorded.get() + 1);
+                    let prune = r.folder.map(|folder| {
+                        self.after_one(&Success {
+                            dispatch_id: r.dispatch_id,
+                            verification: None,
+                            folder,
+                            webhook_id: None,
+                            body_sha256: None,
+                        })
+                    });
+                    Applied::Repeat(Box::new(run), prune)
+                }
+                found => Applied::Read(Box::new(found)),
+            });
+        }
+        Ok(answers)
     }
     async fn read_for_report(
         &self,
@@ -614,56 +656,13 @@ impl Store for MemStore {
             problem: self.sweep_problem.borrow().clone(),
         })
     }
-    async fn after_success(
-        &self,
-        id: DispatchId,
-        verdict: Option<&str>,
-        folder: &str,
-        delivery: Option<Delivery<'_>>,
-    ) -> Result<String, DbError> {
+    async fn after_success(&self, successes: &[Success<'_>]) -> Result<Vec<String>, DbError> {
+        if self.slow_writes.get() {
+            GiveWay(false).await;
+        }
         self.up()?;
-        if let Some(d) = delivery {
-            self.record_delivery(d, id).await?;
-        }
-        for run in self.runs.borrow_mut().iter_mut() {
-            let Some(verdict) = verdict else { break };
-            if run.dispatch_id == id && run.status == Status::Success && run.verification.is_none()
-            {
-                run.verification = Some(verdict.to_string());
-                // What select_run.sql reads from the stored object.
-                run.verification_failed = verdict.contains(r#""ok":false"#);
-                run.version += 1;
-            }
-        }
-        // retention.sql's rule, over the rows in memory.
-        let (days, keep) = self.retention.get();
-        let Some(days) = days else {
-            return Ok("[]".into());
-        };
-        let mut stored: Vec<Run> = self
-            .runs
-            .borrow()
-            .iter()
-            .filter(|r| r.status == Status::Success && r.pruned_at.is_none())
-            .cloned()
-            .collect();
-        stored.sort_by_key(|r| std::cmp::Reverse((r.finished_at, r.id)));
-        // The database's now(): FakeHost's clock as it starts.
-        let cutoff = START_MS - days * 86_400_000;
-        let mut keys: Vec<(i64, String)> = stored
-            .into_iter()
-            .skip(usize::try_from(keep).unwrap_or(0))
-            .filter(|r| r.dispatch_id != id && r.finished_at.unwrap_or(0) < cutoff)
-            .filter_map(|r| {
-                let key = r.s3_key?;
-                let name = key.strip_prefix(folder)?;
-                let ours = !name.contains('/') && name.contains(&format!("_{}.", r.dispatch_id));
-                ours.then_some((r.finished_at.unwrap_or(0), key))
-            })
-            .collect();
-        keys.sort();
-        let keys: Vec<String> = keys.into_iter().map(|(_, k)| k).collect();
-        Ok(serde_json::to_string(&keys).unwrap_or_default())
+        self.success_batches.borrow_mut().push(successes.len());
+        Ok(successes.iter().map(|s| self.after_one(s)).collect())
     }
     async fn mark_pruned(&self, keys: &str) -> Result<(), DbError> {
         self.up()?;
@@ -999,5 +998,58 @@ pub(crate) mod kit {
                 .to_string(),
         );
         h
+    }
+}
+
+impl MemStore {
+    /// retention.sql for one success, over the rows in memory.
+    fn after_one(&self, success: &Success<'_>) -> String {
+        let (id, verdict, folder) = (success.dispatch_id, success.verification, success.folder);
+        if let (Some(webhook_id), Some(body_sha256)) = (success.webhook_id, success.body_sha256) {
+            let d = Delivery {
+                id: webhook_id,
+                body_sha256,
+            };
+            self.record(d, id);
+        }
+        for run in self.runs.borrow_mut().iter_mut() {
+            let Some(verdict) = verdict else { break };
+            if run.dispatch_id == id && run.status == Status::Success && run.verification.is_none()
+            {
+                run.verification = Some(verdict.to_string());
+                // What select_run.sql reads from the stored object.
+                run.verification_failed = verdict.contains(r#""ok":false"#);
+                run.version += 1;
+            }
+        }
+        // retention.sql's rule, over the rows in memory.
+        let (days, keep) = self.retention.get();
+        let Some(days) = days else {
+            return "[]".into();
+        };
+        let mut stored: Vec<Run> = self
+            .runs
+            .borrow()
+            .iter()
+            .filter(|r| r.status == Status::Success && r.pruned_at.is_none())
+            .cloned()
+            .collect();
+        stored.sort_by_key(|r| std::cmp::Reverse((r.finished_at, r.id)));
+        // The database's now(): FakeHost's clock as it starts.
+        let cutoff = START_MS - days * 86_400_000;
+        let mut keys: Vec<(i64, String)> = stored
+            .into_iter()
+            .skip(usize::try_from(keep).unwrap_or(0))
+            .filter(|r| r.dispatch_id != id && r.finished_at.unwrap_or(0) < cutoff)
+            .filter_map(|r| {
+                let key = r.s3_key?;
+                let name = key.strip_prefix(folder)?;
+                let ours = !name.contains('/') && name.contains(&format!("_{}.", r.dispatch_id));
+                ours.then_some((r.finished_at.unwrap_or(0), key))
+            })
+            .collect();
+        keys.sort();
+        let keys: Vec<String> = keys.into_iter().map(|(_, k)| k).collect();
+        serde_json::to_string(&keys).unwrap_or_default()
     }
 }

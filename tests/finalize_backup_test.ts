@@ -1286,6 +1286,154 @@ behaviour(
 );
 
 behaviour(
+  "finalize-backup answers 61 concurrent verdicts to 21 runs exactly: repeats recorded once and writing no run, the one running run ended, each success listing its own folder and storing its verdict once",
+  async (ctx) => {
+    // Verdicts that reach an instance together are read in shared
+    // statements (read_reports.sql, which also lists for a success's
+    // repeat; retention.sql for the successes that bring a verification
+    // verdict); each answer must still be exactly what it would be alone.
+    await ctx
+      .sql`update backup_settings set retention_days = 10, retention_keep = 1`;
+    const DAY = 86_400;
+    const VERDICT = { mode: "list", ok: true, tables: 3 };
+    const failed: { dispatch_id: string; workflow_run_id: number }[] = [];
+    const succeeded: { dispatch_id: string; workflow_run_id: number }[] = [];
+    for (let i = 0; i < 10; i++) {
+      const f = crypto.randomUUID();
+      await insertRun(ctx.sql, {
+        dispatch_id: f,
+        status: "failed",
+        failure_reason: "step_failed",
+        outcome_source: "report",
+        error_text: "dump failed",
+        workflow_run_id: 70_000 + i,
+        run_attempt: 1,
+      }, { createdAgo: DAY, startedAgo: DAY, finishedAgo: DAY });
+      failed.push({ dispatch_id: f, workflow_run_id: 70_000 + i });
+      const s = crypto.randomUUID();
+      // Two folders; each success is 20 + i days old.
+      const folder = i % 2 === 0 ? "even" : "odd";
+      await insertRun(ctx.sql, {
+        ...SUCCESS,
+        dispatch_id: s,
+        workflow_run_id: 71_000 + i,
+        run_attempt: 1,
+        s3_key: `${folder}/2026100${i}T000000Z_${s}.dump`,
+      }, {
+        createdAgo: (20 + i) * DAY,
+        startedAgo: (20 + i) * DAY,
+        finishedAgo: (20 + i) * DAY,
+      });
+      succeeded.push({ dispatch_id: s, workflow_run_id: 71_000 + i });
+    }
+    const keys = await ctx.sql`
+      select dispatch_id::text as id, s3_key from backup_history
+       where status = 'success' order by finished_at`;
+    const keyOf = new Map(keys.map((k) => [k.id, k.s3_key]));
+    const running = await dispatched(ctx);
+    const before = await rows(ctx.sql);
+
+    const sent: { id: string; body: Record<string, unknown> }[] = [];
+    for (let round = 0; round < 3; round++) {
+      for (const f of failed) {
+        sent.push({
+          id: `msg_verdict_f_${round}_${f.dispatch_id}`,
+          body: rep(f, "failed", { error_text: "dump failed" }),
+        });
+      }
+      for (const s of succeeded) {
+        // The first round's carry a verification verdict, which each run
+        // stores once (the run has none yet); the later rounds' are plain
+        // repeats.
+        sent.push({
+          id: `msg_verdict_s_${round}_${s.dispatch_id}`,
+          body: rep(s, "succeeded", {
+            s3_key: keyOf.get(s.dispatch_id),
+            ...(round === 0 ? { verification: VERDICT } : {}),
+          }),
+        });
+      }
+    }
+    const end = { id: "msg_verdict_running", body: rep(running, "failed") };
+    sent.splice(30, 0, end);
+    const answers = await Promise.all(
+      sent.map((r) => send(ctx, r.body, { id: r.id })),
+    );
+
+    for (const [i, a] of answers.entries()) {
+      const r = sent[i].body;
+      const id = r.dispatch_id as string;
+      assert.equal(a.status, 200, a.text);
+      if (r === end.body) {
+        assert.deepEqual(a.body, changed(id, "failed"));
+      } else if (r.event === "failed") {
+        assert.deepEqual(a.body, changed(id, "failed", false));
+      } else {
+        // Every other success in its folder, oldest first, but the newest
+        // of all (retention_keep 1): all are past retention_days.
+        const folder = keyOf.get(id).split("/")[0];
+        const others = keys.slice(0, -1)
+          .filter((k) => k.id !== id && k.s3_key.startsWith(`${folder}/`))
+          .map((k) => k.s3_key);
+        assert.deepEqual(a.body, {
+          ...changed(id, "success", false),
+          prune: others,
+        });
+      }
+    }
+    const after = await rows(ctx.sql);
+    const ended = after.find((r) => r.dispatch_id === running.dispatch_id);
+    assert.deepEqual(
+      [ended?.status, ended?.failure_reason, ended?.outcome_source],
+      ["failed", "step_failed", "report"],
+    );
+    // Nothing written to an ended run but each success's verdict, once.
+    const unversioned = (rs: Json[]) =>
+      rs.filter((r) => r.dispatch_id !== running.dispatch_id).map((r) => ({
+        ...r,
+        version: r.status === "success" ? r.version - 1 : r.version,
+        updated_at: r.status === "success" ? null : r.updated_at,
+      }));
+    assert.deepEqual(
+      unversioned(after),
+      unversioned(before).map((r) => ({
+        ...r,
+        version: r.status === "success" ? r.version + 1 : r.version,
+      })),
+    );
+    const verified = await ctx.sql`
+      select verification from backup_history where status = 'success'`;
+    assert.deepEqual(
+      verified.map((v) => v.verification),
+      keys.map(() => VERDICT),
+    );
+    const recorded = await ctx.sql`
+      select webhook_id, dispatch_id::text, body_sha256
+        from backup_report_deliveries where webhook_id like 'msg_verdict_%'`;
+    assert.equal(recorded.length, sent.length);
+    const byId = new Map(recorded.map((d) => [d.webhook_id, d]));
+    for (const r of sent) {
+      const hash = createHash("sha256").update(JSON.stringify(r.body))
+        .digest("hex");
+      assert.deepEqual(
+        { ...byId.get(r.id) },
+        {
+          webhook_id: r.id,
+          dispatch_id: r.body.dispatch_id,
+          body_sha256: hash,
+        },
+      );
+    }
+    // A retry of one of them is still told from a new report.
+    const retry = await send(ctx, sent[3].body, { id: sent[3].id });
+    assert.deepEqual(retry.body, answers[3].body);
+    const reused = await send(ctx, sent[4].body, { id: sent[3].id });
+    assert.equal(reused.status, 409, reused.text);
+    assert.equal(reused.body.error.code, "webhook_id_reused");
+  },
+);
+
+behaviour(
   "finalize-backup stores a success's verification once; an unknown mode is a 400 naming it",
   async (ctx) => {
     const run = await dispatched(ctx);

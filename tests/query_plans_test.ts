@@ -101,6 +101,18 @@ Deno.test("with a history of 20,000 runs, no report, status request, backup star
              s3_key as key
         from backup_history where status = 'success'
        order by created_at desc limit 1`;
+    // Twenty of each, for verdicts repeated all at once (read together).
+    const burst = await seed<
+      { id: string; wr: number; status: string; key: string | null }[]
+    >`
+      (select dispatch_id::text as id, workflow_run_id::float8 as wr, status,
+              s3_key as key
+         from backup_history where status = 'failed'
+        order by created_at desc offset 1 limit 20)
+      union all
+      (select dispatch_id::text, workflow_run_id::float8, status, s3_key
+         from backup_history where status = 'success'
+        order by created_at desc offset 1 limit 20)`;
     // A cursor 15,000 runs back, as next_cursor writes it.
     const [deep] = await seed<{ cursor: string }[]>`
       select (extract(epoch from created_at) * 1000000)::int8 || '_' || id
@@ -169,6 +181,33 @@ Deno.test("with a history of 20,000 runs, no report, status request, backup star
       assert.deepEqual([first.status, first.body.runs.length], [200, 20]);
       const page = await status(`limit=20&cursor=${deep.cursor}`);
       assert.deepEqual([page.status, page.body.runs.length], [200, 20]);
+    }
+    // Verdicts repeated to forty runs at once: read_reports.sql and
+    // retention.sql carrying many reports each.
+    for (let round = 0; round < 6; round++) {
+      const answers = await Promise.all(burst.map((r) =>
+        report(
+          r.status === "failed"
+            ? {
+              event: "failed",
+              dispatch_id: r.id,
+              workflow_run_id: r.wr,
+              run_attempt: 1,
+              error_text: "pg_dump failed",
+            }
+            : {
+              event: "succeeded",
+              dispatch_id: r.id,
+              workflow_run_id: r.wr,
+              run_attempt: 1,
+              s3_key: r.key,
+            },
+        )
+      ));
+      assert.deepEqual(
+        answers.map((a) => [a.status, a.body.changed]),
+        burst.map(() => [200, false]),
+      );
     }
     // A backup started from the app, pressed again while it runs, swept,
     // failed by its report, and swept again: trigger-backup's and

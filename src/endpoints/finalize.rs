@@ -10,25 +10,32 @@
 //! the decision is made before reading (what [`run::apply_report`] makes of
 //! such a run) and one guarded statement applies it and records the
 //! delivery ([`Store::apply_to_running`]). Concurrent reports queue on the
-//! row lock for that one statement instead of racing and retrying, and
-//! `progress` reports to one run that reach an instance while its write is
-//! in flight share the next statement ([`crate::ports::coalesce`]). Anything
+//! row lock for that one statement instead of racing and retrying. Anything
 //! else (a repeated delivery, a terminal or reopened run, another attempt)
 //! is read by that same statement, decided in full, and written guarded by
 //! the state it was decided from.
 //!
-//! Round trips to PostgreSQL per report: one when the fast statement
-//! applies it (two for a `succeeded`, whose answer lists what retention
-//! prunes), and one for a `failed` or `cancelled` report repeated to the
-//! run it already ended (the statement that reads the row records the
-//! delivery: [`run::ended_by`]). Otherwise a report that ends the run costs
-//! two (the statement, which then reads the row, and the write or the
-//! record of the delivery; a `succeeded` repeat records its delivery with
-//! the retention listing). A `progress` or `started` report that changes
-//! nothing costs two (its statement records the delivery; the read is its
-//! own), one that reopens a run three, and one refused (its run ended, or
-//! no such run) three: the statement records every new delivery before it
-//! looks at the run, so the refusal takes the record back.
+//! Under load, reports that reach an instance while a statement of their
+//! kind is in flight share the next one ([`crate::ports::coalesce`]):
+//! `progress` reports to one run are written together, reports that would
+//! end their run are read together (a repeat to the run it ended recorded
+//! on the way, and a success's repeat listed), and the other retention
+//! listings of successes are made together.
+//!
+//! Round trips to PostgreSQL per report, when it has a statement to itself:
+//! one when the fast statement applies it (two for a `succeeded`, whose
+//! answer lists what retention prunes), and one for a `failed` or
+//! `cancelled` report repeated to the run it already ended (the statement
+//! that reads the row records the delivery: [`run::ended_by`]). Otherwise a
+//! report that ends the run costs two (the statement, which then reads the
+//! row, and the write or the record of the delivery; a `succeeded` repeat
+//! records its delivery with the retention listing). A `progress` or
+//! `started` report that changes nothing costs two (its statement records
+//! the delivery; the read is its own), one that reopens a run three, and
+//! one refused (its run ended, or no such run) three: the statement records
+//! every new delivery before it looks at the run, so the refusal takes the
+//! record back. A report that ends its run and was read together with
+//! others costs one more (the read is shared; the write is its own).
 
 use crate::alerts::{self, Raise};
 use crate::credentials::oidc;
@@ -99,20 +106,29 @@ pub async fn handle(
                 &next,
                 report.verification.as_deref(),
             );
-            // Progress reports to one run are written together under load
-            // (coalesce.rs); anything else is written alone.
+            // Under load, progress reports to one run are written together,
+            // and reports that would end their run are read together
+            // (coalesce.rs); a `started` is written alone.
             let applied = if coalesce::applies(&next, &raise) {
-                coalesce::apply(store, id, &next, delivery).await?
-            } else {
+                coalesce::progress(store, id, &next, delivery).await?
+            } else if coalesce::ends(&next) {
                 let ended = run::ended_by(&report);
+                // A verdict is stored once the core has decided, by
+                // after_success; without one, a repeat is listed as read.
+                let succeeded = match report.event {
+                    Event::Succeeded if report.verification.is_none() => report.s3_key.as_deref(),
+                    _ => None,
+                };
+                coalesce::ending(store, id, &next, delivery, &raise, ended, succeeded).await?
+            } else {
                 store
-                    .apply_to_running(id, &next, delivery, &raise, ended)
+                    .apply_to_running(id, &next, delivery, &raise, None)
                     .await?
             };
             match applied {
                 Applied::Written => {
                     log_applied(host, &report, &next);
-                    let answer = after_success(store, &report, *next, true, None).await;
+                    let answer = after_success(store, &report, *next, true, None, None).await;
                     if raise.kind.is_some() {
                         alerts::send_soon(host, store).await;
                     }
@@ -123,8 +139,10 @@ pub async fn handle(
                 Applied::Recorded => return Ok(answer(200, &next, false)),
                 // The run had already ended as this report ends it, and
                 // the delivery is recorded: decided from the row as read.
-                Applied::Repeat(run) => match run::apply_report(&run, &report, now)? {
-                    Outcome::Unchanged => return Ok(answer(200, &run, false)),
+                Applied::Repeat(run, prune) => match run::apply_report(&run, &report, now)? {
+                    Outcome::Unchanged => {
+                        return after_success(store, &report, *run, false, None, prune).await
+                    }
                     // Not reached (run.rs holds ended_by to apply_report);
                     // decided in full all the same.
                     Outcome::Changed(_) => (Some((*run, None)), true),
@@ -160,7 +178,7 @@ pub async fn handle(
             return Err(e);
         }
     };
-    let answer = after_success(store, &report, run, changed, unrecorded).await;
+    let answer = after_success(store, &report, run, changed, unrecorded, None).await;
     if raised {
         alerts::send_soon(host, store).await;
     }
@@ -252,7 +270,8 @@ fn prunes(report: &Report, run: &Run) -> bool {
 /// successful run (first delivery, retry or repeat alike, so a lost answer
 /// costs nothing): records `unrecorded`, the delivery of a repeat that
 /// [`apply`] left to this statement, stores the verdict it carries, and
-/// lists what retention deletes now. The success is already saved: an
+/// lists what retention deletes now; or answers with `listed`, what the
+/// statement that read a repeat listed. The success is already saved: an
 /// error here is a 5xx the workflow retries, and the retry is answered the
 /// same way.
 async fn after_success(
@@ -261,19 +280,25 @@ async fn after_success(
     run: Run,
     changed: bool,
     unrecorded: Option<Delivery<'_>>,
+    listed: Option<String>,
 ) -> Result<Response, Error> {
     if !prunes(report, &run) {
         return Ok(answer(200, &run, changed));
     }
-    let folder = retention::folder(run.s3_key.as_deref().unwrap_or_default());
-    let prune = store
-        .after_success(
-            run.dispatch_id,
-            report.verification.as_deref(),
-            folder,
-            unrecorded,
-        )
-        .await?;
+    let prune = match listed {
+        Some(listed) => listed,
+        None => {
+            let folder = retention::folder(run.s3_key.as_deref().unwrap_or_default());
+            coalesce::after_success(
+                store,
+                run.dispatch_id,
+                report.verification.as_deref(),
+                folder,
+                unrecorded,
+            )
+            .await?
+        }
+    };
     let prune = serde_json::from_str(&prune).map_err(|e| Error::Internal(e.to_string()))?;
     Ok(Response::json(200, &Answer::of(&run, changed, Some(prune))))
 }

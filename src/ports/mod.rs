@@ -8,7 +8,7 @@
 //! wasm-bindgen-futures.
 //!
 //! Over [`Db`]: [`store`] (runs, deliveries and the outbox, in the SQL of
-//! `src/sql/`), [`coalesce`] (progress to one run, written together) and
+//! `src/sql/`), [`coalesce`] (reports that arrive together, sent together) and
 //! [`change_feed`] (how a long-poll hears of a change). Over
 //! [`Host::fetch`]: [`github`] (GitHub's REST calls, built and read).
 

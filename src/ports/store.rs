@@ -59,6 +59,111 @@ pub struct ProgressReport<'a> {
     pub body_sha256: &'a str,
 }
 
+/// The state in which a report that would end its run changes nothing, as
+/// [`Store::read_reports`] checks it before recording the report as a
+/// repeat (`read_reports.sql` says why these).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repeats<'a> {
+    /// A `failed` or `cancelled` report: `run::ended_by`.
+    Failure(Ended),
+    /// A `succeeded` report without a verdict: a success with this key, in
+    /// this attempt and workflow run.
+    Success {
+        s3_key: &'a str,
+        run_attempt: u32,
+        workflow_run_id: u64,
+    },
+}
+
+impl Repeats<'_> {
+    /// Whether `run` is in this state (`read_reports.sql` checks the same).
+    pub fn matches(&self, run: &Run) -> bool {
+        match *self {
+            Repeats::Failure(e) => e.matches(run),
+            Repeats::Success {
+                s3_key,
+                run_attempt,
+                workflow_run_id,
+            } => {
+                run.status == Status::Success
+                    && run.s3_key.as_deref() == Some(s3_key)
+                    && run.run_attempt == run_attempt
+                    && run.workflow_run_id == Some(workflow_run_id)
+            }
+        }
+    }
+}
+
+/// A report that would end its run, as [`Store::read_reports`] reads it:
+/// its run, its delivery, and the state in which it is a repeat
+/// ([`Repeats`]): `reason`, or `key` and `folder`, with `attempt` and
+/// `workflow_run`; none of them if it cannot be one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct EndingReport<'a> {
+    pub dispatch_id: DispatchId,
+    pub webhook_id: &'a str,
+    pub body_sha256: &'a str,
+    pub reason: Option<&'static str>,
+    pub key: Option<&'a str>,
+    pub folder: Option<&'a str>,
+    pub attempt: Option<u32>,
+    pub workflow_run: Option<u64>,
+    /// The same state, as the in-memory store checks it.
+    #[serde(skip)]
+    pub repeats: Option<Repeats<'a>>,
+}
+
+impl<'a> EndingReport<'a> {
+    pub fn new(
+        dispatch_id: DispatchId,
+        delivery: Delivery<'a>,
+        repeats: Option<Repeats<'a>>,
+    ) -> Self {
+        let mut r = EndingReport {
+            dispatch_id,
+            webhook_id: delivery.id,
+            body_sha256: delivery.body_sha256,
+            reason: None,
+            key: None,
+            folder: None,
+            attempt: None,
+            workflow_run: None,
+            repeats,
+        };
+        match repeats {
+            Some(Repeats::Failure(e)) => {
+                r.reason = Some(e.failure_reason.as_str());
+                r.attempt = Some(e.run_attempt);
+                r.workflow_run = Some(e.workflow_run_id);
+            }
+            Some(Repeats::Success {
+                s3_key,
+                run_attempt,
+                workflow_run_id,
+            }) => {
+                r.key = Some(s3_key);
+                r.folder = Some(crate::retention::folder(s3_key));
+                r.attempt = Some(run_attempt);
+                r.workflow_run = Some(workflow_run_id);
+            }
+            None => {}
+        }
+        r
+    }
+}
+
+/// A success whose answer lists what retention prunes, as
+/// [`Store::after_success`] takes it: the verdict its report carried (JSON
+/// text), the folder of its key, and the delivery to record, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Success<'a> {
+    pub dispatch_id: DispatchId,
+    pub verification: Option<&'a str>,
+    pub folder: &'a str,
+    pub webhook_id: Option<&'a str>,
+    pub body_sha256: Option<&'a str>,
+}
+
 /// Writes text that is already JSON (a validated progress object) as is.
 fn raw_json<S: serde::Serializer>(json: &str, s: S) -> Result<S::Ok, S::Error> {
     let raw: &serde_json::value::RawValue =
@@ -134,6 +239,14 @@ pub trait Store {
         first: &Run,
         reports: &[ProgressReport<'_>],
     ) -> Result<Vec<Applied>, DbError>;
+    /// Several reports that would end their run, with distinct
+    /// webhook-ids, read in one statement (`read_reports.sql`): for each,
+    /// what [`Store::apply_to_running`] answers when its guarded write
+    /// does not apply: [`Applied::Repeat`] if the run was already in the
+    /// state the report [`Repeats`] (its delivery then recorded, and for a
+    /// success, what retention prunes listed), else [`Applied::Read`].
+    /// Nothing is written to a run.
+    async fn read_reports(&self, reports: &[EndingReport<'_>]) -> Result<Vec<Applied>, DbError>;
     /// The run `id` (without one: the run an earlier delivery of
     /// `webhook_id` applied to), and the run that delivery applied to.
     async fn read_for_report(
@@ -163,18 +276,12 @@ pub trait Store {
     async fn record_sweep(&self, at_ms: i64, outcome: &str) -> Result<(), DbError>;
     /// The last recorded sweep, and why the scheduler could not call one.
     async fn sweeper(&self) -> Result<SweeperRecord, DbError>;
-    /// After the success of `id`: records `delivery` (a report that changed
-    /// nothing) as [`Store::record_delivery`] would, stores the verification
-    /// verdict its report carried (unless the run has one), and lists, as a
-    /// JSON array, the keys retention deletes now in `folder`
-    /// (`retention.sql`).
-    async fn after_success(
-        &self,
-        id: DispatchId,
-        verdict: Option<&str>,
-        folder: &str,
-        delivery: Option<Delivery<'_>>,
-    ) -> Result<String, DbError>;
+    /// After each success (distinct runs): records its delivery (a report
+    /// that changed nothing) as [`Store::record_delivery`] would, stores
+    /// the verification verdict its report carried (unless the run has
+    /// one), and lists, as a JSON array, the keys retention deletes now in
+    /// its folder (`retention.sql`). One list per success, in order.
+    async fn after_success(&self, successes: &[Success<'_>]) -> Result<Vec<String>, DbError>;
     /// Marks the successes whose objects were deleted (`keys`: a JSON
     /// array).
     async fn mark_pruned(&self, keys: &str) -> Result<(), DbError>;
@@ -244,8 +351,10 @@ pub enum Applied {
     /// ([`Store::apply_progress`] only).
     Recorded,
     /// Nothing written: the run, as read, had already ended as the report
-    /// ends it (the `ended` state given), and the delivery was recorded.
-    Repeat(Box<Run>),
+    /// ends it (the `ended` state given), and the delivery was recorded;
+    /// for a success's repeat read by [`Store::read_reports`], also what
+    /// retention prunes now (as [`Store::after_success`] lists it).
+    Repeat(Box<Run>, Option<String>),
 }
 
 /// What [`Store::start`] did.
@@ -356,6 +465,12 @@ struct RunRow {
     /// `record_repeat.sql`: the read's delivery was recorded as a repeat.
     #[serde(default)]
     recorded: bool,
+    /// `read_reports.sql`: which report (from 1) the row answers, and a
+    /// success's listing (retention_list.sql).
+    #[serde(default)]
+    ord: Option<usize>,
+    #[serde(default)]
+    prune: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -379,6 +494,9 @@ struct SettingsRow {
 struct SweeperRow {
     last_run_ms: Option<i64>,
     problem: Option<String>,
+    /// retention.sql: which success (from 1) the row answers.
+    #[serde(default)]
+    ord: Option<usize>,
 }
 
 /// read_for_report.sql's row: the run, and the earlier delivery if any.
@@ -461,6 +579,7 @@ const APPLY_PROGRESS: &str = include_str!(concat!(env!("OUT_DIR"), "/apply_progr
 const APPLY_PROGRESS_BATCH: &str =
     include_str!(concat!(env!("OUT_DIR"), "/apply_progress_batch.sql"));
 const RECORD_REPEAT: &str = include_str!(concat!(env!("OUT_DIR"), "/record_repeat.sql"));
+const READ_REPORTS: &str = include_str!(concat!(env!("OUT_DIR"), "/read_reports.sql"));
 const READ_FOR_REPORT: &str = include_str!(concat!(env!("OUT_DIR"), "/read_for_report.sql"));
 const SELECT: &str = include_str!(concat!(env!("OUT_DIR"), "/select_run.sql"));
 /// select_run.sql's select list, for the rows a write returns (CTE `h`).
@@ -607,7 +726,7 @@ impl<D: Db> Store for PgStore<'_, D> {
                 run: Some(run),
                 recorded: true,
                 ..
-            }) => Applied::Repeat(Box::new(run)),
+            }) => Applied::Repeat(Box::new(run), None),
             row => Applied::Read(Box::new(row.and_then(found_for_report))),
         })
     }
@@ -643,6 +762,32 @@ impl<D: Db> Store for PgStore<'_, D> {
                 },
             )
             .collect())
+    }
+
+    async fn read_reports(&self, reports: &[EndingReport<'_>]) -> Result<Vec<Applied>, DbError> {
+        let json = serde_json::to_string(reports)
+            .map_err(|e| DbError::Other(format!("ending reports: {e}")))?;
+        let params = [Some(json), text(crate::retention::MAX_KEYS)];
+        let rows: Vec<RunRow> = self.db.query(READ_REPORTS, &params).await?;
+        let mut answers = vec![Applied::Read(Box::new(None)); reports.len()];
+        for row in rows {
+            let Some(i) = row.ord.and_then(|o| o.checked_sub(1)) else {
+                continue;
+            };
+            let Some(slot) = answers.get_mut(i) else {
+                continue;
+            };
+            *slot = match row {
+                RunRow {
+                    run: Some(run),
+                    recorded: true,
+                    prune,
+                    ..
+                } => Applied::Repeat(Box::new(run), prune),
+                row => Applied::Read(Box::new(found_for_report(row))),
+            };
+        }
+        Ok(answers)
     }
 
     async fn read_for_report(
@@ -758,26 +903,19 @@ impl<D: Db> Store for PgStore<'_, D> {
         })
     }
 
-    async fn after_success(
-        &self,
-        id: DispatchId,
-        verdict: Option<&str>,
-        folder: &str,
-        delivery: Option<Delivery<'_>>,
-    ) -> Result<String, DbError> {
-        let params = [
-            text(id),
-            verdict.map(str::to_string),
-            text(folder),
-            text(crate::retention::MAX_KEYS),
-            delivery.map(|d| d.id.to_string()),
-            delivery.map(|d| d.body_sha256.to_string()),
-        ];
+    async fn after_success(&self, successes: &[Success<'_>]) -> Result<Vec<String>, DbError> {
+        let json = serde_json::to_string(successes)
+            .map_err(|e| DbError::Other(format!("successes: {e}")))?;
+        let params = [Some(json), text(crate::retention::MAX_KEYS)];
         let rows: Vec<SweeperRow> = self.db.query(RETENTION, &params).await?;
-        rows.into_iter()
-            .next()
-            .and_then(|r| r.problem)
-            .ok_or_else(|| DbError::Other("retention.sql returned no row".into()))
+        (1..=successes.len())
+            .map(|i| {
+                rows.iter()
+                    .find(|r| r.ord == Some(i))
+                    .and_then(|r| r.problem.clone())
+                    .ok_or_else(|| DbError::Other("retention.sql answered for no run".into()))
+            })
+            .collect()
     }
 
     async fn mark_pruned(&self, keys: &str) -> Result<(), DbError> {
