@@ -143,8 +143,9 @@ pub async fn handle(
                     Outcome::Unchanged => {
                         return after_success(store, &report, *run, false, None, prune).await
                     }
-                    // Not reached (run.rs holds ended_by to apply_report);
-                    // decided in full all the same.
+                    // Not reached (run.rs's tests hold both states a
+                    // repeat is read in, ended_by's and a success's, to
+                    // apply_report); decided in full all the same.
                     Outcome::Changed(_) => (Some((*run, None)), true),
                 },
                 Applied::Read(found) => (*found, false),
