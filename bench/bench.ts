@@ -841,19 +841,22 @@ async function throughput(cluster: Cluster): Promise<Part> {
     const mismatches: string[] = [];
     let totalErrors = 0;
     const answered = new Map<string, number>();
+    // Every load's answers count, the warm-up's too.
+    const tally = (label: string, name: string, result: Load) => {
+      totalErrors += result.errors;
+      if (label === "project") projectErrors += result.errors;
+      for (const [k, n] of result.statuses) {
+        const key = `  ${label.padEnd(9)}${name.padEnd(34)}${k}`;
+        answered.set(key, (answered.get(key) ?? 0) + n);
+      }
+    };
     for (const [name, clients, make] of scenarios) {
       const rounds: Load[][] = [[], []];
       for (const [label, url] of targets) {
         const warm = await sign(
           Array.from({ length: CELL_WARMUP }, () => make(serial++)),
         );
-        const result = await load(url, warm, clients);
-        totalErrors += result.errors;
-        if (label === "project") projectErrors += result.errors;
-        for (const [k, n] of result.statuses) {
-          const key = `  ${label.padEnd(9)}${name.padEnd(34)}${k}`;
-          answered.set(key, (answered.get(key) ?? 0) + n);
-        }
+        tally(label, name, await load(url, warm, clients));
       }
       for (let round = 0; round < ROUNDS; round++) {
         // Alternate which goes first, so neither always meets a warmer cache.
@@ -877,11 +880,7 @@ async function throughput(cluster: Cluster): Promise<Part> {
             );
           }
           rounds[t].push(result);
-          totalErrors += result.errors;
-          for (const [k, n] of result.statuses) {
-            const key = `  ${label.padEnd(9)}${name.padEnd(34)}${k}`;
-            answered.set(key, (answered.get(key) ?? 0) + n);
-          }
+          tally(label, name, result);
         }
       }
       // Each side's median round (by req/s), with its own latencies.
@@ -897,7 +896,6 @@ async function throughput(cluster: Cluster): Promise<Part> {
         budgetLine(`throughput, ${name}`, p.rps / b.rps, "at least", budget),
       );
       if (name.startsWith("one run")) oneRun.push([clients, p.rps]);
-      projectErrors += pErrors;
       rows.push(
         `| ${name.padEnd(33)}| ${fmtInt(p.rps).padStart(6)} | ${
           ms(p.p50).padStart(8)

@@ -11,7 +11,7 @@ use crate::dispatch_id::DispatchId;
 use crate::ports::github::{OutboundRequest, OutboundResponse};
 use crate::ports::store::{
     keeps_running, AlertClock, Applied, Cursor, Delivered, Delivery, EndingReport, ProgressReport,
-    Settings, Started, Store, Success, SweeperRecord, ONE_IN_PROGRESS,
+    Repeats, Settings, Started, Store, Success, SweeperRecord, ONE_IN_PROGRESS,
 };
 use crate::ports::{DbError, Host, Level};
 use crate::run::{Ended, FailureReason, OutcomeSource, Run, Status};
@@ -315,6 +315,57 @@ impl MemStore {
 
     /// Records a delivery unless its `webhook-id` was seen (as the
     /// statements do: `on conflict do nothing`).
+    /// retention.sql for one success, over the rows in memory.
+    fn after_one(&self, success: &Success<'_>) -> String {
+        let (id, verdict, folder) = (success.dispatch_id, success.verification, success.folder);
+        if let (Some(webhook_id), Some(body_sha256)) = (success.webhook_id, success.body_sha256) {
+            let d = Delivery {
+                id: webhook_id,
+                body_sha256,
+            };
+            self.record(d, id);
+        }
+        for run in self.runs.borrow_mut().iter_mut() {
+            let Some(verdict) = verdict else { break };
+            if run.dispatch_id == id && run.status == Status::Success && run.verification.is_none()
+            {
+                run.verification = Some(verdict.to_string());
+                // What select_run.sql reads from the stored object.
+                run.verification_failed = verdict.contains(r#""ok":false"#);
+                run.version += 1;
+            }
+        }
+        // retention.sql's rule, over the rows in memory.
+        let (days, keep) = self.retention.get();
+        let Some(days) = days else {
+            return "[]".into();
+        };
+        let mut stored: Vec<Run> = self
+            .runs
+            .borrow()
+            .iter()
+            .filter(|r| r.status == Status::Success && r.pruned_at.is_none())
+            .cloned()
+            .collect();
+        stored.sort_by_key(|r| std::cmp::Reverse((r.finished_at, r.id)));
+        // The database's now(): FakeHost's clock as it starts.
+        let cutoff = START_MS - days * 86_400_000;
+        let mut keys: Vec<(i64, String)> = stored
+            .into_iter()
+            .skip(usize::try_from(keep).unwrap_or(0))
+            .filter(|r| r.dispatch_id != id && r.finished_at.unwrap_or(0) < cutoff)
+            .filter_map(|r| {
+                let key = r.s3_key?;
+                let name = key.strip_prefix(folder)?;
+                let ours = !name.contains('/') && name.contains(&format!("_{}.", r.dispatch_id));
+                ours.then_some((r.finished_at.unwrap_or(0), key))
+            })
+            .collect();
+        keys.sort();
+        let keys: Vec<String> = keys.into_iter().map(|(_, k)| k).collect();
+        serde_json::to_string(&keys).unwrap_or_default()
+    }
+
     fn record(&self, d: Delivery<'_>, id: DispatchId) {
         self.deliveries
             .borrow_mut()
@@ -545,30 +596,27 @@ impl Store for MemStore {
         let mut answers = Vec::new();
         for r in reports {
             let found = self
-                .read_for_report(Some(r.dispatch_id), r.webhook_id)
+                .read_for_report(Some(r.dispatch_id), r.delivery.id)
                 .await?;
-            // read_reports.sql's repeat: the run ended as the report ends it.
-            let repeats = |run: &Run| r.repeats.is_some_and(|x| x.matches(run));
-            answers.push(match found {
-                Some((run, None)) if repeats(&run) => {
-                    let delivery = Delivery {
-                        id: r.webhook_id,
-                        body_sha256: r.body_sha256,
-                    };
-                    self.record(delivery, r.dispatch_id);
+            answers.push(match (found, r.repeats) {
+                // read_reports.sql's repeat: the run ended as the report
+                // ends it.
+                (Some((run, None)), Some(repeats)) if repeats.matches(&run) => {
+                    self.record(r.delivery, r.dispatch_id);
                     self.repeats_recorded.set(self.repeats_recorded.get() + 1);
-                    let prune = r.folder.map(|folder| {
-                        self.after_one(&Success {
+                    let prune = match repeats {
+                        Repeats::Success { s3_key, .. } => Some(self.after_one(&Success {
                             dispatch_id: r.dispatch_id,
                             verification: None,
-                            folder,
+                            folder: crate::retention::folder(s3_key),
                             webhook_id: None,
                             body_sha256: None,
-                        })
-                    });
+                        })),
+                        Repeats::Failure(_) => None,
+                    };
                     Applied::Repeat(Box::new(run), prune)
                 }
-                found => Applied::Read(Box::new(found)),
+                (found, _) => Applied::Read(Box::new(found)),
             });
         }
         Ok(answers)
@@ -998,58 +1046,5 @@ pub(crate) mod kit {
                 .to_string(),
         );
         h
-    }
-}
-
-impl MemStore {
-    /// retention.sql for one success, over the rows in memory.
-    fn after_one(&self, success: &Success<'_>) -> String {
-        let (id, verdict, folder) = (success.dispatch_id, success.verification, success.folder);
-        if let (Some(webhook_id), Some(body_sha256)) = (success.webhook_id, success.body_sha256) {
-            let d = Delivery {
-                id: webhook_id,
-                body_sha256,
-            };
-            self.record(d, id);
-        }
-        for run in self.runs.borrow_mut().iter_mut() {
-            let Some(verdict) = verdict else { break };
-            if run.dispatch_id == id && run.status == Status::Success && run.verification.is_none()
-            {
-                run.verification = Some(verdict.to_string());
-                // What select_run.sql reads from the stored object.
-                run.verification_failed = verdict.contains(r#""ok":false"#);
-                run.version += 1;
-            }
-        }
-        // retention.sql's rule, over the rows in memory.
-        let (days, keep) = self.retention.get();
-        let Some(days) = days else {
-            return "[]".into();
-        };
-        let mut stored: Vec<Run> = self
-            .runs
-            .borrow()
-            .iter()
-            .filter(|r| r.status == Status::Success && r.pruned_at.is_none())
-            .cloned()
-            .collect();
-        stored.sort_by_key(|r| std::cmp::Reverse((r.finished_at, r.id)));
-        // The database's now(): FakeHost's clock as it starts.
-        let cutoff = START_MS - days * 86_400_000;
-        let mut keys: Vec<(i64, String)> = stored
-            .into_iter()
-            .skip(usize::try_from(keep).unwrap_or(0))
-            .filter(|r| r.dispatch_id != id && r.finished_at.unwrap_or(0) < cutoff)
-            .filter_map(|r| {
-                let key = r.s3_key?;
-                let name = key.strip_prefix(folder)?;
-                let ours = !name.contains('/') && name.contains(&format!("_{}.", r.dispatch_id));
-                ours.then_some((r.finished_at.unwrap_or(0), key))
-            })
-            .collect();
-        keys.sort();
-        let keys: Vec<String> = keys.into_iter().map(|(_, k)| k).collect();
-        serde_json::to_string(&keys).unwrap_or_default()
     }
 }

@@ -109,6 +109,7 @@ pub async fn handle(
             // Under load, progress reports to one run are written together,
             // and reports that would end their run are read together
             // (coalesce.rs); a `started` is written alone.
+            let raises = raise.kind.is_some();
             let applied = if coalesce::applies(&next, &raise) {
                 coalesce::progress(store, id, &next, delivery).await?
             } else if coalesce::ends(&next) {
@@ -119,7 +120,7 @@ pub async fn handle(
                     Event::Succeeded if report.verification.is_none() => report.s3_key.as_deref(),
                     _ => None,
                 };
-                coalesce::ending(store, id, &next, delivery, &raise, ended, succeeded).await?
+                coalesce::ending(store, id, &next, delivery, raise, ended, succeeded).await?
             } else {
                 store
                     .apply_to_running(id, &next, delivery, &raise, None)
@@ -129,7 +130,7 @@ pub async fn handle(
                 Applied::Written => {
                     log_applied(host, &report, &next);
                     let answer = after_success(store, &report, *next, true, None, None).await;
-                    if raise.kind.is_some() {
+                    if raises {
                         alerts::send_soon(host, store).await;
                     }
                     return answer;

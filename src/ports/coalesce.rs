@@ -348,12 +348,16 @@ impl Kind for Progress {
         lane: Self::Lane,
         items: &[&Self::Item],
     ) -> Result<Vec<Applied>, DbError> {
-        if let [only] = items {
-            let applied = store
-                .apply_to_running(lane.0, &only.what, only.delivery(), &Raise::none(), None)
-                .await?;
-            return Ok(vec![applied]);
-        }
+        let first = match items {
+            [] => return Ok(Vec::new()),
+            [only] => {
+                let applied = store
+                    .apply_to_running(lane.0, &only.what, only.delivery(), &Raise::none(), None)
+                    .await?;
+                return Ok(vec![applied]);
+            }
+            [first, ..] => &first.what,
+        };
         let reports: Vec<ProgressReport<'_>> = items
             .iter()
             .map(|w| ProgressReport {
@@ -362,11 +366,7 @@ impl Kind for Progress {
                 body_sha256: &w.body_sha256,
             })
             .collect();
-        let first = items.first().map(|w| &w.what);
-        match first {
-            Some(first) => store.apply_progress(lane.0, first, &reports).await,
-            None => Ok(Vec::new()),
-        }
+        store.apply_progress(lane.0, first, &reports).await
     }
 }
 
@@ -457,7 +457,11 @@ impl Kind for Endings {
         }
         let reports: Vec<EndingReport<'_>> = items
             .iter()
-            .map(|w| EndingReport::new(w.what.id, w.delivery(), w.what.repeats()))
+            .map(|w| EndingReport {
+                dispatch_id: w.what.id,
+                delivery: w.delivery(),
+                repeats: w.what.repeats(),
+            })
             .collect();
         store.read_reports(&reports).await
     }
@@ -484,14 +488,14 @@ pub async fn ending<S: Store>(
     id: DispatchId,
     next: &Run,
     delivery: Delivery<'_>,
-    raise: &Raise,
+    raise: Raise,
     ended: Option<Ended>,
     succeeded: Option<&str>,
 ) -> Result<Applied, DbError> {
     let item = Ending {
         id,
         next: next.clone(),
-        raise: raise.clone(),
+        raise,
         ended,
         succeeded: succeeded.map(str::to_owned),
     };
@@ -508,6 +512,32 @@ struct AfterSuccess {
     verdict: Option<String>,
     folder: String,
     delivery: Option<(String, String)>,
+}
+
+impl AfterSuccess {
+    fn new(
+        id: DispatchId,
+        verdict: Option<&str>,
+        folder: &str,
+        delivery: Option<Delivery<'_>>,
+    ) -> Self {
+        AfterSuccess {
+            id,
+            verdict: verdict.map(str::to_owned),
+            folder: folder.to_owned(),
+            delivery: delivery.map(|d| (d.id.to_owned(), d.body_sha256.to_owned())),
+        }
+    }
+
+    fn success(&self) -> Success<'_> {
+        Success {
+            dispatch_id: self.id,
+            verification: self.verdict.as_deref(),
+            folder: &self.folder,
+            webhook_id: self.delivery.as_ref().map(|d| d.0.as_str()),
+            body_sha256: self.delivery.as_ref().map(|d| d.1.as_str()),
+        }
+    }
 }
 
 struct Successes;
@@ -535,22 +565,14 @@ impl Kind for Successes {
         (): (),
         items: &[&Self::Item],
     ) -> Result<Vec<String>, DbError> {
-        let successes: Vec<Success<'_>> = items
-            .iter()
-            .map(|s| Success {
-                dispatch_id: s.id,
-                verification: s.verdict.as_deref(),
-                folder: &s.folder,
-                webhook_id: s.delivery.as_ref().map(|d| d.0.as_str()),
-                body_sha256: s.delivery.as_ref().map(|d| d.1.as_str()),
-            })
-            .collect();
+        let successes: Vec<Success<'_>> = items.iter().map(|s| s.success()).collect();
         store.after_success(&successes).await
     }
 }
 
 /// What [`Store::after_success`] answers for the success `id`, sent
-/// together with the others that wait.
+/// together with the others that wait (alone, if the statement it waited
+/// for did not answer for it).
 ///
 /// # Errors
 /// The database's error, for every success of the statement that failed.
@@ -561,28 +583,14 @@ pub async fn after_success<S: Store>(
     folder: &str,
     delivery: Option<Delivery<'_>>,
 ) -> Result<String, DbError> {
-    let item = AfterSuccess {
-        id,
-        verdict: verdict.map(str::to_owned),
-        folder: folder.to_owned(),
-        delivery: delivery.map(|d| (d.id.to_owned(), d.body_sha256.to_owned())),
-    };
-    match through::<Successes, S>(store, (), item).await {
-        Some(answer) => answer,
-        None => {
-            let one = Success {
-                dispatch_id: id,
-                verification: verdict,
-                folder,
-                webhook_id: delivery.map(|d| d.id),
-                body_sha256: delivery.map(|d| d.body_sha256),
-            };
-            let mut answers = store.after_success(&[one]).await?;
-            answers
-                .pop()
-                .ok_or_else(|| DbError::Other("retention.sql answered for no run".into()))
-        }
+    let item = || AfterSuccess::new(id, verdict, folder, delivery);
+    if let Some(answer) = through::<Successes, S>(store, (), item()).await {
+        return answer;
     }
+    let mut answers = Successes::send(store, (), &[&item()]).await?;
+    answers
+        .pop()
+        .ok_or_else(|| DbError::Other("retention.sql answered for no run".into()))
 }
 
 /// Whole requests through the in-memory ports, several in flight at once.

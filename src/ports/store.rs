@@ -95,60 +95,45 @@ impl Repeats<'_> {
 }
 
 /// A report that would end its run, as [`Store::read_reports`] reads it:
-/// its run, its delivery, and the state in which it is a repeat
-/// ([`Repeats`]): `reason`, or `key` and `folder`, with `attempt` and
-/// `workflow_run`; none of them if it cannot be one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// its run, its delivery, and the state in which it is a repeat, if it can
+/// be one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EndingReport<'a> {
     pub dispatch_id: DispatchId,
-    pub webhook_id: &'a str,
-    pub body_sha256: &'a str,
-    pub reason: Option<&'static str>,
-    pub key: Option<&'a str>,
-    pub folder: Option<&'a str>,
-    pub attempt: Option<u32>,
-    pub workflow_run: Option<u64>,
-    /// The same state, as the in-memory store checks it.
-    #[serde(skip)]
+    pub delivery: Delivery<'a>,
     pub repeats: Option<Repeats<'a>>,
 }
 
-impl<'a> EndingReport<'a> {
-    pub fn new(
-        dispatch_id: DispatchId,
-        delivery: Delivery<'a>,
-        repeats: Option<Repeats<'a>>,
-    ) -> Self {
-        let mut r = EndingReport {
-            dispatch_id,
-            webhook_id: delivery.id,
-            body_sha256: delivery.body_sha256,
-            reason: None,
-            key: None,
-            folder: None,
-            attempt: None,
-            workflow_run: None,
-            repeats,
-        };
-        match repeats {
-            Some(Repeats::Failure(e)) => {
-                r.reason = Some(e.failure_reason.as_str());
-                r.attempt = Some(e.run_attempt);
-                r.workflow_run = Some(e.workflow_run_id);
-            }
+/// As `read_reports.sql` reads a report: `reason` (a failure's repeat), or
+/// `key` and `folder` (a success's), with `attempt` and `workflow_run`; all
+/// null if it cannot be a repeat.
+impl Serialize for EndingReport<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let (reason, key, attempt, workflow_run) = match self.repeats {
+            Some(Repeats::Failure(e)) => (
+                Some(e.failure_reason.as_str()),
+                None,
+                Some(e.run_attempt),
+                Some(e.workflow_run_id),
+            ),
             Some(Repeats::Success {
                 s3_key,
                 run_attempt,
                 workflow_run_id,
-            }) => {
-                r.key = Some(s3_key);
-                r.folder = Some(crate::retention::folder(s3_key));
-                r.attempt = Some(run_attempt);
-                r.workflow_run = Some(workflow_run_id);
-            }
-            None => {}
-        }
-        r
+            }) => (None, Some(s3_key), Some(run_attempt), Some(workflow_run_id)),
+            None => (None, None, None, None),
+        };
+        let mut r = s.serialize_struct("EndingReport", 8)?;
+        r.serialize_field("dispatch_id", &self.dispatch_id)?;
+        r.serialize_field("webhook_id", self.delivery.id)?;
+        r.serialize_field("body_sha256", self.delivery.body_sha256)?;
+        r.serialize_field("reason", &reason)?;
+        r.serialize_field("key", &key)?;
+        r.serialize_field("folder", &key.map(crate::retention::folder))?;
+        r.serialize_field("attempt", &attempt)?;
+        r.serialize_field("workflow_run", &workflow_run)?;
+        r.end()
     }
 }
 

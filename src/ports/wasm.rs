@@ -274,8 +274,8 @@ impl Host for JsHost {
     }
 
     async fn watch(&self, id: DispatchId) -> Result<u64, DbError> {
-        let (url, _) = database(self)?;
-        match JsFuture::from(JsHost::watch(self, &url, &id.to_string())).await {
+        let watching = on_database(self, |url, _| JsHost::watch(self, url, &id.to_string()))?;
+        match JsFuture::from(watching).await {
             Ok(n) => Ok(n.as_f64().unwrap_or(0.0) as u64),
             Err(e) => Err(db_error(&e)),
         }
@@ -313,20 +313,25 @@ thread_local! {
     static DATABASE: RefCell<Option<(String, bool)>> = const { RefCell::new(None) };
 }
 
-/// The database the host connects to
+/// Calls `f` with the database the host connects to
 /// ([`crate::ports::change_feed::database_url`] decides which) and whether
-/// it may prepare statements ([`crate::ports::change_feed::may_prepare`]);
-/// without one, the database is unavailable (503).
-fn database(host: &JsHost) -> Result<(String, bool), DbError> {
-    if let Some(known) = DATABASE.with_borrow(Clone::clone) {
-        return Ok(known);
-    }
-    let url = crate::ports::change_feed::database_url(host).ok_or_else(|| {
-        DbError::Unavailable("neither BACKUP_DB_URL nor SUPABASE_DB_URL is set".into())
-    })?;
-    let known = (url.clone(), crate::ports::change_feed::may_prepare(&url));
-    DATABASE.with_borrow_mut(|d| *d = Some(known.clone()));
-    Ok(known)
+/// it may prepare statements ([`crate::ports::change_feed::may_prepare`]),
+/// borrowed from where they are kept; without a database, it is
+/// unavailable (503).
+fn on_database<R>(host: &JsHost, f: impl FnOnce(&str, bool) -> R) -> Result<R, DbError> {
+    DATABASE.with_borrow_mut(|known| {
+        let (url, prepare) = match known {
+            Some(known) => known,
+            None => {
+                let url = crate::ports::change_feed::database_url(host).ok_or_else(|| {
+                    DbError::Unavailable("neither BACKUP_DB_URL nor SUPABASE_DB_URL is set".into())
+                })?;
+                let prepare = crate::ports::change_feed::may_prepare(&url);
+                known.insert((url, prepare))
+            }
+        };
+        Ok(f(url, *prepare))
+    })
 }
 
 impl Db for JsHost {
@@ -335,12 +340,14 @@ impl Db for JsHost {
         sql: &str,
         params: &[Option<String>],
     ) -> Result<Vec<T>, DbError> {
-        let (url, prepare) = database(self)?;
         let array = Array::new();
         for p in params {
             array.push(&p.as_deref().map_or(JsValue::NULL, JsValue::from_str));
         }
-        match JsFuture::from(JsHost::query(self, &url, prepare, sql, array)).await {
+        let rows = on_database(self, |url, prepare| {
+            JsHost::query(self, url, prepare, sql, array)
+        })?;
+        match JsFuture::from(rows).await {
             Ok(rows) => serde_wasm_bindgen::from_value(rows)
                 .map_err(|e| DbError::Other(format!("unreadable rows from the host: {e}"))),
             Err(e) => Err(db_error(&e)),
