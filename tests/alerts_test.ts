@@ -510,6 +510,39 @@ behaviour(
   },
 );
 
+/** src/sql/claim_notifications.sql with its columns, as store.rs runs it. */
+const CLAIM = await Promise.all(
+  ["claim_notifications.sql", "notification_columns.sql"].map((f) =>
+    Deno.readTextFile(new URL(`../src/sql/${f}`, import.meta.url))
+  ),
+).then(([claim, columns]) => `${claim}${columns} from claimed n order by n.id`);
+
+behaviour(
+  "a sender whose clock trails the database's still claims the alert it just raised, and nothing due later",
+  async (ctx) => {
+    // One transaction, so now() is the raising clock: the host's clock
+    // trails it by 5 ms, as its truncation to ms or a skew between the
+    // function's machine and the database's can make it.
+    const claimed = await ctx.sql.begin(async (tx) => {
+      await tx`
+        insert into backup_notifications (event, destination, payload)
+        values ('test', ${SLACK}, '{}'),
+               ('test', ${JSON_HOOK}, '{}')`;
+      await tx`
+        update backup_notifications
+           set next_attempt_at = now() + interval '1 second'
+         where destination = ${JSON_HOOK}`;
+      const [{ ms }] = await tx`
+        select floor(extract(epoch from now()) * 1000)::int8 - 5 as ms`;
+      return await tx.unsafe(CLAIM, [String(ms), "60000", "10"]);
+    });
+    assert.deepEqual(
+      claimed.map((r) => [r.note.destination, r.note.attempts]),
+      [[SLACK, 1]],
+    );
+  },
+);
+
 behaviour(
   "a row still failing a day after its event is marked dead, with the status code as its only error, and shown by backup-status",
   async (ctx) => {
