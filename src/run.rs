@@ -365,9 +365,10 @@ impl Ended {
 }
 
 /// The state in which `report` is a repeat ([`Ended`]), for `failed` and
-/// `cancelled` reports. A repeated `succeeded` is not one of them: its
-/// answer lists what retention prunes, and that statement records the
-/// delivery anyway.
+/// `cancelled` reports. The statement that applies a report alone records
+/// only these: a repeated `succeeded`'s answer lists what retention prunes,
+/// and that statement records the delivery anyway. Read together with
+/// others, a success's repeat is recorded too ([`Repeats`]).
 pub fn ended_by(report: &Report) -> Option<Ended> {
     let failure_reason = match report.event {
         Event::Failed => FailureReason::StepFailed,
@@ -379,6 +380,66 @@ pub fn ended_by(report: &Report) -> Option<Ended> {
         run_attempt: report.run_attempt,
         workflow_run_id: report.workflow_run_id,
     })
+}
+
+/// The state in which a report that would end its run changes nothing
+/// ([`apply_report`] answers `Unchanged`), so that a store that reads the
+/// run may record the report as a repeat on the way
+/// (`read_reports.sql` checks the same state).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Repeats {
+    /// A `failed` or `cancelled` report: [`ended_by`].
+    Failure(Ended),
+    /// A `succeeded` report without a verification verdict: a success with
+    /// its key, in its attempt and workflow run. One with a verdict may
+    /// still store it, so it is never a repeat before it is decided.
+    Success {
+        s3_key: String,
+        run_attempt: u32,
+        workflow_run_id: u64,
+    },
+}
+
+impl Repeats {
+    /// The state in which `report` is a repeat, if it can be one.
+    pub fn of(report: &Report) -> Option<Self> {
+        if let Some(ended) = ended_by(report) {
+            return Some(Repeats::Failure(ended));
+        }
+        match report.event {
+            Event::Succeeded if report.verification.is_none() => Some(Repeats::Success {
+                s3_key: report.s3_key.clone()?,
+                run_attempt: report.run_attempt,
+                workflow_run_id: report.workflow_run_id,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The failure this report repeats, if it is a failure's repeat.
+    pub fn ended(&self) -> Option<Ended> {
+        match self {
+            Repeats::Failure(ended) => Some(*ended),
+            Repeats::Success { .. } => None,
+        }
+    }
+
+    /// Whether `run` is in this state.
+    pub fn matches(&self, run: &Run) -> bool {
+        match self {
+            Repeats::Failure(ended) => ended.matches(run),
+            Repeats::Success {
+                s3_key,
+                run_attempt,
+                workflow_run_id,
+            } => {
+                run.status == Status::Success
+                    && run.s3_key.as_ref() == Some(s3_key)
+                    && run.run_attempt == *run_attempt
+                    && run.workflow_run_id == Some(*workflow_run_id)
+            }
+        }
+    }
 }
 
 /// Applies a report to a run that is (now) in progress.
@@ -642,7 +703,6 @@ mod tests {
 
     #[test]
     fn a_success_report_changes_nothing_of_exactly_the_success_it_repeats() {
-        use crate::ports::store::Repeats;
         let mut matched = 0;
         for run in every_state() {
             for attempt in 1..=3 {
@@ -651,11 +711,7 @@ mod tests {
                         let mut r = report(Event::Succeeded, attempt);
                         r.workflow_run_id = workflow_run;
                         r.s3_key = Some(key.into());
-                        let repeats = Repeats::Success {
-                            s3_key: key,
-                            run_attempt: attempt,
-                            workflow_run_id: workflow_run,
-                        };
+                        let repeats = Repeats::of(&r).expect("a success without a verdict");
                         if repeats.matches(&run) {
                             matched += 1;
                             let outcome = apply_report(&run, &r, NOW);

@@ -11,10 +11,10 @@ use crate::dispatch_id::DispatchId;
 use crate::ports::github::{OutboundRequest, OutboundResponse};
 use crate::ports::store::{
     keeps_running, AlertClock, Applied, Cursor, Delivered, Delivery, EndingReport, ProgressReport,
-    Repeats, Settings, Started, Store, Success, SweeperRecord, ONE_IN_PROGRESS,
+    Settings, Started, Store, Success, SweeperRecord, ONE_IN_PROGRESS,
 };
 use crate::ports::{DbError, Host, Level};
-use crate::run::{Ended, FailureReason, OutcomeSource, Run, Status};
+use crate::run::{Ended, FailureReason, OutcomeSource, Repeats, Run, Status};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use uuid::Uuid;

@@ -25,7 +25,7 @@ import {
   webhookHeaders,
 } from "./support/stack.ts";
 import { runDetails, type ScriptedGitHub } from "./support/github_script.ts";
-import { insertRun, SUCCESS } from "./support/runs.ts";
+import { insertRun, type RunColumns, SUCCESS } from "./support/runs.ts";
 
 const SHA = "0123456789abcdef".repeat(4);
 
@@ -185,6 +185,25 @@ function changed(id: string, status: string, isChanged = true): Json {
     changed: isChanged,
     ...(status === "success" ? { prune: [] } : {}),
   };
+}
+
+/**
+ * Inserts a run created, started and finished `days` ago, with `columns`
+ * (given its dispatch_id, which a key names); its dispatch_id.
+ */
+async function finishedRun(
+  ctx: Ctx,
+  days: number,
+  columns: (id: string) => RunColumns,
+): Promise<string> {
+  const id = crypto.randomUUID();
+  const ago = days * 86_400;
+  await insertRun(ctx.sql, { dispatch_id: id, ...columns(id) }, {
+    createdAgo: ago,
+    startedAgo: ago,
+    finishedAgo: ago,
+  });
+  return id;
 }
 
 const suite = serverSuite<Ctx>("finalize-backup over HTTP against PostgreSQL", {
@@ -1224,25 +1243,10 @@ behaviour(
   async (ctx) => {
     await ctx
       .sql`update backup_settings set retention_days = 10, retention_keep = 2`;
-    const DAY = 86_400;
-    const place = async (
-      key: (id: string) => string,
-      days: number,
-      cols = {},
-    ) => {
-      const id = crypto.randomUUID();
-      await insertRun(ctx.sql, {
-        ...SUCCESS,
-        dispatch_id: id,
-        s3_key: key(id),
-        ...cols,
-      }, {
-        createdAgo: days * DAY,
-        startedAgo: days * DAY,
-        finishedAgo: days * DAY,
-      });
-      return key(id);
-    };
+    const place = async (key: (id: string) => string, days: number) =>
+      key(
+        await finishedRun(ctx, days, (id) => ({ ...SUCCESS, s3_key: key(id) })),
+      );
     const ours = (n: number) => (id: string) =>
       `db/2026100${n}T000000Z_${id}.dump`;
     const a = await place(ours(1), 50);
@@ -1294,36 +1298,27 @@ behaviour(
     // verdict); each answer must still be exactly what it would be alone.
     await ctx
       .sql`update backup_settings set retention_days = 10, retention_keep = 1`;
-    const DAY = 86_400;
     const VERDICT = { mode: "list", ok: true, tables: 3 };
     const failed: { dispatch_id: string; workflow_run_id: number }[] = [];
     const succeeded: { dispatch_id: string; workflow_run_id: number }[] = [];
     for (let i = 0; i < 10; i++) {
-      const f = crypto.randomUUID();
-      await insertRun(ctx.sql, {
-        dispatch_id: f,
+      const f = await finishedRun(ctx, 1, () => ({
         status: "failed",
         failure_reason: "step_failed",
         outcome_source: "report",
         error_text: "dump failed",
         workflow_run_id: 70_000 + i,
         run_attempt: 1,
-      }, { createdAgo: DAY, startedAgo: DAY, finishedAgo: DAY });
+      }));
       failed.push({ dispatch_id: f, workflow_run_id: 70_000 + i });
-      const s = crypto.randomUUID();
       // Two folders; each success is 20 + i days old.
       const folder = i % 2 === 0 ? "even" : "odd";
-      await insertRun(ctx.sql, {
+      const s = await finishedRun(ctx, 20 + i, (id) => ({
         ...SUCCESS,
-        dispatch_id: s,
         workflow_run_id: 71_000 + i,
         run_attempt: 1,
-        s3_key: `${folder}/2026100${i}T000000Z_${s}.dump`,
-      }, {
-        createdAgo: (20 + i) * DAY,
-        startedAgo: (20 + i) * DAY,
-        finishedAgo: (20 + i) * DAY,
-      });
+        s3_key: `${folder}/2026100${i}T000000Z_${id}.dump`,
+      }));
       succeeded.push({ dispatch_id: s, workflow_run_id: 71_000 + i });
     }
     const keys = await ctx.sql`

@@ -113,14 +113,8 @@ pub async fn handle(
             let applied = if coalesce::applies(&next, &raise) {
                 coalesce::progress(store, id, &next, delivery).await?
             } else if coalesce::ends(&next) {
-                let ended = run::ended_by(&report);
-                // A verdict is stored once the core has decided, by
-                // after_success; without one, a repeat is listed as read.
-                let succeeded = match report.event {
-                    Event::Succeeded if report.verification.is_none() => report.s3_key.as_deref(),
-                    _ => None,
-                };
-                coalesce::ending(store, id, &next, delivery, raise, ended, succeeded).await?
+                let repeats = run::Repeats::of(&report);
+                coalesce::ending(store, id, &next, delivery, raise, repeats).await?
             } else {
                 store
                     .apply_to_running(id, &next, delivery, &raise, None)

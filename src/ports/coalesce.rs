@@ -37,10 +37,10 @@
 use crate::alerts::Raise;
 use crate::dispatch_id::DispatchId;
 use crate::ports::store::{
-    keeps_running, Applied, Delivery, EndingReport, ProgressReport, Repeats, Store, Success,
+    keeps_running, Applied, Delivery, EndingReport, ProgressReport, Store, Success,
 };
 use crate::ports::DbError;
-use crate::run::{Ended, Run, Status};
+use crate::run::{Repeats, Run, Status};
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
@@ -407,24 +407,7 @@ struct Ending {
     id: DispatchId,
     next: Run,
     raise: Raise,
-    ended: Option<Ended>,
-    /// The key of a `succeeded` report without a verdict: read together
-    /// with others, it may be a repeat to the success it names.
-    succeeded: Option<String>,
-}
-
-impl Ending {
-    /// The state in which this report is a repeat, if it can be one.
-    fn repeats(&self) -> Option<Repeats<'_>> {
-        if let Some(e) = self.ended {
-            return Some(Repeats::Failure(e));
-        }
-        Some(Repeats::Success {
-            s3_key: self.succeeded.as_deref()?,
-            run_attempt: self.next.run_attempt,
-            workflow_run_id: self.next.workflow_run_id?,
-        })
-    }
+    repeats: Option<Repeats>,
 }
 
 struct Endings;
@@ -450,8 +433,9 @@ impl Kind for Endings {
     ) -> Result<Vec<Applied>, DbError> {
         if let [only] = items {
             let e = &only.what;
+            let ended = e.repeats.as_ref().and_then(Repeats::ended);
             let applied = store
-                .apply_to_running(e.id, &e.next, only.delivery(), &e.raise, e.ended)
+                .apply_to_running(e.id, &e.next, only.delivery(), &e.raise, ended)
                 .await?;
             return Ok(vec![applied]);
         }
@@ -460,7 +444,7 @@ impl Kind for Endings {
             .map(|w| EndingReport {
                 dispatch_id: w.what.id,
                 delivery: w.delivery(),
-                repeats: w.what.repeats(),
+                repeats: w.what.repeats.as_ref(),
             })
             .collect();
         store.read_reports(&reports).await
@@ -475,11 +459,11 @@ pub fn ends(next: &Run) -> bool {
 
 /// Applies `next`, what a report makes of the run `id` in progress (see
 /// [`ends`]), with the alerts it raises: alone, as
-/// [`Store::apply_to_running`] applies it with `ended`; together with
-/// others, read as [`Store::read_reports`] reads it ([`Applied::Repeat`] or
-/// [`Applied::Read`]), a repeat being `ended`, or, for a `succeeded` report
-/// without a verdict, the success with the key `succeeded`.
-/// [`Applied::Missed`] if the statement did not answer for it.
+/// [`Store::apply_to_running`] applies it (with the failure it `repeats`,
+/// if any); together with others, read as [`Store::read_reports`] reads it
+/// ([`Applied::Repeat`] when the run is in the state it `repeats`, else
+/// [`Applied::Read`]). [`Applied::Missed`] if the statement did not answer
+/// for it.
 ///
 /// # Errors
 /// The database's error, for every report of the statement that failed.
@@ -489,15 +473,13 @@ pub async fn ending<S: Store>(
     next: &Run,
     delivery: Delivery<'_>,
     raise: Raise,
-    ended: Option<Ended>,
-    succeeded: Option<&str>,
+    repeats: Option<Repeats>,
 ) -> Result<Applied, DbError> {
     let item = Ending {
         id,
         next: next.clone(),
         raise,
-        ended,
-        succeeded: succeeded.map(str::to_owned),
+        repeats,
     };
     through::<Endings, S>(store, (), Owned::new(delivery, item))
         .await
@@ -612,16 +594,25 @@ mod tests {
     }
 
     /// Sends `reports` (webhook-id, body) to finalize-backup all at once.
-    fn at_once(host: &FakeHost, store: &MemStore, reports: &[(&str, Value)]) -> Vec<Response> {
+    fn at_once(
+        host: &FakeHost,
+        store: &MemStore,
+        reports: &[(impl AsRef<str>, Value)],
+    ) -> Vec<Response> {
         let requests: Vec<Request> = reports
             .iter()
-            .map(|(w, b)| report_request(host, w, b))
+            .map(|(w, b)| report_request(host, w.as_ref(), b))
             .collect();
         block_on(join_all(
             requests
                 .iter()
                 .map(|r| app::handle(host, store, "finalize-backup", r)),
         ))
+    }
+
+    /// Each answer's `changed`.
+    fn changed(answers: &[Response]) -> Vec<Value> {
+        answers.iter().map(|a| body(a)["changed"].clone()).collect()
     }
 
     #[test]
@@ -633,11 +624,7 @@ mod tests {
         let reports: Vec<(String, Value)> = (1..=5)
             .map(|i| (format!("p{i}"), progress(&id, i * 100)))
             .collect();
-        let refs: Vec<(&str, Value)> = reports
-            .iter()
-            .map(|(w, b)| (w.as_str(), b.clone()))
-            .collect();
-        let answers = at_once(&host, &store, &refs);
+        let answers = at_once(&host, &store, &reports);
         for a in &answers {
             assert_eq!(a.status, 200, "{}", a.body);
             assert_eq!(
@@ -678,9 +665,8 @@ mod tests {
                 ("d", progress(&id, 3)),
             ],
         );
-        let changed: Vec<Value> = answers.iter().map(|a| body(a)["changed"].clone()).collect();
         assert_eq!(
-            changed,
+            changed(&answers),
             vec![json!(true), json!(true), json!(false), json!(true)]
         );
         assert_eq!(*store.progress_batches.borrow(), vec![3]);
@@ -708,9 +694,8 @@ mod tests {
                 ("dup", same),
             ],
         );
-        let changed: Vec<Value> = answers.iter().map(|a| body(a)["changed"].clone()).collect();
         assert_eq!(
-            changed,
+            changed(&answers),
             vec![json!(true), json!(true), json!(true), json!(false)]
         );
         assert!(answers.iter().all(|a| a.status == 200));
@@ -784,11 +769,7 @@ mod tests {
             .enumerate()
             .map(|(i, id)| (format!("again-{i}"), failed(id)))
             .collect();
-        let refs: Vec<(&str, Value)> = reports
-            .iter()
-            .map(|(w, b)| (w.as_str(), b.clone()))
-            .collect();
-        let answers = at_once(&host, &store, &refs);
+        let answers = at_once(&host, &store, &reports);
         for (a, id) in answers.iter().zip(&ids) {
             assert_eq!(
                 body(a),
@@ -834,8 +815,10 @@ mod tests {
                 ("r1", failed(&done[1])),
             ],
         );
-        let changed: Vec<Value> = answers.iter().map(|a| body(a)["changed"].clone()).collect();
-        assert_eq!(changed, vec![json!(false), json!(true), json!(false)]);
+        assert_eq!(
+            changed(&answers),
+            vec![json!(false), json!(true), json!(false)]
+        );
         assert_eq!(*store.ending_batches.borrow(), vec![2]);
         let run = store
             .runs
@@ -1044,25 +1027,15 @@ mod tests {
 
     #[test]
     fn a_writer_whose_request_is_dropped_hands_its_lane_on() {
-        use std::future::Future;
-        use std::task::{Context, Poll};
         let (host, store) = (host(), store());
         let id = dispatched(&host, &store);
         store.slow_writes.set(true);
         let first = report_request(&host, "gone", &progress(&id, 1));
         let second = report_request(&host, "kept", &progress(&id, 2));
-        let waker = futures::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
         let mut writer = Box::pin(app::handle(&host, &store, "finalize-backup", &first));
-        assert!(
-            matches!(writer.as_mut().poll(&mut cx), Poll::Pending),
-            "in flight"
-        );
+        assert!(poll_once(writer.as_mut()).is_pending(), "in flight");
         let mut waiter = Box::pin(app::handle(&host, &store, "finalize-backup", &second));
-        assert!(
-            matches!(waiter.as_mut().poll(&mut cx), Poll::Pending),
-            "waiting"
-        );
+        assert!(poll_once(waiter.as_mut()).is_pending(), "waiting");
         drop(writer);
         let answer = block_on(waiter);
         assert_eq!(body(&answer)["changed"], true, "{}", answer.body);

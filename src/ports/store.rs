@@ -28,7 +28,7 @@ use crate::dispatch_id::DispatchId;
 use crate::error::Error;
 use crate::ports::{Db, DbError};
 use crate::reconcile::Deadlines;
-use crate::run::{Ended, Run, Status};
+use crate::run::{Ended, Repeats, Run, Status};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -59,41 +59,6 @@ pub struct ProgressReport<'a> {
     pub body_sha256: &'a str,
 }
 
-/// The state in which a report that would end its run changes nothing, as
-/// [`Store::read_reports`] checks it before recording the report as a
-/// repeat (`read_reports.sql` says why these).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Repeats<'a> {
-    /// A `failed` or `cancelled` report: `run::ended_by`.
-    Failure(Ended),
-    /// A `succeeded` report without a verdict: a success with this key, in
-    /// this attempt and workflow run.
-    Success {
-        s3_key: &'a str,
-        run_attempt: u32,
-        workflow_run_id: u64,
-    },
-}
-
-impl Repeats<'_> {
-    /// Whether `run` is in this state (`read_reports.sql` checks the same).
-    pub fn matches(&self, run: &Run) -> bool {
-        match *self {
-            Repeats::Failure(e) => e.matches(run),
-            Repeats::Success {
-                s3_key,
-                run_attempt,
-                workflow_run_id,
-            } => {
-                run.status == Status::Success
-                    && run.s3_key.as_deref() == Some(s3_key)
-                    && run.run_attempt == run_attempt
-                    && run.workflow_run_id == Some(workflow_run_id)
-            }
-        }
-    }
-}
-
 /// A report that would end its run, as [`Store::read_reports`] reads it:
 /// its run, its delivery, and the state in which it is a repeat, if it can
 /// be one.
@@ -101,7 +66,7 @@ impl Repeats<'_> {
 pub struct EndingReport<'a> {
     pub dispatch_id: DispatchId,
     pub delivery: Delivery<'a>,
-    pub repeats: Option<Repeats<'a>>,
+    pub repeats: Option<&'a Repeats>,
 }
 
 /// As `read_reports.sql` reads a report: `reason` (a failure's repeat), or
@@ -121,7 +86,12 @@ impl Serialize for EndingReport<'_> {
                 s3_key,
                 run_attempt,
                 workflow_run_id,
-            }) => (None, Some(s3_key), Some(run_attempt), Some(workflow_run_id)),
+            }) => (
+                None,
+                Some(s3_key.as_str()),
+                Some(*run_attempt),
+                Some(*workflow_run_id),
+            ),
             None => (None, None, None, None),
         };
         let mut r = s.serialize_struct("EndingReport", 8)?;
@@ -501,6 +471,29 @@ fn opt<T: ToString>(v: &Option<T>) -> Option<String> {
     v.as_ref().map(ToString::to_string)
 }
 
+/// A list as the JSON text parameter a batch statement reads with
+/// `jsonb_to_recordset` (`what` names it in the error).
+fn json_list<T: Serialize>(what: &str, items: &[T]) -> Result<Option<String>, DbError> {
+    serde_json::to_string(items)
+        .map(Some)
+        .map_err(|e| DbError::Other(format!("{what}: {e}")))
+}
+
+/// The rows of a batch statement placed by their `ord` (the item's place in
+/// the list sent, from 1): one slot per item, `None` where no row answered.
+fn by_ord<R>(rows: Vec<R>, n: usize, ord: impl Fn(&R) -> Option<usize>) -> Vec<Option<R>> {
+    let mut slots: Vec<Option<R>> = std::iter::repeat_with(|| None).take(n).collect();
+    for row in rows {
+        if let Some(slot) = ord(&row)
+            .and_then(|o| o.checked_sub(1))
+            .and_then(|i| slots.get_mut(i))
+        {
+            *slot = Some(row);
+        }
+    }
+    slots
+}
+
 /// `$1..$13` of `insert_run.sql` and `update_run.sql`: the columns a
 /// transition may change, in the order those files expect.
 fn mutable_params(run: &Run) -> Vec<Option<String>> {
@@ -727,14 +720,12 @@ impl<D: Db> Store for PgStore<'_, D> {
             webhook_id: String,
             changes: bool,
         }
-        let json = serde_json::to_string(reports)
-            .map_err(|e| DbError::Other(format!("progress reports: {e}")))?;
         let params = [
             text(id),
             text(first.run_attempt),
             opt(&first.workflow_run_id),
             opt(&first.started_at),
-            Some(json),
+            json_list("progress reports", reports)?,
         ];
         let rows: Vec<AppliedRow> = self.db.query(APPLY_PROGRESS_BATCH, &params).await?;
         Ok(reports
@@ -750,29 +741,23 @@ impl<D: Db> Store for PgStore<'_, D> {
     }
 
     async fn read_reports(&self, reports: &[EndingReport<'_>]) -> Result<Vec<Applied>, DbError> {
-        let json = serde_json::to_string(reports)
-            .map_err(|e| DbError::Other(format!("ending reports: {e}")))?;
-        let params = [Some(json), text(crate::retention::MAX_KEYS)];
+        let params = [
+            json_list("ending reports", reports)?,
+            text(crate::retention::MAX_KEYS),
+        ];
         let rows: Vec<RunRow> = self.db.query(READ_REPORTS, &params).await?;
-        let mut answers = vec![Applied::Read(Box::new(None)); reports.len()];
-        for row in rows {
-            let Some(i) = row.ord.and_then(|o| o.checked_sub(1)) else {
-                continue;
-            };
-            let Some(slot) = answers.get_mut(i) else {
-                continue;
-            };
-            *slot = match row {
-                RunRow {
+        Ok(by_ord(rows, reports.len(), |r| r.ord)
+            .into_iter()
+            .map(|row| match row {
+                Some(RunRow {
                     run: Some(run),
                     recorded: true,
                     prune,
                     ..
-                } => Applied::Repeat(Box::new(run), prune),
-                row => Applied::Read(Box::new(found_for_report(row))),
-            };
-        }
-        Ok(answers)
+                }) => Applied::Repeat(Box::new(run), prune),
+                row => Applied::Read(Box::new(row.and_then(found_for_report))),
+            })
+            .collect())
     }
 
     async fn read_for_report(
@@ -889,15 +874,15 @@ impl<D: Db> Store for PgStore<'_, D> {
     }
 
     async fn after_success(&self, successes: &[Success<'_>]) -> Result<Vec<String>, DbError> {
-        let json = serde_json::to_string(successes)
-            .map_err(|e| DbError::Other(format!("successes: {e}")))?;
-        let params = [Some(json), text(crate::retention::MAX_KEYS)];
+        let params = [
+            json_list("successes", successes)?,
+            text(crate::retention::MAX_KEYS),
+        ];
         let rows: Vec<SweeperRow> = self.db.query(RETENTION, &params).await?;
-        (1..=successes.len())
-            .map(|i| {
-                rows.iter()
-                    .find(|r| r.ord == Some(i))
-                    .and_then(|r| r.problem.clone())
+        by_ord(rows, successes.len(), |r| r.ord)
+            .into_iter()
+            .map(|row| {
+                row.and_then(|r| r.problem)
                     .ok_or_else(|| DbError::Other("retention.sql answered for no run".into()))
             })
             .collect()
