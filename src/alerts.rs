@@ -230,11 +230,7 @@ pub fn error_tail(text: &str) -> String {
 pub fn redact_urls(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(at) = ["https://", "http://"]
-        .iter()
-        .filter_map(|s| rest.find(s))
-        .min()
-    {
+    while let Some(at) = url_start(rest) {
         out.push_str(&rest[..at]);
         let url_end = rest[at..]
             .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>'))
@@ -251,6 +247,17 @@ pub fn redact_urls(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// Where the first `http://` or `https://` in `text` starts. A byte scan:
+/// `str::find` with a string pattern sets up a substring searcher each
+/// time, and this runs for every failure report.
+fn url_start(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    (0..bytes.len()).find(|&i| {
+        let at = &bytes[i..];
+        at.starts_with(b"http://") || at.starts_with(b"https://")
+    })
 }
 
 /// The facts of a silence that began at `since_ms`.
@@ -271,20 +278,21 @@ pub fn silence(clock: &AlertClock, now_ms: i64) -> Option<i64> {
         .then_some(clock.silent_since)
 }
 
-/// The setting names of destination `n` (1 to [`MAX_DESTINATIONS`]):
-/// URL, format, secret.
-fn names(n: usize) -> [String; 3] {
-    let suffix = if n == 1 {
-        String::new()
-    } else {
-        format!("_{n}")
-    };
-    [
-        format!("BACKUP_ALERT_WEBHOOK_URL{suffix}"),
-        format!("BACKUP_ALERT_FORMAT{suffix}"),
-        format!("BACKUP_ALERT_WEBHOOK_SECRET{suffix}"),
-    ]
-}
+/// The setting names of each destination, in order: URL, format, secret.
+/// Spelled out rather than formatted, since every report that would end
+/// its run reads which destinations are set.
+#[rustfmt::skip]
+const NAMES: [[&str; 3]; MAX_DESTINATIONS] = [
+    ["BACKUP_ALERT_WEBHOOK_URL", "BACKUP_ALERT_FORMAT", "BACKUP_ALERT_WEBHOOK_SECRET"],
+    ["BACKUP_ALERT_WEBHOOK_URL_2", "BACKUP_ALERT_FORMAT_2", "BACKUP_ALERT_WEBHOOK_SECRET_2"],
+    ["BACKUP_ALERT_WEBHOOK_URL_3", "BACKUP_ALERT_FORMAT_3", "BACKUP_ALERT_WEBHOOK_SECRET_3"],
+    ["BACKUP_ALERT_WEBHOOK_URL_4", "BACKUP_ALERT_FORMAT_4", "BACKUP_ALERT_WEBHOOK_SECRET_4"],
+    ["BACKUP_ALERT_WEBHOOK_URL_5", "BACKUP_ALERT_FORMAT_5", "BACKUP_ALERT_WEBHOOK_SECRET_5"],
+    ["BACKUP_ALERT_WEBHOOK_URL_6", "BACKUP_ALERT_FORMAT_6", "BACKUP_ALERT_WEBHOOK_SECRET_6"],
+    ["BACKUP_ALERT_WEBHOOK_URL_7", "BACKUP_ALERT_FORMAT_7", "BACKUP_ALERT_WEBHOOK_SECRET_7"],
+    ["BACKUP_ALERT_WEBHOOK_URL_8", "BACKUP_ALERT_FORMAT_8", "BACKUP_ALERT_WEBHOOK_SECRET_8"],
+    ["BACKUP_ALERT_WEBHOOK_URL_9", "BACKUP_ALERT_FORMAT_9", "BACKUP_ALERT_WEBHOOK_SECRET_9"],
+];
 
 fn setting(env: &impl Env, name: &str) -> Option<String> {
     env.var(name)
@@ -295,11 +303,11 @@ fn setting(env: &impl Env, name: &str) -> Option<String> {
 /// The labels (URL setting names) of the destinations whose URL is set.
 /// Only the URL decides: a destination whose other settings are wrong still
 /// gets its rows, which fail with the reason until the settings are fixed.
-pub fn labels(env: &impl Env) -> Vec<String> {
-    (1..=MAX_DESTINATIONS)
-        .map(names)
-        .filter(|[url, _, _]| setting(env, url).is_some())
-        .map(|[url, _, _]| url)
+pub fn labels(env: &impl Env) -> Vec<&'static str> {
+    NAMES
+        .iter()
+        .map(|[url, _, _]| *url)
+        .filter(|url| setting(env, url).is_some())
         .collect()
 }
 
@@ -337,20 +345,20 @@ impl std::fmt::Debug for Destination {
 /// Why it cannot be sent to, naming the setting (never its value): the
 /// row's `last_error`.
 pub fn destination(env: &impl Env, label: &str) -> Result<Destination, String> {
-    let n = (1..=MAX_DESTINATIONS)
-        .find(|n| names(*n)[0] == label)
+    let [url_name, format_name, secret_name] = NAMES
+        .iter()
+        .find(|[url, _, _]| *url == label)
         .ok_or_else(|| format!("{label} is not a destination setting"))?;
-    let [url_name, format_name, secret_name] = names(n);
-    let url = setting(env, &url_name).ok_or_else(|| format!("{url_name} is not set"))?;
+    let url = setting(env, url_name).ok_or_else(|| format!("{url_name} is not set"))?;
     if !(url.starts_with("https://") || url.starts_with("http://")) {
         return Err(format!("{url_name} must be an http(s) URL"));
     }
-    let format = match setting(env, &format_name).as_deref() {
+    let format = match setting(env, format_name).as_deref() {
         None | Some("slack") => Format::Slack,
         Some("json") => Format::Json,
         Some(_) => return Err(format!("{format_name} must be slack or json")),
     };
-    let secret = match (format, setting(env, &secret_name)) {
+    let secret = match (format, setting(env, secret_name)) {
         (_, Some(s)) => Some(
             WebhookSecret::parse(&s)
                 .map_err(|_| format!("{secret_name} must be whsec_<base64>"))?,
@@ -922,6 +930,25 @@ mod tests {
     }
 
     const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    #[test]
+    fn each_destination_has_its_settings_suffixed_by_its_number() {
+        for (i, names) in NAMES.iter().enumerate() {
+            let suffix = if i == 0 {
+                String::new()
+            } else {
+                format!("_{}", i + 1)
+            };
+            assert_eq!(
+                names.map(str::to_string),
+                [
+                    format!("BACKUP_ALERT_WEBHOOK_URL{suffix}"),
+                    format!("BACKUP_ALERT_FORMAT{suffix}"),
+                    format!("BACKUP_ALERT_WEBHOOK_SECRET{suffix}"),
+                ]
+            );
+        }
+    }
 
     #[test]
     fn destinations_are_named_by_their_url_setting_and_checked_when_sent() {
