@@ -103,13 +103,17 @@ pub fn transition(prev: Status, next: &Run, verdict: Option<&str>) -> Option<Tra
     }
 }
 
-/// The alert half of a write: the parameters of `raise_alerts.sql`.
+/// The alert half of a write: the parameters of `raise_alerts.sql`, less
+/// the facts. Those are the run as written, rendered only when the write
+/// is sent ([`Raise::params`]): a report that would end its run is decided
+/// as a write before it goes through its lane, and under load most such
+/// reports are repeats that the lane reads and never writes.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Raise {
     /// What the transition raises; `None`: nothing.
     pub kind: Option<Transition>,
-    /// The facts of the message (a JSON object).
-    pub facts: String,
+    /// The verdict the report carries, shown in the facts.
+    verdict: Option<String>,
     /// The destinations' labels (a JSON array).
     pub to: String,
 }
@@ -126,19 +130,26 @@ impl Raise {
             None => Raise::none(),
             kind => Raise {
                 kind,
-                facts: run_facts(next, verdict),
+                verdict: verdict.map(str::to_owned),
                 to: labels_json(env),
             },
         }
     }
 
-    /// `$kind`, `$facts`, `$to` of raise_alerts.sql.
-    pub fn params(&self) -> [Option<String>; 3] {
+    /// The facts of the message about `next`, the run as the write that
+    /// raises this makes it (a JSON object).
+    pub fn facts(&self, next: &Run) -> String {
+        run_facts(next, self.verdict.as_deref())
+    }
+
+    /// `$kind`, `$facts`, `$to` of raise_alerts.sql, for the write of
+    /// `next`.
+    pub fn params(&self, next: &Run) -> [Option<String>; 3] {
         match self.kind {
             None => [None, None, None],
             Some(kind) => [
                 Some(kind.as_str().into()),
-                Some(self.facts.clone()),
+                Some(self.facts(next)),
                 Some(self.to.clone()),
             ],
         }

@@ -238,9 +238,9 @@ impl MemStore {
         Some(row.clone())
     }
 
-    /// raise_alerts.sql over the rows in memory, for a write that happened
-    /// (`saved`, the row as written).
-    fn raise(&self, saved: &Run, raise: &Raise) {
+    /// raise_alerts.sql over the rows in memory, for a write of `next` that
+    /// happened (`saved`, the row as written).
+    fn raise(&self, next: &Run, saved: &Run, raise: &Raise) {
         let event = match raise.kind {
             None => return,
             Some(Transition::Failed) => Event::Failed,
@@ -254,7 +254,8 @@ impl MemStore {
             Event::Recovery => None,
             other => Some(other),
         });
-        let mut facts: serde_json::Value = serde_json::from_str(&raise.facts).unwrap_or_default();
+        let mut facts: serde_json::Value =
+            serde_json::from_str(&raise.facts(next)).unwrap_or_default();
         facts["run"]["run_url"] = serde_json::json!(saved.run_url);
         facts["run"]["started_at"] = serde_json::json!(saved.started_at.map(crate::time::iso8601));
         self.queue(
@@ -478,7 +479,7 @@ impl Store for MemStore {
         }
         let saved = row.clone();
         drop(runs);
-        self.raise(&saved, raise);
+        self.raise(next, &saved, raise);
         Ok(Some(saved))
     }
     async fn apply_to_running(
@@ -522,7 +523,7 @@ impl Store for MemStore {
             .flatten();
         if let Some(saved) = written {
             self.record(delivery, id);
-            self.raise(&saved, raise);
+            self.raise(next, &saved, raise);
             return Ok(Applied::Written);
         }
         // As store.rs chooses: only a decision that ends the run reads.

@@ -525,12 +525,12 @@ fn numbered(sql: &str, names: &[(&str, usize)]) -> String {
 /// raise_alerts.sql with its parameters numbered after `params`, which
 /// they are appended to; empty when `raise` raises nothing, so that the
 /// common write (a progress report) stays the statement it was.
-fn with_raise(params: &mut Vec<Option<String>>, raise: &Raise) -> String {
+fn with_raise(params: &mut Vec<Option<String>>, raise: &Raise, next: &Run) -> String {
     if raise.kind.is_none() {
         return String::new();
     }
     let first = params.len() + 1;
-    params.extend(raise.params());
+    params.extend(raise.params(next));
     numbered(
         RAISE,
         &[("$kind", first), ("$facts", first + 1), ("$to", first + 2)],
@@ -626,7 +626,7 @@ impl<D: Db> Store for PgStore<'_, D> {
             text(next.progress != prev.progress),
             delivery.map(|d| d.body_sha256.to_string()),
         ]);
-        let alerts = with_raise(&mut params, raise);
+        let alerts = with_raise(&mut params, raise, next);
         self.one(&format!("{UPDATE}{alerts}{RUN_COLUMNS} from h"), &params)
             .await
     }
@@ -667,7 +667,7 @@ impl<D: Db> Store for PgStore<'_, D> {
         params.extend(mutable_params(next));
         params.push(text(delivery.body_sha256));
         let body = params.len();
-        let alerts = with_raise(&mut params, raise);
+        let alerts = with_raise(&mut params, raise, next);
         let (repeat, recorded) = match ended {
             Some(e) => {
                 let first = params.len() + 1;
