@@ -123,7 +123,8 @@ pub async fn handle(
             match applied {
                 Applied::Written => {
                     log_applied(host, &report, &next);
-                    let answer = after_success(store, &report, *next, true, None, None).await;
+                    let answer =
+                        after_success(store, &report, *next, true, Listing::Make(None)).await;
                     if raises {
                         alerts::send_soon(host, store).await;
                     }
@@ -136,7 +137,8 @@ pub async fn handle(
                 // the delivery is recorded: decided from the row as read.
                 Applied::Repeat(run, prune) => match run::apply_report(&run, &report, now)? {
                     Outcome::Unchanged => {
-                        return after_success(store, &report, *run, false, None, prune).await
+                        let listing = prune.map_or(Listing::Make(None), Listing::Made);
+                        return after_success(store, &report, *run, false, listing).await;
                     }
                     // Not reached (run.rs's tests hold both states a
                     // repeat is read in, ended_by's and a success's, to
@@ -174,7 +176,7 @@ pub async fn handle(
             return Err(e);
         }
     };
-    let answer = after_success(store, &report, run, changed, unrecorded, None).await;
+    let answer = after_success(store, &report, run, changed, Listing::Make(unrecorded)).await;
     if raised {
         alerts::send_soon(host, store).await;
     }
@@ -262,28 +264,34 @@ fn prunes(report: &Report, run: &Run) -> bool {
     report.event == Event::Succeeded && run.status == Status::Success
 }
 
+/// Where a success's answer gets what retention deletes now.
+enum Listing<'d> {
+    /// To be listed by a statement of its own, which also stores the
+    /// verdict the report carries and records the delivery, if any, that
+    /// [`apply`] left to it (a repeat's: one round trip instead of two).
+    Make(Option<Delivery<'d>>),
+    /// Listed by the statement that read the report as a repeat.
+    Made(String),
+}
+
 /// Answers a report once the run is saved. After a `succeeded` report of a
 /// successful run (first delivery, retry or repeat alike, so a lost answer
-/// costs nothing): records `unrecorded`, the delivery of a repeat that
-/// [`apply`] left to this statement, stores the verdict it carries, and
-/// lists what retention deletes now; or answers with `listed`, what the
-/// statement that read a repeat listed. The success is already saved: an
-/// error here is a 5xx the workflow retries, and the retry is answered the
-/// same way.
+/// costs nothing), the answer lists what retention deletes now, as
+/// `listing` says. The success is already saved: an error here is a 5xx
+/// the workflow retries, and the retry is answered the same way.
 async fn after_success(
     store: &impl Store,
     report: &Report,
     run: Run,
     changed: bool,
-    unrecorded: Option<Delivery<'_>>,
-    listed: Option<String>,
+    listing: Listing<'_>,
 ) -> Result<Response, Error> {
     if !prunes(report, &run) {
         return Ok(answer(200, &run, changed));
     }
-    let prune = match listed {
-        Some(listed) => listed,
-        None => {
+    let prune = match listing {
+        Listing::Made(listed) => listed,
+        Listing::Make(unrecorded) => {
             let folder = retention::folder(run.s3_key.as_deref().unwrap_or_default());
             coalesce::after_success(
                 store,
