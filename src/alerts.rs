@@ -31,6 +31,7 @@
 use crate::config::Env;
 use crate::credentials::webhook::WebhookSecret;
 use crate::error::Error;
+use crate::http;
 use crate::ports::github::OutboundRequest;
 use crate::ports::store::{AlertClock, Store};
 use crate::ports::{Host, Level};
@@ -241,7 +242,11 @@ pub fn error_tail(text: &str) -> String {
 pub fn redact_urls(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(at) = url_start(rest) {
+    while let Some(at) = ["https://", "http://"]
+        .iter()
+        .filter_map(|s| http::find(rest, s))
+        .min()
+    {
         out.push_str(&rest[..at]);
         let url_end = rest[at..]
             .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '<' | '>'))
@@ -258,17 +263,6 @@ pub fn redact_urls(text: &str) -> String {
     }
     out.push_str(rest);
     out
-}
-
-/// Where the first `http://` or `https://` in `text` starts. A byte scan:
-/// `str::find` with a string pattern sets up a substring searcher each
-/// time, and this runs for every failure report.
-fn url_start(text: &str) -> Option<usize> {
-    let bytes = text.as_bytes();
-    (0..bytes.len()).find(|&i| {
-        let at = &bytes[i..];
-        at.starts_with(b"http://") || at.starts_with(b"https://")
-    })
 }
 
 /// The facts of a silence that began at `since_ms`.

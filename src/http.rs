@@ -45,16 +45,23 @@ pub struct Request {
     pub body: Vec<u8>,
 }
 
+/// Where `needle` first occurs in `text`, by a plain byte scan: `str::find`
+/// with a string pattern sets up a substring searcher on every call (about
+/// a microsecond), and the searches here run on every request or report,
+/// over short texts.
+pub fn find(text: &str, needle: &str) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    text.as_bytes()
+        .windows(needle.len())
+        .position(|w| w == needle.as_bytes())
+}
+
 impl Request {
     /// Builds a request from a full URL (`https://host/path?query`).
     pub fn new(method: &str, url: &str, headers: Vec<(String, String)>, body: Vec<u8>) -> Self {
-        // A byte search, not `split_once("://")`: a string pattern sets up
-        // a substring searcher, about a microsecond on every request.
-        let after_scheme = url
-            .as_bytes()
-            .windows(3)
-            .position(|w| w == b"://")
-            .map_or(url, |i| &url[i + 3..]);
+        let after_scheme = find(url, "://").map_or(url, |i| &url[i + 3..]);
         let path_and_query = after_scheme.find('/').map_or("/", |i| &after_scheme[i..]);
         let (path, query) = path_and_query
             .split_once('?')
@@ -322,6 +329,14 @@ mod tests {
         assert_eq!(r.query_param("b").as_deref(), Some("1"));
         assert_eq!(r.query_param("c").as_deref(), Some("/d e"));
         assert_eq!(r.query_param("z"), None);
+    }
+
+    #[test]
+    fn find_gives_the_first_occurrence_as_a_byte_offset() {
+        assert_eq!(find("a://b://c", "://"), Some(1));
+        assert_eq!(find("é http://x", "http://"), Some(3), "bytes, not chars");
+        assert_eq!(find("http:/", "http://"), None, "longer than the text");
+        assert_eq!(find("abc", ""), Some(0));
     }
 
     #[test]

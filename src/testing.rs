@@ -314,8 +314,6 @@ impl MemStore {
         self.notes.borrow().iter().map(|(n, _)| n.clone()).collect()
     }
 
-    /// Records a delivery unless its `webhook-id` was seen (as the
-    /// statements do: `on conflict do nothing`).
     /// retention.sql for one success, over the rows in memory.
     fn after_one(&self, success: &Success<'_>) -> String {
         let (id, verdict, folder) = (success.dispatch_id, success.verification, success.folder);
@@ -367,6 +365,8 @@ impl MemStore {
         serde_json::to_string(&keys).unwrap_or_default()
     }
 
+    /// Records a delivery unless its `webhook-id` was seen (as the
+    /// statements do: `on conflict do nothing`).
     fn record(&self, d: Delivery<'_>, id: DispatchId) {
         self.deliveries
             .borrow_mut()
