@@ -68,24 +68,30 @@ pub use boundary::*;
 
 #[cfg(target_arch = "wasm32")]
 mod boundary {
-    use crate::http::{HostRequest, Request, MAX_BODY_BYTES};
+    use crate::http::{host_headers, Request, MAX_BODY_BYTES};
     use crate::ports::store::PgStore;
     use crate::ports::wasm::{to_js, JsHost};
     use wasm_bindgen::prelude::*;
 
-    // Serves one request for the function `name`. Never rejects for a
-    // request problem: errors are already responses. A request the host
-    // built wrongly is a host bug: logged, and answered 500. (Plain
-    // comments: doc comments would be copied into the generated JS.)
+    // Serves one request for the function `name`: its method, its full URL,
+    // its headers as `name\0value\0...` (crate::http::host_headers says
+    // why one string) and at most `maxBodyBytes() + 1` bytes of its body.
+    // Never rejects for a request problem: errors are already responses. A
+    // request the host built wrongly is a host bug: logged, and answered
+    // 500. (Plain comments: doc comments would be copied into the generated
+    // JS.)
     #[wasm_bindgen(unchecked_return_type = "CoreResponse")]
     pub async fn handle(
         name: String,
-        #[wasm_bindgen(unchecked_param_type = "CoreRequest")] request: JsValue,
+        method: String,
+        url: String,
+        headers: String,
+        body: Vec<u8>,
         host: JsHost,
     ) -> Result<JsValue, JsValue> {
-        let response = match serde_wasm_bindgen::from_value::<HostRequest>(request) {
-            Ok(wire) => {
-                let req = Request::from(wire);
+        let response = match host_headers(&headers) {
+            Some(headers) => {
+                let req = Request::new(&method, &url, headers, body);
                 #[cfg(feature = "test-panic")]
                 if req.header("x-backup-test-panic").is_some() {
                     panic!("deliberate panic requested by a test");
@@ -93,7 +99,7 @@ mod boundary {
                 let store = PgStore::new(&host);
                 crate::app::handle(&host, &store, &name, &req).await
             }
-            Err(e) => crate::app::host_bug(&host, &name, &format!("malformed request: {e}")),
+            None => crate::app::host_bug(&host, &name, "malformed request: unpaired header fields"),
         };
         to_js(&response)
     }

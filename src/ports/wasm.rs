@@ -20,15 +20,6 @@ use wasm_bindgen_futures::JsFuture;
 // purpose to prove that).
 #[wasm_bindgen(typescript_custom_section)]
 const HOST_CONTRACT: &'static str = r#"
-/** A request as the host hands it to the core. `body` holds at most
- * `maxBodyBytes() + 1` bytes: more means "too large". */
-export interface CoreRequest {
-  method: string;
-  url: string;
-  headers: [string, string][];
-  body: Uint8Array;
-}
-
 /** The core's answer, plain data for one `new Response(...)`. */
 export interface CoreResponse {
   status: number;
