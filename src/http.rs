@@ -18,10 +18,10 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 ///
 /// One string crosses the boundary, not two per header read from an object
 /// of pairs by serde-wasm-bindgen (five calls into JS and two string copies
-/// per header). A report's path through host and core took 33.4 against
-/// 35.1 µs in process (bench/README.md, "Why one client is at the 0.9×
-/// line"), and the module no longer carries a deserializer for the
-/// request, about 1 KB gzipped. NUL cannot occur in a header name or value
+/// per header). A report's path through host and core took 33.4 and 34.2
+/// against 35.1 and 34.7 µs in process, two runs (bench/README.md, "Why one
+/// client is at the 0.9× line"), and a function's module no longer carries
+/// a deserializer for the request: 0.6 to 1 KB less gzipped. NUL cannot occur in a header name or value
 /// (RFC 9110 §5.5; the fetch standard's `Headers` refuses it), so the split
 /// is exact. `None` when the fields do not pair up, which only a host bug
 /// can cause.
