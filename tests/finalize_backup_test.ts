@@ -367,8 +367,8 @@ behaviour(
     assert.deepEqual(repeat.body, changed(run.dispatch_id, "failed", false));
     assert.deepEqual(await row(ctx.sql, run.dispatch_id), saved);
     const [d] = await ctx.sql`
-      select dispatch_id::text, body_sha256 from backup_report_deliveries
-       where webhook_id = 'msg_repeat_failure'`;
+      select dispatch_id::text, encode(body_sha256, 'hex') as body_sha256
+        from backup_report_deliveries where webhook_id = 'msg_repeat_failure'`;
     assert.deepEqual({ ...d }, {
       dispatch_id: run.dispatch_id,
       body_sha256: createHash("sha256").update(failed).digest("hex"),
@@ -1398,7 +1398,8 @@ behaviour(
       keys.map(() => VERDICT),
     );
     const recorded = await ctx.sql`
-      select webhook_id, dispatch_id::text, body_sha256
+      select webhook_id, dispatch_id::text,
+             encode(body_sha256, 'hex') as body_sha256
         from backup_report_deliveries where webhook_id like 'msg_verdict_%'`;
     assert.equal(recorded.length, sent.length);
     const byId = new Map(recorded.map((d) => [d.webhook_id, d]));

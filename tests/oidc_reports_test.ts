@@ -217,7 +217,8 @@ Deno.test("a re-used webhook-id with another body gets 409 webhook_id_reused, th
       },
     });
     const [d] = await ctx.db.sql`
-      select body_sha256 from backup_report_deliveries where webhook_id = 'msg_1'`;
+      select encode(body_sha256, 'hex') as body_sha256
+        from backup_report_deliveries where webhook_id = 'msg_1'`;
     assert.match(d.body_sha256, /^[0-9a-f]{64}$/);
   });
 });

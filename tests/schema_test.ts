@@ -200,6 +200,33 @@ Deno.test(
 );
 
 Deno.test(
+  "a delivery's body hash is a SHA-256 digest's 32 bytes, or none",
+  withDb(async (sql) => {
+    const run = await insertRun(sql);
+    const deliver = (id: string, hash: string | null) =>
+      sql`insert into public.backup_report_deliveries
+            (webhook_id, dispatch_id, body_sha256)
+          values (${id}, ${run.dispatch_id}, decode(${hash}, 'hex'))`;
+    const good = "0123456789abcdef".repeat(4);
+    for (const bad of [good.slice(2), good + "00", ""]) {
+      await assertPgError(deliver(`msg_${bad.length}`, bad), {
+        code: "23514",
+        constraint: "backup_report_deliveries_body_sha256_check",
+      });
+    }
+    await deliver("msg_good", good);
+    await deliver("msg_before_hashes", null);
+    const rows = await sql`
+      select webhook_id, encode(body_sha256, 'hex') as hash
+        from public.backup_report_deliveries order by webhook_id`;
+    assert.deepEqual([...rows], [
+      { webhook_id: "msg_before_hashes", hash: null },
+      { webhook_id: "msg_good", hash: good },
+    ]);
+  }),
+);
+
+Deno.test(
   "a failed run must have a failure_reason, and only a failed run may",
   withDb(async (sql) => {
     const run = await insertRun(sql);
@@ -371,6 +398,40 @@ Deno.test(
 );
 
 // --- migrations ----------------------------------------------------------------
+
+Deno.test(
+  "upgrading converts every stored hex body hash to its 32 bytes",
+  withDb(async (sql, url) => {
+    const run = await insertRun(sql);
+    // The table as 20261130000200_report_hardening.sql left it.
+    await sql.unsafe(`
+      alter table public.backup_report_deliveries
+        drop constraint backup_report_deliveries_body_sha256_check;
+      alter table public.backup_report_deliveries
+        alter column body_sha256 type text using encode(body_sha256, 'hex');
+      alter table public.backup_report_deliveries
+        add constraint backup_report_deliveries_body_sha256_check
+        check (body_sha256 ~ '^[0-9a-f]{64}$');
+      delete from supabase_migrations.schema_migrations
+       where version = '20261201000100';
+    `).simple();
+    const hash = "fedcba9876543210".repeat(4);
+    await sql`
+      insert into public.backup_report_deliveries
+        (webhook_id, dispatch_id, body_sha256)
+      values ('msg_hex', ${run.dispatch_id}, ${hash}),
+             ('msg_none', ${run.dispatch_id}, null)`;
+    assert.deepEqual(await migrate(url), ["20261201000100"]);
+    const rows = await sql`
+      select webhook_id, pg_typeof(body_sha256)::text as type,
+             encode(body_sha256, 'hex') as hash
+        from public.backup_report_deliveries order by webhook_id`;
+    assert.deepEqual([...rows], [
+      { webhook_id: "msg_hex", type: "bytea", hash },
+      { webhook_id: "msg_none", type: "bytea", hash: null },
+    ]);
+  }),
+);
 
 Deno.test(
   "running the migrations again changes nothing",

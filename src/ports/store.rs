@@ -804,7 +804,7 @@ impl<D: Db> Store for PgStore<'_, D> {
         self.db
             .execute(
                 "delete from public.backup_report_deliveries \
-                 where webhook_id = $1::text and body_sha256 = $2::text",
+                 where webhook_id = $1::text and body_sha256 = decode($2::text, 'hex')",
                 &[text(delivery.id), text(delivery.body_sha256)],
             )
             .await
@@ -813,7 +813,7 @@ impl<D: Db> Store for PgStore<'_, D> {
     async fn record_delivery(&self, delivery: Delivery<'_>, id: DispatchId) -> Result<(), DbError> {
         self.db
             .execute(
-                "insert into public.backup_report_deliveries (webhook_id, dispatch_id, body_sha256) values ($1::text, $2::uuid, $3::text) on conflict do nothing",
+                "insert into public.backup_report_deliveries (webhook_id, dispatch_id, body_sha256) values ($1::text, $2::uuid, decode($3::text, 'hex')) on conflict do nothing",
                 &[text(delivery.id), text(id), text(delivery.body_sha256)],
             )
             .await?;

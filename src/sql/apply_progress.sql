@@ -29,7 +29,7 @@
 -- the row's), $7 the delivery's body SHA-256 (hex).
 with recorded as (
   insert into public.backup_report_deliveries (webhook_id, dispatch_id, body_sha256)
-  values ($2::text, $1::uuid, $7::text)
+  values ($2::text, $1::uuid, decode($7::text, 'hex'))
   on conflict do nothing
   returning dispatch_id
 ), applied as (

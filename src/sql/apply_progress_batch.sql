@@ -64,7 +64,7 @@ with report as (
   returning h.dispatch_id
 ), delivered as (
   insert into public.backup_report_deliveries (webhook_id, dispatch_id, body_sha256)
-  select j.webhook_id, a.dispatch_id, j.body_sha256 from judged j, applied a
+  select j.webhook_id, a.dispatch_id, decode(j.body_sha256, 'hex') from judged j, applied a
   on conflict do nothing
 )
 select j.webhook_id, j.changes from judged j, applied a

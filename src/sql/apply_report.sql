@@ -49,7 +49,7 @@ with applied as (
   returning dispatch_id, run_url, started_at
 ), delivered as (
   insert into public.backup_report_deliveries (webhook_id, dispatch_id, body_sha256)
-  select $2::text, applied.dispatch_id, $16::text from applied
+  select $2::text, applied.dispatch_id, decode($16::text, 'hex') from applied
   on conflict do nothing
 ), h as (
   select dispatch_id, run_url, started_at from applied

@@ -31,7 +31,7 @@ with running as (
   returning *
 ), delivered as (
   insert into public.backup_report_deliveries (webhook_id, dispatch_id, body_sha256)
-  select $14::text, h.dispatch_id, $20::text from h where $14::text is not null
+  select $14::text, h.dispatch_id, decode($20::text, 'hex') from h where $14::text is not null
   on conflict do nothing
 )
 -- followed by the select list of select_run.sql `from h`, then the same

@@ -18,7 +18,7 @@
 -- generic plan, or, once the table was large enough for that plan to cost
 -- more, made PostgreSQL plan the whole statement again on every execution.
   , d.dispatch_id::text as delivered
-  , d.body_sha256 as delivered_sha256
+  , encode(d.body_sha256, 'hex') as delivered_sha256
 from public.backup_history h
 left join public.backup_report_deliveries d on d.webhook_id = $2::text
 where h.dispatch_id = coalesce(

@@ -46,7 +46,7 @@ with report as (
                               key, folder, attempt, workflow_run, ord)
 ), repeat as (
   insert into public.backup_report_deliveries (webhook_id, dispatch_id, body_sha256)
-  select r.webhook_id, r.dispatch_id, r.body_sha256
+  select r.webhook_id, r.dispatch_id, decode(r.body_sha256, 'hex')
     from report r
    where (r.reason is not null or r.key is not null)
      and (select true from public.backup_history e
@@ -65,7 +65,7 @@ with report as (
 \i run_columns.sql
   , s.ord::int4 as ord
   , d.dispatch_id::text as delivered
-  , d.body_sha256 as delivered_sha256
+  , encode(d.body_sha256, 'hex') as delivered_sha256
   , p.recorded is not null as recorded
   , case when p.recorded and s.folder is not null then
 \i retention_list.sql

@@ -12,7 +12,7 @@
 -- hash parameter.
 , repeat as (
   insert into public.backup_report_deliveries (webhook_id, dispatch_id, body_sha256)
-  select $2::text, r.dispatch_id, $body::text
+  select $2::text, r.dispatch_id, decode($body::text, 'hex')
     from public.backup_history r
    where r.dispatch_id = $1::uuid
      and not exists (select from applied)

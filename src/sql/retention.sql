@@ -39,7 +39,7 @@ with success as (
   returning 1
 ), recorded as (
   insert into public.backup_report_deliveries (webhook_id, dispatch_id, body_sha256)
-  select s.webhook_id, s.dispatch_id, s.body_sha256
+  select s.webhook_id, s.dispatch_id, decode(s.body_sha256, 'hex')
     from success s where s.webhook_id is not null
   on conflict do nothing
 )

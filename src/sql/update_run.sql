@@ -40,7 +40,7 @@ with h as (
   returning *
 ), delivered as (
   insert into public.backup_report_deliveries (webhook_id, dispatch_id, body_sha256)
-  select $14::text, h.dispatch_id, $24::text from h where $14::text is not null
+  select $14::text, h.dispatch_id, decode($24::text, 'hex') from h where $14::text is not null
   on conflict do nothing
 )
 -- followed by raise_alerts.sql, then the select list of select_run.sql,
