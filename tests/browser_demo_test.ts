@@ -616,6 +616,45 @@ Deno.test({
       );
 
       await t.step(
+        "a failed verification names its mismatches and how many more there are",
+        async () => {
+          const [newest] = await db.sql`
+            select dispatch_id::text from backup_history
+             where status = 'success' order by finished_at desc limit 1`;
+          await db.sql`
+            update backup_history
+               set verification = ${
+            db.sql.json({
+              mode: "restore",
+              ok: false,
+              tables: 300,
+              rows: 1000,
+              mismatches: [{ table: "public t1", expected: 6, actual: 5 }],
+              mismatches_omitted: 249,
+            })
+          }, verified_at = now()
+             where dispatch_id = ${newest.dispatch_id}`;
+          await page.click("#refresh");
+          // The history row's details, folded until clicked.
+          const warning = page.locator(
+            `#run-${newest.dispatch_id} details pre`,
+          );
+          await warning.waitFor({ state: "attached", timeout: 5000 });
+          assert.equal(
+            await warning.textContent(),
+            `Backup ${
+              newest.dispatch_id.slice(0, 8)
+            }… is stored, but its restore verification FAILED: see the workflow run.\n` +
+              "public t1: 5 rows, expected 6\nand 249 more tables",
+          );
+          await db.sql`
+            update backup_history set verification = null, verified_at = null
+             where dispatch_id = ${newest.dispatch_id}`;
+          assert.deepEqual(main.errors, []);
+        },
+      );
+
+      await t.step(
         "names the download secrets when links are off, and with them a Download button saves the object from S3",
         async () => {
           // This stack has no BACKUP_S3_* secrets: successes, no links.

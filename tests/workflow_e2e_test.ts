@@ -771,6 +771,63 @@ Deno.test(
 );
 
 Deno.test(
+  "e2e: cancelled during Verify (SIGINT), after the upload -> success with the object, the verdict saying the verification did not finish",
+  opts,
+  async () => {
+    // A scratch server that accepts connections and never answers: the
+    // Verify step waits on it (PGCONNECT_TIMEOUT) until it is cancelled.
+    const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const held: Deno.Conn[] = [];
+    const accepting = (async () => {
+      for await (const conn of silent) held.push(conn);
+    })().catch(() => {});
+    const e = await startE2E({
+      vars: { BACKUP_VERIFY: "restore" },
+      secrets: {
+        BACKUP_VERIFY_DATABASE_URL:
+          `postgresql://postgres@127.0.0.1:${silent.addr.port}/postgres`,
+      },
+    });
+    try {
+      const { dispatchId, runId } = await pressBackup(e);
+      await waitFor(
+        "the Verify step to connect",
+        () => held.length > 0,
+        60_000,
+      );
+      const stored = await listKeys(e.bucket);
+      assert.equal(stored.length, 1, "uploaded before Verify");
+
+      await e.gh.cancel(runId, "SIGINT");
+      const res = await e.gh.waitForRun(runId);
+      assert.equal(res.conclusion, "cancelled");
+      const r = await row(e, dispatchId);
+      assert.equal(r.status, "success", context(e, runId));
+      assert.equal(r.outcome_source, "report");
+      assert.equal(r.s3_key, stored[0]);
+      const bytes = await getObject(e.bucket, r.s3_key);
+      assert.ok(bytes);
+      assert.equal(await sha256hex(bytes), r.sha256);
+      assert.deepEqual(r.verification, {
+        mode: "restore",
+        ok: false,
+        tables: null,
+        rows: null,
+        mismatches: [],
+        error: "the verification did not finish: the run was cancelled",
+      });
+      // Retention runs only after a success of the job: not this time.
+      assert.doesNotMatch(res.log, /Nothing to prune|Pruned \d+ objects/);
+    } finally {
+      await e.close();
+      silent.close();
+      for (const c of held) c.close();
+      await accepting;
+    }
+  },
+);
+
+Deno.test(
   "e2e: runner lost mid-dump (SIGKILL) -> no report; reconciliation ends the row from GitHub",
   opts,
   async () => {

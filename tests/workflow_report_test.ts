@@ -12,32 +12,33 @@ import assert from "node:assert/strict";
 import { startLocalGitHub } from "../scripts/local_github.ts";
 import type { ActOptions, LocalGitHub } from "../scripts/local_github.ts";
 import {
+  aws,
+  awsEnv,
   createBucket,
   getObject,
   LIB_PATH,
   ROOT,
   run,
   runStep,
+  s3Endpoint,
   sha256hex,
   skipWithoutAct,
   sourceDatabase,
   startRunner,
+  waitFor,
   WORKFLOW_PATH,
   workflowScripts,
   workflowText,
 } from "./support/workflow_harness.ts";
-import type { SourceDatabase } from "./support/workflow_harness.ts";
+import type { Runner, SourceDatabase } from "./support/workflow_harness.ts";
+import { testDatabaseUrl } from "./support/db.ts";
 import {
   json,
   standardWebhookSignature,
   startReceiver,
 } from "./support/workflow_receiver.ts";
 import type { Receiver } from "./support/workflow_receiver.ts";
-import {
-  S3_ACCESS_KEY,
-  S3_SECRET_KEY,
-  s3Endpoint,
-} from "./support/workflow_harness.ts";
+import { S3_ACCESS_KEY, S3_SECRET_KEY } from "./support/workflow_harness.ts";
 
 const SECRET = "whsec_" + btoa("workflow-test-secret-0123456789!");
 const SKIP_ACT = await skipWithoutAct();
@@ -530,6 +531,608 @@ Deno.test("report_outcome.sh reports the failed step with its stderr, secrets re
     assert.ok(summary.includes("| Reported | yes (status failed) |"), summary);
     assert.ok(!summary.includes(password));
   } finally {
+    await receiver.close();
+    await runner.close();
+  }
+});
+
+/** The outcome step's environment as the workflow gives it (overridable). */
+function outcomeEnv(
+  receiver: Receiver,
+  id: string,
+  env: Record<string, string>,
+): Record<string, string> {
+  return {
+    BACKUP_FINALIZE_URL: receiver.url,
+    BACKUP_WEBHOOK_SECRET: SECRET,
+    BACKUP_JOB_TIMEOUT_MINUTES: "100",
+    DISPATCH_ID: id,
+    DUMP_TIMEOUT_MINUTES: "60",
+    VERIFY_TIMEOUT_MINUTES: "60",
+    BACKUP_DATABASE_URL: "postgresql://backup:pw-not-sent@db.example/app",
+    AWS_SECRET_ACCESS_KEY: S3_SECRET_KEY,
+    ...env,
+  };
+}
+
+Deno.test("report_outcome.sh sends an empty stderr tail as nothing and a tail byte for byte, but for redaction", async () => {
+  const cases = [
+    { stderr: "", tail: "" },
+    // No newline at its end, and a secret to redact: only that changes.
+    {
+      stderr: "psql: password pw-not-sent rejected\n\tat line 2",
+      tail: "\npsql: password *** rejected\n\tat line 2",
+    },
+  ];
+  for (const { stderr, tail } of cases) {
+    const runner = await startRunner();
+    const receiver = await startReceiver(SECRET);
+    try {
+      const id = crypto.randomUUID();
+      await Deno.writeTextFile(`${runner.temp}/backup/reporting-ready`, "");
+      await Deno.writeTextFile(
+        `${runner.temp}/backup/config.state`,
+        "exit 1\n",
+      );
+      await Deno.writeTextFile(`${runner.temp}/backup/config.stderr`, stderr);
+      const r = await runStep(
+        runner,
+        "report_outcome.sh",
+        outcomeEnv(receiver, id, {
+          JOB_STATUS: "failure",
+          OUTCOME_SETUP: "success",
+          OUTCOME_START: "success",
+          OUTCOME_CONFIG: "failure",
+          OUTCOME_DUMP: "skipped",
+          OUTCOME_UPLOAD: "skipped",
+          OUTCOME_VERIFY: "skipped",
+        }),
+      );
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.equal(receiver.reports.length, 1);
+      assert.deepEqual(receiver.reports[0].body, {
+        event: "failed",
+        workflow_run_id: 4242,
+        run_attempt: 1,
+        dispatch_id: id,
+        error_text: 'Step "Check backup settings" failed (exit code 1).' +
+          tail,
+      });
+    } finally {
+      await receiver.close();
+      await runner.close();
+    }
+  }
+});
+
+Deno.test(
+  "workflow: Prepare reporting and Report outcome run whatever happened before them (if: always()), the backup steps only while all is well",
+  {
+    ignore: !HAS_PYYAML,
+  },
+  async () => {
+    const r = await run("python3", [
+      "-c",
+      "import json, sys, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)",
+    ], { stdin: workflowText() });
+    assert.equal(r.code, 0, r.stderr);
+    const steps: { name: string; if?: string }[] =
+      JSON.parse(r.stdout).jobs.backup.steps;
+    // A job GitHub failed or cancelled before its first step (a service
+    // container that did not start) skips every step without `if:`.
+    assert.deepEqual(steps.map((s) => [s.name, s.if ?? null]), [
+      ["Prepare reporting", "always()"],
+      ["Report start", null],
+      ["Check backup settings", null],
+      ["Dump database", null],
+      ["Upload to S3", null],
+      ["Verify backup", null],
+      ["Report outcome", "always()"],
+      ["Prune old backups", "success()"],
+    ]);
+  },
+);
+
+Deno.test("report_outcome.sh: a job that failed or was cancelled before its first step (its service container did not start) is reported, saying so", async () => {
+  const restore = {
+    BACKUP_VERIFY: "restore",
+    BACKUP_VERIFY_IMAGE: "",
+  };
+  const cases = [
+    {
+      env: { JOB_STATUS: "failure", ...restore },
+      event: "failed",
+      status: "failed",
+      text: "The job failed before any of its steps ran: its service " +
+        "container, the scratch PostgreSQL server of BACKUP_VERIFY=restore, " +
+        'did not start (see "Initialize containers" in the run\'s log).',
+    },
+    {
+      env: { JOB_STATUS: "failure", BACKUP_VERIFY: "list" },
+      event: "failed",
+      status: "failed",
+      text:
+        'The job failed before any of its steps ran (see "Set up job" in the run\'s log).',
+    },
+    {
+      env: { JOB_STATUS: "cancelled", ...restore },
+      event: "cancelled",
+      status: "failed",
+      text: "The run was cancelled. No step of the backup had started.",
+    },
+  ];
+  for (const c of cases) {
+    const runner = await startRunner();
+    const receiver = await startReceiver(SECRET);
+    try {
+      // "Prepare reporting" runs (if: always()) as it does on any run.
+      const id = crypto.randomUUID();
+      const prepared = await runStep(runner, "prepare_reporting.sh", {
+        GITHUB_EVENT_NAME: "workflow_dispatch",
+        BACKUP_DISPATCH_ID_INPUT: id,
+        BACKUP_FINALIZE_URL: receiver.url,
+        BACKUP_WEBHOOK_SECRET: SECRET,
+      });
+      assert.equal(prepared.code, 0, prepared.stdout + prepared.stderr);
+      assert.equal(runner.githubEnv(), `DISPATCH_ID=${id}\n`);
+      const r = await runStep(
+        runner,
+        "report_outcome.sh",
+        outcomeEnv(receiver, id, {
+          OUTCOME_SETUP: "success",
+          OUTCOME_START: "skipped",
+          OUTCOME_CONFIG: "skipped",
+          OUTCOME_DUMP: "skipped",
+          OUTCOME_UPLOAD: "skipped",
+          OUTCOME_VERIFY: "skipped",
+          ...c.env,
+        }),
+      );
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      assert.equal(
+        r.stdout,
+        `Reported ${c.event} for ${id} (status ${c.status})\n`,
+      );
+      assert.equal(receiver.reports.length, 1);
+      const [report] = receiver.reports;
+      assert.ok(report.verified);
+      assert.deepEqual(report.body, {
+        event: c.event,
+        workflow_run_id: 4242,
+        run_attempt: 1,
+        dispatch_id: id,
+        error_text: c.text,
+      });
+      assert.ok(
+        runner.summary().includes(`| Error | ${c.text.replace(/`/g, " ")} |`),
+        runner.summary(),
+      );
+    } finally {
+      await receiver.close();
+      await runner.close();
+    }
+  }
+});
+
+const STORED = {
+  s3_key: "backups/20260101T000000Z_x.dump",
+  size_bytes: 123456,
+  sha256: "ab".repeat(32),
+};
+/** The verdict verify_backup.sh writes before it starts checking. */
+const UNFINISHED = {
+  mode: "restore",
+  ok: false,
+  tables: null,
+  rows: null,
+  mismatches: [],
+  error: "the verification did not finish",
+};
+
+Deno.test("report_outcome.sh: once the object is stored, a cancel, a job timeout or a verify failure or timeout still reports succeeded, the verdict saying why the verification did not finish", async () => {
+  const failedCheck = {
+    mode: "restore",
+    ok: false,
+    tables: 2,
+    rows: 1000,
+    mismatches: [{ table: "public items", expected: 2000, actual: 1000 }],
+    error: "row counts differ from the dump's snapshot",
+  };
+  const cases: {
+    name: string;
+    env: Record<string, string>;
+    verdict?: unknown;
+    state?: string;
+    /** Seconds since the step started (verify) and the job (lib.sh). */
+    verifyAgo?: number;
+    jobAgo?: number;
+    sent?: unknown;
+  }[] = [
+    {
+      name: "cancelled during Verify",
+      env: { JOB_STATUS: "cancelled", OUTCOME_VERIFY: "cancelled" },
+      verdict: UNFINISHED,
+      state: "running",
+      sent: {
+        ...UNFINISHED,
+        error: "the verification did not finish: the run was cancelled",
+      },
+    },
+    {
+      name: "the job's timeout-minutes during Verify",
+      env: { JOB_STATUS: "cancelled", OUTCOME_VERIFY: "cancelled" },
+      verdict: UNFINISHED,
+      state: "running",
+      jobAgo: 100 * 60,
+      sent: {
+        ...UNFINISHED,
+        error:
+          "the verification did not finish: the job exceeded its timeout of 100 minutes",
+      },
+    },
+    {
+      name: "Verify's own timeout-minutes (continue-on-error)",
+      env: {
+        JOB_STATUS: "success",
+        OUTCOME_VERIFY: "failure",
+        VERIFY_TIMEOUT_MINUTES: "1",
+      },
+      verdict: UNFINISHED,
+      state: "signal SIGINT",
+      verifyAgo: 61,
+      sent: {
+        ...UNFINISHED,
+        error:
+          "the verification did not finish: the step timed out after 1 minutes (timeout-minutes)",
+      },
+    },
+    {
+      name: "cancelled between the upload and Verify",
+      env: {
+        JOB_STATUS: "cancelled",
+        OUTCOME_VERIFY: "skipped",
+        BACKUP_VERIFY: "list",
+      },
+      sent: {
+        mode: "list",
+        ok: false,
+        tables: null,
+        rows: null,
+        mismatches: [],
+        error: "the verification did not run: the run was cancelled",
+      },
+    },
+    {
+      name: "a failed check (the documented case, unchanged)",
+      env: { JOB_STATUS: "success", OUTCOME_VERIFY: "failure" },
+      verdict: failedCheck,
+      state: "exit 1",
+      sent: failedCheck,
+    },
+    {
+      name: "cancelled after the upload with BACKUP_VERIFY=off",
+      env: {
+        JOB_STATUS: "cancelled",
+        OUTCOME_VERIFY: "success",
+        BACKUP_VERIFY: "off",
+      },
+    },
+  ];
+  for (const c of cases) {
+    const runner = await startRunner();
+    const receiver = await startReceiver(SECRET);
+    try {
+      const id = crypto.randomUUID();
+      const dir = `${runner.temp}/backup`;
+      const now = Date.now() / 1000;
+      await Deno.writeTextFile(`${dir}/reporting-ready`, "");
+      await Deno.writeTextFile(`${dir}/upload.state`, "exit 0\n");
+      await Deno.writeTextFile(`${dir}/result.json`, JSON.stringify(STORED));
+      if (c.verdict) {
+        await Deno.writeTextFile(
+          `${dir}/verification.json`,
+          JSON.stringify(c.verdict) + "\n",
+        );
+      }
+      if (c.state) {
+        await Deno.writeTextFile(`${dir}/verify.state`, c.state + "\n");
+        await Deno.writeTextFile(
+          `${dir}/verify.started`,
+          `${Math.floor(now - (c.verifyAgo ?? 3))}\n`,
+        );
+      }
+      const jobStart = now - (c.jobAgo ?? 0);
+      await Deno.utime(`${dir}/lib.sh`, jobStart, jobStart);
+      const r = await runStep(
+        runner,
+        "report_outcome.sh",
+        outcomeEnv(receiver, id, {
+          OUTCOME_SETUP: "success",
+          OUTCOME_START: "success",
+          OUTCOME_CONFIG: "success",
+          OUTCOME_DUMP: "success",
+          OUTCOME_UPLOAD: "success",
+          BACKUP_VERIFY: "restore",
+          ...c.env,
+        }),
+      );
+      assert.equal(r.code, 0, c.name + r.stdout + r.stderr);
+      assert.equal(
+        r.stdout,
+        `Reported succeeded for ${id} (status success)\n`,
+        c.name,
+      );
+      assert.equal(receiver.reports.length, 1, c.name);
+      assert.ok(receiver.reports[0].verified);
+      assert.deepEqual(receiver.reports[0].body, {
+        event: "succeeded",
+        workflow_run_id: 4242,
+        run_attempt: 1,
+        dispatch_id: id,
+        ...STORED,
+        ...(c.sent ? { verification: c.sent } : {}),
+      }, c.name);
+      // What retention deletes next (the answer listed none).
+      assert.equal(runner.file("prune.json"), "[]\n", c.name);
+      const summary = runner.summary();
+      assert.ok(summary.includes("| Outcome | succeeded |"), summary);
+      if (c.sent) {
+        const { mode, error } = c.sent as { mode: string; error: string };
+        assert.ok(
+          summary.includes(`| Verification | ${mode}: **FAILED** ${error} |`),
+          summary,
+        );
+      }
+    } finally {
+      await receiver.close();
+      await runner.close();
+    }
+  }
+});
+
+/**
+ * A stored object and what the dump and upload steps leave for the Verify
+ * step: `pg_restore` is a stand-in script (the dump records which
+ * pg_restore to use), so a test decides what the archive lists.
+ */
+async function storedForVerify(
+  runner: Runner,
+  pgRestoreScript: string,
+  env: Record<string, string> = {},
+): Promise<Record<string, string>> {
+  const dir = `${runner.temp}/backup`;
+  const bucket = await createBucket();
+  const bytes = new TextEncoder().encode("not really a dump\n");
+  const key = "backups/20260101T000000Z_verify.dump";
+  await Deno.writeFile(`${runner.temp}/object`, bytes);
+  const put = await aws([
+    "s3",
+    "cp",
+    `${runner.temp}/object`,
+    `s3://${bucket}/${key}`,
+  ]);
+  assert.equal(put.code, 0, put.stderr);
+  const stub = `${runner.temp}/pg_restore`;
+  await Deno.writeTextFile(stub, "#!/usr/bin/env bash\n" + pgRestoreScript);
+  await Deno.chmod(stub, 0o755);
+  await Deno.writeTextFile(
+    `${dir}/dump.json`,
+    JSON.stringify({
+      format: "custom",
+      started_at: "20260101T000000Z",
+      pg_restore: stub,
+    }),
+  );
+  await Deno.writeTextFile(
+    `${dir}/result.json`,
+    JSON.stringify({
+      s3_key: key,
+      size_bytes: bytes.length,
+      sha256: await sha256hex(bytes),
+    }),
+  );
+  return {
+    DISPATCH_ID: crypto.randomUUID(),
+    // Its own scratch database name (backup_verify_<run id>_1).
+    GITHUB_RUN_ID: String(1_000_000 + Math.floor(Math.random() * 1e6)),
+    ...awsEnv(),
+    BACKUP_S3_BUCKET: bucket,
+    BACKUP_S3_ENDPOINT_URL: s3Endpoint(),
+    PGCONNECT_TIMEOUT: "10",
+    ...env,
+  };
+}
+
+/** A verdict's size as finalize-backup measures it (canonical JSON, UTF-8). */
+function verdictBytes(v: Record<string, unknown>): number {
+  const sorted = Object.fromEntries(
+    Object.entries(v).sort(([a], [b]) => a < b ? -1 : 1),
+  );
+  return new TextEncoder().encode(JSON.stringify(sorted)).length;
+}
+
+Deno.test("verify_backup.sh keeps a restore verdict with thousands of mismatching tables, long names too, far below finalize-backup's 8192 bytes: the first mismatches and how many more", async () => {
+  // Short names: the first 50. Names longer than PostgreSQL allows, of
+  // two-byte letters, a quote and a backslash (escaped in JSON): the first
+  // ones that fit in 4096 bytes.
+  const short = (i: number) => `t${String(i).padStart(3, "0")}`;
+  const long = (i: number) =>
+    `l${String(i).padStart(4, "0")}_${"é".repeat(25)}"\\`.padEnd(58, "x");
+  for (
+    const { name, count, kept } of [
+      { name: short, count: 120, kept: 50 },
+      { name: long, count: 3000, kept: 31 },
+    ]
+  ) {
+    const runner = await startRunner();
+    try {
+      const tables = Array.from({ length: count }, (_, i) => name(i + 1));
+      const list = tables.map((t, i) =>
+        `${i + 1}; 1259 ${16000 + i} TABLE DATA public ${t} postgres`
+      ).join("\n") + "\n";
+      await Deno.writeTextFile(`${runner.temp}/list.txt`, list);
+      // The archive lists the tables; "restoring" it creates none, so
+      // every table is missing from the scratch database.
+      const env = await storedForVerify(
+        runner,
+        `cat > /dev/null\n` +
+          `if [[ $1 == --list ]]; then cat "${runner.temp}/list.txt"; fi\n`,
+        {
+          BACKUP_VERIFY: "restore",
+          BACKUP_VERIFY_DATABASE_URL: testDatabaseUrl(),
+        },
+      );
+      await Deno.writeTextFile(
+        `${runner.temp}/backup/source-counts.txt`,
+        tables.map((t) =>
+          `public ${t}\t7\n`
+        ).join(""),
+      );
+      const r = await runStep(runner, "verify_backup.sh", env);
+      assert.equal(r.code, 1, r.stdout + r.stderr);
+      const verdict = JSON.parse(runner.file("verification.json")!);
+      const missing = tables.map((t) => ({
+        table: `public ${t}`,
+        expected: 7,
+        actual: null,
+      }));
+      assert.deepEqual(verdict, {
+        mode: "restore",
+        ok: false,
+        tables: count,
+        rows: 0,
+        mismatches: missing.slice(0, kept),
+        mismatches_omitted: count - kept,
+        error: "row counts differ from the dump's snapshot",
+      });
+      const bytes = (v: unknown) =>
+        new TextEncoder().encode(JSON.stringify(v)).length;
+      assert.ok(bytes(verdict.mismatches) <= 4096);
+      assert.ok(
+        kept === 50 || bytes(missing.slice(0, kept + 1)) > 4096,
+        "as many as fit",
+      );
+      assert.ok(verdictBytes(verdict) < 5000, String(verdictBytes(verdict)));
+      assert.equal(runner.file("verify.state"), "exit 1\n");
+      assert.ok(
+        r.stdout.includes(
+          `::error title=Backup::Verification failed: row counts differ from the dump's snapshot: ${
+            JSON.stringify(missing.slice(0, kept))
+          } and ${count - kept} more\n`,
+        ),
+        r.stdout.slice(0, 300),
+      );
+    } finally {
+      await runner.close();
+    }
+  }
+});
+
+Deno.test("verify_backup.sh bounds the verdict's error to 500 characters, whatever a tool printed", async () => {
+  const runner = await startRunner();
+  try {
+    const env = await storedForVerify(
+      runner,
+      `cat > /dev/null\nprintf 'pg_restore: error: %s\\n' "$(printf 'z%.0s' {1..20000})" >&2\nexit 1\n`,
+      { BACKUP_VERIFY: "list" },
+    );
+    const r = await runStep(runner, "verify_backup.sh", env);
+    assert.equal(r.code, 1, r.stdout + r.stderr);
+    const verdict = JSON.parse(runner.file("verification.json")!);
+    const error = ("the stored object cannot be listed: pg_restore: error: " +
+      "z".repeat(20000)).slice(0, 499) + "…";
+    assert.deepEqual(verdict, {
+      mode: "list",
+      ok: false,
+      tables: null,
+      rows: null,
+      mismatches: [],
+      error,
+    });
+    assert.equal(runner.file("verify.state"), "exit 1\n");
+  } finally {
+    await runner.close();
+  }
+});
+
+Deno.test("verify_backup.sh killed mid-download by a cancel leaves 'did not finish', and report_outcome.sh reports succeeded saying the run was cancelled", async () => {
+  // An S3 that accepts the download and never answers it.
+  let release!: () => void;
+  const hang = new Promise<void>((r) => release = r);
+  let asked = 0;
+  const s3 = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    async () => {
+      asked++;
+      await hang;
+      return new Response("", { status: 500 });
+    },
+  );
+  const runner = await startRunner();
+  const receiver = await startReceiver(SECRET);
+  try {
+    const env = await storedForVerify(runner, "cat > /dev/null\n", {
+      BACKUP_VERIFY: "list",
+    });
+    env.BACKUP_S3_ENDPOINT_URL = `http://127.0.0.1:${s3.addr.port}`;
+    // The step in its own process group, killed as act (and, in the end,
+    // GitHub) stops a cancelled step: SIGKILL to all of it, no trap runs.
+    const step = new Deno.Command("setsid", {
+      args: [
+        "bash",
+        "--noprofile",
+        "--norc",
+        "-eo",
+        "pipefail",
+        `${ROOT}/workflow/verify_backup.sh`,
+      ],
+      env: { ...runner.env, ...env },
+      clearEnv: true,
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    await waitFor("the download to start", () => asked >= 1, 30_000);
+    const killed = await run("kill", ["-KILL", "--", `-${step.pid}`]);
+    assert.equal(killed.code, 0, killed.stderr);
+    assert.equal((await step.status).signal, "SIGKILL");
+    assert.equal(runner.file("verify.state"), "running\n");
+    assert.deepEqual(JSON.parse(runner.file("verification.json")!), {
+      ...UNFINISHED,
+      mode: "list",
+    });
+
+    await Deno.writeTextFile(`${runner.temp}/backup/reporting-ready`, "");
+    const id = env.DISPATCH_ID;
+    const r = await runStep(
+      runner,
+      "report_outcome.sh",
+      outcomeEnv(receiver, id, {
+        JOB_STATUS: "cancelled",
+        OUTCOME_SETUP: "success",
+        OUTCOME_START: "success",
+        OUTCOME_CONFIG: "success",
+        OUTCOME_DUMP: "success",
+        OUTCOME_UPLOAD: "success",
+        OUTCOME_VERIFY: "cancelled",
+        BACKUP_VERIFY: "list",
+      }),
+    );
+    assert.equal(r.code, 0, r.stdout + r.stderr);
+    assert.deepEqual(receiver.reports.map((x) => x.body), [{
+      event: "succeeded",
+      workflow_run_id: 4242,
+      run_attempt: 1,
+      dispatch_id: id,
+      ...JSON.parse(runner.file("result.json")!),
+      verification: {
+        ...UNFINISHED,
+        mode: "list",
+        error: "the verification did not finish: the run was cancelled",
+      },
+    }]);
+  } finally {
+    release();
+    await s3.shutdown();
     await receiver.close();
     await runner.close();
   }

@@ -68,11 +68,14 @@ export interface Verification {
   tables: number | null;
   /** Rows restored (restore mode), else null. */
   rows: number | null;
+  /** The first tables whose counts differ (at most 50, 4 KB of JSON). */
   mismatches: {
     table: string;
     expected: number | null;
     actual: number | null;
   }[];
+  /** How many more tables differ than `mismatches` lists, when any. */
+  mismatches_omitted?: number;
   error?: string;
 }
 

@@ -30,9 +30,13 @@ stored=$(aws "${BK_AWS[@]}" s3api head-object --bucket "$BACKUP_S3_BUCKET" --key
 if [[ $stored != "$size_bytes" ]]; then
   bk_fail "The uploaded object has $stored bytes, the dump has $size_bytes."
 fi
+# From here the object is this run's backup, whatever happens later:
+# result.json, written last and whole (mv), is what tells the outcome
+# step to report it as stored.
 jq -n -c --arg s3_key "$s3_key" --argjson size_bytes "$size_bytes" --arg sha256 "$sha256" \
-  '{s3_key: $s3_key, size_bytes: $size_bytes, sha256: $sha256}' > "$BK_DIR/result.json"
+  '{s3_key: $s3_key, size_bytes: $size_bytes, sha256: $sha256}' > "$BK_DIR/result.json.tmp"
 bk_s3_keep
+mv -f "$BK_DIR/result.json.tmp" "$BK_DIR/result.json"
 if [[ -n ${dump_file:-} ]]; then rm -f "$dump_file"; fi
 echo "Uploaded s3://$BACKUP_S3_BUCKET/$s3_key"
 bk_progress uploaded

@@ -8,15 +8,33 @@ if [[ $mode == off || ! -f $BK_DIR/result.json ]]; then
 fi
 # The object exists whatever this step finds: the run stays a success and
 # the report carries the verdict. Until a verdict is written, the verdict
-# is that the check did not finish.
-verdict() { # OK TABLES ROWS MISMATCHES_JSON ERROR
+# is that the check did not finish (the outcome step says why).
+#
+# finalize-backup stores a verdict of at most 8192 bytes and refuses the
+# whole report beyond that, so the verdict is bounded whatever the tables
+# are called: `error` to 500 characters, `mismatches` to its first entries
+# that fit in 50 entries and 4096 bytes of JSON, with the number of those
+# left out in `mismatches_omitted` (only when some are).
+verdict() { # OK TABLES ROWS MISMATCHES_FILE ERROR (no file: no mismatches)
   jq -n -c --arg mode "$mode" --argjson ok "$1" --argjson tables "$2" --argjson rows "$3" \
-    --argjson mismatches "$4" --arg error "$5" \
-    '{mode: $mode, ok: $ok, tables: $tables, rows: $rows, mismatches: $mismatches}
-     + (if $error == "" then {} else {error: $error} end)' > "$BK_DIR/verification.json"
+    --slurpfile mismatches "${4:-/dev/null}" --arg error "$5" '
+    ($mismatches[0] // []) as $all
+    | (reduce $all[] as $m ({kept: [], bytes: 2, full: false};
+        if .full then . else
+          ($m | tojson | utf8bytelength + 1) as $n
+          | if (.kept | length) < 50 and .bytes + $n <= 4096
+            then .kept += [$m] | .bytes += $n else .full = true end
+        end) | .kept) as $kept
+    | {mode: $mode, ok: $ok, tables: $tables, rows: $rows, mismatches: $kept}
+    + (if ($all | length) > ($kept | length)
+       then {mismatches_omitted: (($all | length) - ($kept | length))} else {} end)
+    + (if $error == "" then {}
+       elif ($error | length) > 500 then {error: ($error[0:499] + "…")}
+       else {error: $error} end)' > "$BK_DIR/verification.json.tmp"
+  mv -f "$BK_DIR/verification.json.tmp" "$BK_DIR/verification.json"
 }
-verdict false null null '[]' "the verification did not finish"
-fail() { verdict false "${tables:-null}" null "${mismatches:-[]}" "$1"; bk_fail "Verification failed: $1"; }
+verdict false null null "" "the verification did not finish"
+fail() { verdict false "${tables:-null}" null "" "$1"; bk_fail "Verification failed: $1"; }
 
 s3_key=$(jq -r .s3_key "$BK_DIR/result.json")
 want_size=$(jq -r .size_bytes "$BK_DIR/result.json")
@@ -89,7 +107,7 @@ else
 fi
 if [[ $mode == list ]]; then
   [[ -z $problem ]] || fail "$problem"
-  verdict true "$tables" null '[]' ""
+  verdict true "$tables" null "" ""
   echo "Verified (list): the stored object is the dump ($got_size bytes, sha256 $got_sha) and lists $tables tables with data."
   exit 0
 fi
@@ -99,19 +117,22 @@ psql -X -A -t -q -w -v ON_ERROR_STOP=1 --dbname="$scratch_url" -c "$(bk_count_ro
   > "$BK_DIR/restored-counts.txt" || fail "counting the restored rows failed"
 # One object per table with data: expected from the dump's snapshot,
 # actual from the scratch database (null when the table is missing).
-mismatches=$(jq -n -c --rawfile tables "$BK_DIR/verify-tables.txt" \
+jq -n -c --rawfile tables "$BK_DIR/verify-tables.txt" \
   --rawfile source "$BK_DIR/source-counts.txt" --rawfile restored "$BK_DIR/restored-counts.txt" '
   def counts($t): [$t | split("\n")[] | select(length > 0) | split("\t") | {(.[0]): (.[1] | tonumber)}] | add // {};
   counts($source) as $want | counts($restored) as $got
   | [$tables | split("\n")[] | select(length > 0)
-     | {table: ., expected: $want[.], actual: $got[.]} | select(.expected != .actual)]')
+     | {table: ., expected: $want[.], actual: $got[.]} | select(.expected != .actual)]' \
+  > "$BK_DIR/verify-mismatches.json"
+mismatched=$(jq length "$BK_DIR/verify-mismatches.json")
 rows=$(jq -n --rawfile restored "$BK_DIR/restored-counts.txt" \
   '[$restored | split("\n")[] | select(length > 0) | split("\t")[1] | tonumber] | add // 0')
-if [[ $mismatches == "[]" && -z $problem ]]; then
-  verdict true "$tables" "$rows" '[]' ""
+if (( mismatched == 0 )) && [[ -z $problem ]]; then
+  verdict true "$tables" "$rows" "" ""
   echo "Verified (restore): $tables tables, $rows rows, each table's count equal to the dump's snapshot."
 else
-  [[ $mismatches == "[]" ]] || problem=${problem:+$problem; }"row counts differ from the dump's snapshot"
-  verdict false "$tables" "$rows" "$mismatches" "$problem"
-  bk_fail "Verification failed: $problem: $mismatches"
+  (( mismatched == 0 )) || problem=${problem:+$problem; }"row counts differ from the dump's snapshot"
+  verdict false "$tables" "$rows" "$BK_DIR/verify-mismatches.json" "$problem"
+  bk_fail "Verification failed: $problem: $(jq -r '(.mismatches | tojson)
+    + (if .mismatches_omitted then " and \(.mismatches_omitted) more" else "" end)' "$BK_DIR/verification.json")"
 fi

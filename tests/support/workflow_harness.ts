@@ -166,7 +166,8 @@ export function s3Endpoint(): string {
 export const S3_ACCESS_KEY = "test";
 export const S3_SECRET_KEY = "test-secret-key-not-logged";
 
-function awsEnv(): Record<string, string> {
+/** The AWS CLI's settings for the loopback S3 (moto), and nothing else. */
+export function awsEnv(): Record<string, string> {
   return {
     AWS_ACCESS_KEY_ID: S3_ACCESS_KEY,
     AWS_SECRET_ACCESS_KEY: S3_SECRET_KEY,

@@ -612,6 +612,9 @@ function verificationWarning(run) {
       `${m.table}: ${m.actual ?? "missing"} rows, expected ${m.expected}`,
     );
   }
+  if (v.mismatches_omitted > 0) {
+    lines.push(`and ${v.mismatches_omitted} more tables`);
+  }
   return lines.join("\n");
 }
 
