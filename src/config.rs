@@ -134,6 +134,17 @@ pub fn oidc(env: &impl Env) -> Result<Expected, Error> {
     let issuer = get(env, "GITHUB_OIDC_ISSUER").unwrap_or_else(|| GITHUB_OIDC_ISSUER.into());
     let project = required(env, "SUPABASE_URL")?;
     let github = github(env)?;
+    // A token names the workflow by its file (`workflow_ref`), never by
+    // GitHub's numeric id, which trigger-backup could dispatch by: every
+    // report would be refused, each as a 401 that says little about why.
+    if !(github.workflow.ends_with(".yml") || github.workflow.ends_with(".yaml")) {
+        return Err(Error::Config {
+            setting: "BACKUP_WORKFLOW",
+            message: "must be the workflow's file name (such as backup.yml) when reports \
+                      are checked by GitHub's OIDC token, which names the file"
+                .into(),
+        });
+    }
     let git_ref = github.workflow_ref;
     Ok(Expected {
         issuer,
@@ -154,6 +165,17 @@ pub fn oidc(env: &impl Env) -> Result<Expected, Error> {
 /// [`Error::Config`] when it is missing or not `whsec_<base64>`.
 pub fn webhook_secret(env: &impl Env) -> Result<WebhookSecret, Error> {
     WebhookSecret::parse(&required(env, "BACKUP_WEBHOOK_SECRET")?)
+}
+
+/// `BACKUP_WEBHOOK_SECRET` where signing is optional (a sweep may be signed
+/// or carry the service key): `None` when it is not set.
+///
+/// # Errors
+/// [`Error::Config`] when it is set but not `whsec_<base64>`.
+pub fn webhook_secret_if_set(env: &impl Env) -> Result<Option<WebhookSecret>, Error> {
+    get(env, "BACKUP_WEBHOOK_SECRET")
+        .map(|s| WebhookSecret::parse(&s))
+        .transpose()
 }
 
 /// What signs download links (`backup-status`'s `download_url`):
@@ -444,6 +466,37 @@ mod tests {
             err.public_message(),
             "server misconfigured: BACKUP_JWT_SECRET is not set, and neither SUPABASE_JWKS \
              nor SUPABASE_URL is available to check access tokens with"
+        );
+    }
+
+    #[test]
+    fn oidc_needs_the_workflow_by_file_name_and_takes_a_bare_ref_for_a_branch() {
+        let expected = |workflow: &'static str, git_ref: &'static str| {
+            oidc(&vars(&[
+                ("GITHUB_TOKEN", "t"),
+                ("GITHUB_REPOSITORY", "acme/app"),
+                ("SUPABASE_URL", "https://x.supabase.co"),
+                ("BACKUP_WORKFLOW", workflow),
+                ("BACKUP_WORKFLOW_REF", git_ref),
+            ]))
+        };
+        let err = expected("123456", "main").unwrap_err();
+        assert_eq!(
+            err.public_message(),
+            "server misconfigured: BACKUP_WORKFLOW must be the workflow's file name (such as \
+             backup.yml) when reports are checked by GitHub's OIDC token, which names the file"
+        );
+        assert_eq!(
+            expected("backup.yaml", "main").unwrap().workflow,
+            "backup.yaml"
+        );
+        assert_eq!(
+            expected("backup.yml", "release").unwrap().git_ref,
+            "refs/heads/release"
+        );
+        assert_eq!(
+            expected("backup.yml", "refs/tags/v1").unwrap().git_ref,
+            "refs/tags/v1"
         );
     }
 

@@ -92,6 +92,16 @@ impl<'de> Visitor<'de> for CanonicalVisitor {
         scalar(v)
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Canonical, E> {
+        // A whole number is written as one, as the integer it equals:
+        // PostgreSQL's jsonb holds `1`, `1.0` and `1e0` equal, and the
+        // statements compare progress as jsonb, so the core must too (or
+        // it would write a change each time `1` and `1.0` alternate).
+        // Within ±2^53, where every integer is a float exactly.
+        const EXACT: f64 = 9_007_199_254_740_992.0;
+        if v.fract() == 0.0 && v.abs() <= EXACT {
+            #[allow(clippy::cast_possible_truncation)]
+            return scalar(v as i64);
+        }
         scalar(v)
     }
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Canonical, E> {
@@ -166,7 +176,30 @@ mod tests {
     fn strings_and_numbers_are_written_as_serde_json_writes_them() {
         assert_eq!(
             canonical_object(r#"{"s":"a\u00e9\n\"","f":1.50,"e":1e3,"n":-7,"t":true}"#).unwrap(),
-            r#"{"e":1000.0,"f":1.5,"n":-7,"s":"aé\n\"","t":true}"#
+            r#"{"e":1000,"f":1.5,"n":-7,"s":"aé\n\"","t":true}"#
+        );
+    }
+
+    #[test]
+    fn numbers_jsonb_holds_equal_have_one_text() {
+        let one = canonical_object(r#"{"n":1}"#).unwrap();
+        for same in [
+            r#"{"n":1.0}"#,
+            r#"{"n":1e0}"#,
+            r#"{"n":1.000}"#,
+            r#"{"n": 10e-1}"#,
+        ] {
+            assert_eq!(canonical_object(same).unwrap(), one, "{same}");
+        }
+        assert_eq!(canonical_object(r#"{"n":-0.0}"#).unwrap(), r#"{"n":0}"#);
+        assert_eq!(canonical_object(r#"{"n":1.5}"#).unwrap(), r#"{"n":1.5}"#);
+        assert_eq!(
+            canonical_object(r#"{"n":9007199254740992.0}"#).unwrap(),
+            r#"{"n":9007199254740992}"#
+        );
+        assert_eq!(
+            canonical_object(r#"{"n":1e300}"#).unwrap(),
+            r#"{"n":1e+300}"#
         );
     }
 

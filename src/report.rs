@@ -19,7 +19,7 @@ pub const MAX_PROGRESS_BYTES: usize = 1024;
 /// S3 keys are at most 1024 bytes.
 pub const MAX_S3_KEY_BYTES: usize = 1024;
 /// JavaScript and PostgreSQL `bigint` meet safely below 2^53.
-const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+pub(crate) const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 
 /// What the workflow says happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]

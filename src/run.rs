@@ -246,20 +246,7 @@ pub enum Outcome {
 /// [`Error::StaleAttempt`] for rule 1 and [`Error::IllegalTransition`] for
 /// every other refused report (409 either way).
 pub fn apply_report(run: &Run, report: &Report, now: i64) -> Result<Outcome, Error> {
-    if report.run_attempt < run.run_attempt {
-        return Err(Error::StaleAttempt {
-            reported: report.run_attempt,
-            current: run.run_attempt,
-        });
-    }
-    if let Some(recorded) = run.workflow_run_id {
-        if recorded != report.workflow_run_id {
-            return Err(Error::IllegalTransition(format!(
-                "this dispatch_id belongs to workflow run {recorded}, not {}",
-                report.workflow_run_id
-            )));
-        }
-    }
+    reported_by(run, report)?;
 
     let mut next = run.clone();
     next.workflow_run_id = Some(report.workflow_run_id);
@@ -362,6 +349,53 @@ impl Ended {
             && run.run_attempt == self.run_attempt
             && run.workflow_run_id == Some(self.workflow_run_id)
     }
+}
+
+/// Rules 1 and 2 of [`apply_report`]: the report comes from the run's
+/// current attempt or a later one, and from the workflow run recorded on it.
+fn reported_by(run: &Run, report: &Report) -> Result<(), Error> {
+    if report.run_attempt < run.run_attempt {
+        return Err(Error::StaleAttempt {
+            reported: report.run_attempt,
+            current: run.run_attempt,
+        });
+    }
+    if let Some(recorded) = run.workflow_run_id {
+        if recorded != report.workflow_run_id {
+            return Err(Error::IllegalTransition(format!(
+                "this dispatch_id belongs to workflow run {recorded}, not {}",
+                report.workflow_run_id
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `run` may send a `pruned` report: that the objects its
+/// success's answer listed are deleted. It changes no state of its own run,
+/// so it is decided here rather than by [`apply_report`], by the same first
+/// two rules, and only from the run that succeeded, in the attempt that
+/// succeeded. A report names its own run: a token or a signature made for
+/// one run cannot mark objects deleted by naming another.
+///
+/// # Errors
+/// [`Error::StaleAttempt`] for an older attempt, and
+/// [`Error::IllegalTransition`] otherwise (409 either way).
+pub fn accepts_pruned(run: &Run, report: &Report) -> Result<(), Error> {
+    reported_by(run, report)?;
+    if run.status != Status::Success {
+        return Err(Error::IllegalTransition(format!(
+            "only a successful run prunes, and this run is {}",
+            status_str(run.status)
+        )));
+    }
+    if report.run_attempt != run.run_attempt {
+        return Err(Error::IllegalTransition(format!(
+            "this run succeeded in attempt {}; pruned comes from that attempt",
+            run.run_attempt
+        )));
+    }
+    Ok(())
 }
 
 /// The state in which `report` is a repeat ([`Ended`]), for `failed` and
@@ -603,6 +637,38 @@ mod tests {
             Outcome::Changed(next) => *next,
             Outcome::Unchanged => panic!("expected a change for {event:?}"),
         }
+    }
+
+    #[test]
+    fn only_the_attempt_that_succeeded_reports_what_it_pruned_from_its_own_workflow_run() {
+        for run in every_state() {
+            for attempt in 1..=3 {
+                let mut pruned = report(Event::Pruned, attempt);
+                pruned.pruned = Some(r#"["backups/old.dump"]"#.into());
+                let accepted = accepts_pruned(&run, &pruned).is_ok();
+                let expected = run.status == Status::Success
+                    && run.run_attempt == attempt
+                    && run.workflow_run_id.is_none_or(|w| w == 77);
+                assert_eq!(accepted, expected, "{run:?} attempt {attempt}");
+            }
+        }
+        let mut run = fresh();
+        run.workflow_run_id = Some(78);
+        run.finish(Status::Success, None, OutcomeSource::Report, NOW);
+        assert_eq!(
+            accepts_pruned(&run, &report(Event::Pruned, 1))
+                .unwrap_err()
+                .code(),
+            "illegal_transition"
+        );
+        run.workflow_run_id = Some(77);
+        run.run_attempt = 2;
+        assert_eq!(
+            accepts_pruned(&run, &report(Event::Pruned, 1))
+                .unwrap_err()
+                .code(),
+            "stale_attempt"
+        );
     }
 
     fn failed_by(source: OutcomeSource, reason: FailureReason) -> Run {

@@ -140,10 +140,12 @@ pub struct MemStore {
     /// Deliveries recorded as repeats by `apply_to_running` and
     /// `read_reports`.
     pub repeats_recorded: Cell<u32>,
-    /// When set, the next progress write records its delivery and then
-    /// finds this run in the row instead (another writer got there
-    /// between apply_progress.sql's read and its row lock).
+    /// When set, the next progress write finds this run in the row instead
+    /// (another writer got there before apply_progress.sql's row lock).
     pub overtaken_by: RefCell<Option<Run>>,
+    /// When set, the database goes down right after the next progress
+    /// statement (`apply_to_running`) answers.
+    pub down_after_progress: Cell<bool>,
 }
 
 /// Returns `Pending` once (waking itself), so that other futures run.
@@ -334,10 +336,15 @@ impl MemStore {
                 run.version += 1;
             }
         }
-        // retention.sql's rule, over the rows in memory.
+        serde_json::to_string(&self.listed(id, folder)).unwrap_or_default()
+    }
+
+    /// The keys retention lists for the success `id` (its key's `folder`):
+    /// retention.sql's rule, over the rows in memory.
+    fn listed(&self, id: DispatchId, folder: &str) -> Vec<String> {
         let (days, keep) = self.retention.get();
         let Some(days) = days else {
-            return "[]".into();
+            return Vec::new();
         };
         let mut stored: Vec<Run> = self
             .runs
@@ -361,8 +368,7 @@ impl MemStore {
             })
             .collect();
         keys.sort();
-        let keys: Vec<String> = keys.into_iter().map(|(_, k)| k).collect();
-        serde_json::to_string(&keys).unwrap_or_default()
+        keys.into_iter().map(|(_, k)| k).collect()
     }
 
     /// Records a delivery unless its `webhook-id` was seen (as the
@@ -494,14 +500,11 @@ impl Store for MemStore {
             GiveWay(false).await;
         }
         self.up()?;
-        // apply_progress.sql: the delivery is recorded first, whatever the
-        // run's state, then the decision is written if that recorded it and
-        // the run is in progress in the attempt (merge_running's guard).
+        // apply_progress.sql: if the run is in progress in the attempt
+        // (merge_running's guard), its row is locked and a new delivery
+        // recorded, then the decision is written if it changes the run.
         if keeps_running(next, raise) {
-            if self.deliveries.borrow().contains_key(delivery.id) {
-                return Ok(Applied::Missed);
-            }
-            self.record(delivery, id);
+            // Another writer changed the row before this statement locked it.
             if let Some(other) = self.overtaken_by.borrow_mut().take() {
                 if let Some(row) = self
                     .runs
@@ -511,11 +514,22 @@ impl Store for MemStore {
                 {
                     *row = other;
                 }
-                return Ok(Applied::DeliveryOnly);
             }
+            let running = self.runs.borrow().iter().any(|r| {
+                r.dispatch_id == id
+                    && r.status == Status::InProgress
+                    && r.run_attempt == next.run_attempt
+                    && r.workflow_run_id
+                        .is_none_or(|w| Some(w) == next.workflow_run_id)
+            });
+            self.down.set(self.down_after_progress.take());
+            if !running || self.deliveries.borrow().contains_key(delivery.id) {
+                return Ok(Applied::Missed);
+            }
+            self.record(delivery, id);
             return Ok(match self.merge_running(id, next) {
                 Some(_) => Applied::Written,
-                None => Applied::DeliveryOnly,
+                None => Applied::Recorded,
             });
         }
         let written = (!self.deliveries.borrow().contains_key(delivery.id))
@@ -713,11 +727,22 @@ impl Store for MemStore {
         self.success_batches.borrow_mut().push(successes.len());
         Ok(successes.iter().map(|s| self.after_one(s)).collect())
     }
-    async fn mark_pruned(&self, keys: &str) -> Result<(), DbError> {
+    async fn mark_pruned(
+        &self,
+        id: DispatchId,
+        folder: &str,
+        keys: &str,
+        delivery: Delivery<'_>,
+    ) -> Result<(), DbError> {
         self.up()?;
+        self.record(delivery, id);
         let keys: Vec<String> = serde_json::from_str(keys).unwrap_or_default();
+        let due = self.listed(id, folder);
         for run in self.runs.borrow_mut().iter_mut() {
-            let listed = run.s3_key.as_ref().is_some_and(|k| keys.contains(k));
+            let listed = run
+                .s3_key
+                .as_ref()
+                .is_some_and(|k| keys.contains(k) && due.contains(k));
             if listed && run.status == Status::Success && run.pruned_at.is_none() {
                 run.pruned_at = Some(1);
                 run.version += 1;

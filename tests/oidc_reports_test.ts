@@ -31,6 +31,8 @@ interface Ctx {
   audience: string;
 }
 
+const SERVICE_KEY = "sb_secret_oidc_test_service_key";
+
 async function withStack(
   mode: "oidc" | "both",
   fn: (ctx: Ctx) => Promise<void>,
@@ -47,6 +49,7 @@ async function withStack(
       BACKUP_REPORT_AUTH: mode,
       GITHUB_OIDC_ISSUER: gh.oidcIssuer,
       SUPABASE_URL: `http://127.0.0.1:${port}`,
+      SUPABASE_SERVICE_ROLE_KEY: SERVICE_KEY,
       ...(mode === "oidc" ? { BACKUP_WEBHOOK_SECRET: null } : {}),
     },
   });
@@ -192,6 +195,93 @@ Deno.test("finalize-backup in both mode needs the signature and the run's token 
     const both = await post(ctx, started(id, runId), { token, signed: true });
     assert.equal(both.status, 200, JSON.stringify(both.body));
     assert.equal(both.body.changed, true);
+  });
+});
+
+Deno.test("in oidc mode a token for one run cannot mark another run's backups pruned, a request without credentials is 401 before anything else, and a signed sweep is 401 without a signing secret", async () => {
+  await withStack("oidc", async (ctx) => {
+    // An older success whose object retention would delete, and the run
+    // that succeeds now.
+    await ctx.db
+      .sql`update backup_settings set retention_days = 1, retention_keep = 1`;
+    const old = crypto.randomUUID();
+    const oldKey = `backups/20261101T000000Z_${old}.dump`;
+    await ctx.db.sql`
+      insert into backup_history (dispatch_id, trigger_source, status, s3_key,
+        outcome_source, workflow_run_id, started_at, finished_at)
+      values (${old}, 'manual', 'success', ${oldKey}, 'report', 41,
+        now() - interval '30 days', now() - interval '30 days')`;
+    const { id, runId } = await dispatched(ctx);
+    const succeeded = {
+      event: "succeeded",
+      dispatch_id: id,
+      workflow_run_id: runId,
+      run_attempt: 1,
+      s3_key: `backups/20261201T000000Z_${id}.dump`,
+    };
+    const done = await post(ctx, succeeded, {
+      token: await ctx.gh.mintOidcToken(runId, ctx.audience),
+    });
+    assert.deepEqual([done.status, done.body.prune], [200, [oldKey]]);
+
+    // The next backup's own token, naming this success.
+    const next = await dispatched(ctx);
+    const other = await post(ctx, {
+      event: "pruned",
+      dispatch_id: id,
+      workflow_run_id: next.runId,
+      run_attempt: 1,
+      pruned: [oldKey],
+    }, { token: await ctx.gh.mintOidcToken(next.runId, ctx.audience) });
+    assert.deepEqual([other.status, other.body.error.code], [
+      409,
+      "illegal_transition",
+    ]);
+    const [row] = await ctx.db.sql`
+      select pruned_at from backup_history where dispatch_id = ${old}`;
+    assert.equal(row.pruned_at, null);
+    // The success's own report marks it.
+    const own = await post(ctx, {
+      event: "pruned",
+      dispatch_id: id,
+      workflow_run_id: runId,
+      run_attempt: 1,
+      pruned: [oldKey],
+    }, { token: await ctx.gh.mintOidcToken(runId, ctx.audience) });
+    assert.deepEqual(own, {
+      status: 200,
+      body: { dispatch_id: id, status: "success", changed: false },
+    });
+    const [marked] = await ctx.db.sql`
+      select pruned_at is not null as pruned from backup_history
+       where dispatch_id = ${old}`;
+    assert.equal(marked.pruned, true);
+
+    // No credentials and no webhook-id: 401, not a 400 about the header.
+    const bare = await fetch(ctx.stack.fn("finalize-backup"), {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "{}",
+    });
+    assert.deepEqual([bare.status, (await bare.json()).error.code], [
+      401,
+      "missing_token",
+    ]);
+
+    // A signature on a sweep where no signing secret is set.
+    const sweep = await fetch(ctx.stack.fn("reconcile-backups"), {
+      method: "POST",
+      headers: { "webhook-signature": "v1,AAAA", apikey: SERVICE_KEY },
+      body: '{"sweep":true}',
+    });
+    assert.deepEqual([sweep.status, (await sweep.json()).error.code], [
+      401,
+      "invalid_signature",
+    ]);
+    assert.ok(
+      !ctx.stack.output().includes('"level":"error"'),
+      ctx.stack.output(),
+    );
   });
 });
 

@@ -184,6 +184,13 @@ Deno.test({
       const url = withDatabase(testDatabaseUrl(), "postgres");
       assert.deepEqual(await migrate(url), versions);
 
+      // In the schema the Supabase docs give it, whichever migration
+      // created it.
+      const [{ schema }] = await sql`
+        select extnamespace::regnamespace::text as schema
+          from pg_extension where extname = 'pg_cron'`;
+      assert.equal(schema, "pg_catalog");
+
       const jobs = await sql`
         select jobname, schedule, command, database, username, active
           from cron.job where jobname = ${JOB.jobname}`;

@@ -434,6 +434,87 @@ Deno.test(
 );
 
 Deno.test(
+  "a verification verdict must have its own mode and a boolean ok",
+  withDb(async (sql) => {
+    const run = await insertRun(sql, {
+      status: "success",
+      s3_key: "backups/a.dump",
+      ...finished(),
+    });
+    const verify = (verdict: unknown) =>
+      sql`update public.backup_history
+             set verification = ${
+        sql.json(verdict as never)
+      }, verified_at = now()
+           where id = ${run.id}`;
+    for (
+      const bad of [
+        { x: { mode: "list", ok: true } },
+        { mode: "list" },
+        { ok: true },
+        { mode: "list", ok: "yes" },
+        { mode: "maybe", ok: true },
+        ["list"],
+      ]
+    ) {
+      await assertPgError(verify(bad), {
+        code: "23514",
+        constraint: "verification_shape",
+      });
+    }
+    await verify({ mode: "restore", ok: false, mismatches: [{ ok: 1 }] });
+    const [row] = await sql`
+      select verification from public.backup_history where id = ${run.id}`;
+    assert.deepEqual(row.verification, {
+      mode: "restore",
+      ok: false,
+      mismatches: [{ ok: 1 }],
+    });
+  }),
+);
+
+Deno.test(
+  "upgrading keeps a stored verdict without a mode, and checks every new one",
+  withDb(async (sql, url) => {
+    // The constraint as 20261130001200_restorable.sql left it, which let a
+    // verdict without a mode through.
+    await sql.unsafe(`
+      alter table public.backup_history
+        drop constraint verification_shape,
+        add constraint verification_shape check (
+          jsonb_typeof(verification) = 'object'
+          and verification ->> 'mode' in ('list', 'restore')
+          and jsonb_typeof(verification -> 'ok') = 'boolean');
+      delete from supabase_migrations.schema_migrations
+       where version = '20261201000200';
+    `).simple();
+    const old = await insertRun(sql, {
+      status: "success",
+      s3_key: "backups/old.dump",
+      ...finished(),
+    });
+    await sql`
+      update public.backup_history
+         set verification = '{"x":{"mode":"list","ok":true}}'::jsonb,
+             verified_at = now()
+       where id = ${old.id}`;
+    assert.deepEqual(await migrate(url), ["20261201000200"]);
+    const [kept] = await sql`
+      select verification from public.backup_history where id = ${old.id}`;
+    assert.deepEqual(kept.verification, { x: { mode: "list", ok: true } });
+    const [constraint] = await sql`
+      select convalidated from pg_constraint
+       where conname = 'verification_shape'`;
+    assert.equal(constraint.convalidated, false);
+    await assertPgError(
+      sql`update public.backup_history
+             set verification = '{"ok":true}'::jsonb where id = ${old.id}`,
+      { code: "23514", constraint: "verification_shape" },
+    );
+  }),
+);
+
+Deno.test(
   "running the migrations again changes nothing",
   withDb(async (sql, url) => {
     await insertRun(sql);

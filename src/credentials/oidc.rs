@@ -288,16 +288,18 @@ pub async fn authenticate_report<'r>(
     if mode.webhook() {
         config::webhook_secret(host)?.verify_request(req, host.now_ms() / 1000)?;
     }
+    // Credentials first: a request without them is a 401 whatever else
+    // it lacks.
+    let run = match mode {
+        ReportAuth::Webhook => None,
+        ReportAuth::Oidc | ReportAuth::Both => Some(run_of(host, req, &config::oidc(host)?).await?),
+    };
     // verify_request refused a missing or over-long id; without a
     // signature it is still the delivery's name, so still required.
     let webhook_id = req
         .header("webhook-id")
         .filter(|id| !id.is_empty() && id.len() <= 256)
         .ok_or_else(|| Error::parameter("webhook-id", "is required"))?;
-    let run = match mode {
-        ReportAuth::Webhook => None,
-        ReportAuth::Oidc | ReportAuth::Both => Some(run_of(host, req, &config::oidc(host)?).await?),
-    };
     Ok((run, webhook_id))
 }
 

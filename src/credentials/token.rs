@@ -443,17 +443,19 @@ fn hs256_verifies(keys: &Keys, kid: Option<&str>, signed: &[u8], signature: &[u8
 fn check_claims(p64: &str, now_secs: i64) -> Result<(User, i64), Error> {
     let claims: Claims = decode_json(p64).ok_or_else(|| invalid("bad claims"))?;
     let exp = claims.exp.ok_or_else(|| invalid("no exp"))? as i64;
-    if exp + LEEWAY_SECONDS < now_secs {
+    // Saturating: a claim may be any number, and `exp: 1e300` (cut to
+    // i64::MAX) plus the leeway must not wrap around into the past.
+    if exp.saturating_add(LEEWAY_SECONDS) < now_secs {
         return Err(invalid("expired"));
     }
     if let Some(nbf) = claims.nbf.map(|t| t as i64) {
-        if nbf - LEEWAY_SECONDS > now_secs {
+        if nbf.saturating_sub(LEEWAY_SECONDS) > now_secs {
             return Err(invalid("not yet valid"));
         }
     }
     if claims
         .iat
-        .is_some_and(|iat| iat as i64 > now_secs + MAX_IAT_AHEAD_SECONDS)
+        .is_some_and(|iat| iat as i64 > now_secs.saturating_add(MAX_IAT_AHEAD_SECONDS))
     {
         return Err(invalid("issued in the future"));
     }
@@ -638,6 +640,38 @@ mod tests {
         assert!(
             verify(&sign_hs256(SECRET, &c), &hs_keys(), NOW).is_ok(),
             "within leeway"
+        );
+    }
+
+    #[test]
+    fn time_claims_at_the_edge_of_the_numbers_neither_wrap_nor_panic() {
+        let mut c = claims();
+        c["exp"] = json!(1e300);
+        assert_eq!(
+            valid_user(verify(&sign_hs256(SECRET, &c), &hs_keys(), NOW).unwrap()),
+            USER,
+            "an exp far ahead is not in the past"
+        );
+        c["exp"] = json!(-1e300);
+        assert_eq!(
+            verify(&sign_hs256(SECRET, &c), &hs_keys(), NOW).unwrap_err(),
+            Error::InvalidToken("expired".into())
+        );
+        let mut c = claims();
+        c["nbf"] = json!(-1e300);
+        c["iat"] = json!(-1e300);
+        assert!(verify(&sign_hs256(SECRET, &c), &hs_keys(), NOW).is_ok());
+        c["nbf"] = json!(1e300);
+        assert_eq!(
+            verify(&sign_hs256(SECRET, &c), &hs_keys(), NOW).unwrap_err(),
+            Error::InvalidToken("not yet valid".into())
+        );
+        c["nbf"] = json!(NOW);
+        c["iat"] = json!(1e300);
+        assert_eq!(
+            verify(&sign_hs256(SECRET, &c), &hs_keys(), i64::MAX - 10).unwrap_err(),
+            Error::InvalidToken("expired".into()),
+            "a clock at the end of time sees the token expired"
         );
     }
 

@@ -30,12 +30,14 @@
 //! report that ends the run costs two (the statement, which then reads the
 //! row, and the write or the record of the delivery; a `succeeded` repeat
 //! records its delivery with the retention listing). A `progress` or
-//! `started` report that changes nothing costs two (its statement records
-//! the delivery; the read is its own), one that reopens a run three, and
-//! one refused (its run ended, or no such run) three: the statement records
-//! every new delivery before it looks at the run, so the refusal takes the
-//! record back. A report that ends its run and was read together with
-//! others costs one more (the read is shared; the write is its own).
+//! `started` report that changes nothing of its running run costs one (its
+//! statement records the delivery and says so), one that reopens a run
+//! three (the statement, the read, the write), and one refused (its run
+//! ended, or no such run) two: the statement records a delivery only for
+//! a run it finds in progress in the attempt, so that a recorded delivery
+//! is always a decided report, whatever fails after it. A report that ends
+//! its run and was read together with others costs one more (the read is
+//! shared; the write is its own).
 
 use crate::alerts::{self, Raise};
 use crate::credentials::oidc;
@@ -77,7 +79,7 @@ pub async fn handle(
         body_sha256: &body_sha256,
     };
     if report.event == Event::Pruned {
-        return pruned(store, &report).await;
+        return pruned(store, &report, delivery).await;
     }
 
     let Some(id) = report.dispatch_id else {
@@ -130,8 +132,8 @@ pub async fn handle(
                     }
                     return answer;
                 }
-                // A report in a batch that brought nothing new: the run is
-                // in progress as decided, the delivery recorded.
+                // A report that brought nothing new, alone or in a batch:
+                // the run is in progress as decided, the delivery recorded.
                 Applied::Recorded => return Ok(answer(200, &next, false)),
                 // The run had already ended as this report ends it, and
                 // the delivery is recorded: decided from the row as read.
@@ -147,9 +149,6 @@ pub async fn handle(
                 },
                 Applied::Read(found) => (*found, false),
                 Applied::Missed => (store.read_for_report(Some(id), webhook_id).await?, false),
-                // The delivery is recorded, nothing written: the report
-                // changes nothing, or the run changed meanwhile.
-                Applied::DeliveryOnly => (store.read_for_report(Some(id), webhook_id).await?, true),
             }
         }
         Outcome::Unchanged => (store.read_for_report(Some(id), webhook_id).await?, false),
@@ -309,13 +308,29 @@ async fn after_success(
 
 /// A `pruned` report: the objects a success's answer listed are deleted.
 /// Answered like a report that changed nothing of its own run; the rows
-/// it names get `pruned_at` (a repeat marks nothing twice).
-async fn pruned(store: &impl Store, report: &Report) -> Result<Response, Error> {
+/// it names get `pruned_at` (a repeat marks nothing twice). It must come
+/// from the success itself ([`run::accepts_pruned`]), and only keys that
+/// retention lists for it are marked (mark_pruned.sql). Its delivery is
+/// recorded like any report's: a retry is answered again, and its
+/// `webhook-id` reused with another body is refused.
+async fn pruned(
+    store: &impl Store,
+    report: &Report,
+    delivery: Delivery<'_>,
+) -> Result<Response, Error> {
     let id = report.dispatch_id.ok_or(Error::UnknownDispatchId)?;
-    let run = store.get(id).await?.ok_or(Error::UnknownDispatchId)?;
-    store
-        .mark_pruned(report.pruned.as_deref().unwrap_or("[]"))
-        .await?;
+    let (run, seen) = store
+        .read_for_report(Some(id), delivery.id)
+        .await?
+        .ok_or(Error::UnknownDispatchId)?;
+    if let Some(seen) = seen {
+        retry_of(&seen, delivery.body_sha256)?;
+        return Ok(answer(200, &run, false));
+    }
+    run::accepts_pruned(&run, report)?;
+    let folder = retention::folder(run.s3_key.as_deref().unwrap_or_default());
+    let keys = report.pruned.as_deref().unwrap_or("[]");
+    store.mark_pruned(id, folder, keys, delivery).await?;
     Ok(answer(200, &run, false))
 }
 
@@ -519,7 +534,7 @@ mod flows {
     fn a_report_recorded_and_then_refused_leaves_no_record_so_its_retry_is_refused_again() {
         let (host, store) = (host(), store());
         let id = dispatched(&host, &store);
-        // Between the progress statement's read and its row lock, the run
+        // Just before the progress statement locked the row, the run
         // succeeded.
         let mut succeeded = store.only();
         succeeded.status = Status::Success;
@@ -537,13 +552,84 @@ mod flows {
     }
 
     #[test]
+    fn a_report_cut_off_by_a_database_error_is_applied_by_its_retry_not_taken_for_a_repeat() {
+        // A late `started` to a run the deadline failed as lost, and a
+        // progress report from a re-run of a failed run: neither is in the
+        // state the progress statement writes, so the core reads the row
+        // next. The database goes down in between; the retry must still
+        // apply the report.
+        for (late, reopened_attempt) in [
+            (
+                json!({"event": "started", "dispatch_id": "", "workflow_run_id": 4242, "run_attempt": 1}),
+                1,
+            ),
+            (
+                json!({"event": "progress", "dispatch_id": "", "workflow_run_id": 4242, "run_attempt": 2, "progress": {"phase": "dump"}}),
+                2,
+            ),
+        ] {
+            let (host, store) = (host(), store());
+            let id = dispatched(&host, &store);
+            let lost = store.only().failed_by(
+                FailureReason::Lost,
+                OutcomeSource::Deadline,
+                "never started",
+                host.now_ms(),
+            );
+            *store.runs.borrow_mut() = vec![lost];
+            let mut late = late;
+            late["dispatch_id"] = json!(id);
+            store.down_after_progress.set(true);
+            let cut = finalize(&host, &store, "late", &late);
+            assert_eq!(
+                (cut.status, error_code(&cut)),
+                (503, json!("database_unavailable"))
+            );
+            assert!(
+                !store.deliveries.borrow().contains_key("late"),
+                "no record without its report"
+            );
+            store.down.set(false);
+            let retried = finalize(&host, &store, "late", &late);
+            assert_eq!(
+                body(&retried),
+                json!({"dispatch_id": id, "status": "in_progress", "changed": true})
+            );
+            let row = store.only();
+            assert_eq!(
+                (row.status, row.run_attempt),
+                (Status::InProgress, reopened_attempt)
+            );
+            assert!(store.deliveries.borrow().contains_key("late"));
+        }
+    }
+
+    #[test]
+    fn a_progress_report_that_changes_nothing_is_answered_by_its_statement_alone() {
+        let (host, store) = (host(), store());
+        let id = dispatched(&host, &store);
+        let report = json!({"event": "progress", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "progress": {"phase": "dump"}});
+        assert_eq!(
+            body(&finalize(&host, &store, "p1", &report))["changed"],
+            true
+        );
+        // Down after the statement: a read would fail, and none is needed.
+        store.down_after_progress.set(true);
+        assert_eq!(
+            body(&finalize(&host, &store, "p2", &report)),
+            json!({"dispatch_id": id, "status": "in_progress", "changed": false})
+        );
+        assert!(store.deliveries.borrow().contains_key("p2"));
+    }
+
+    #[test]
     fn a_progress_report_to_an_ended_or_unknown_run_is_refused_and_leaves_no_record() {
         let (host, store) = (host(), store());
         let id = dispatched(&host, &store);
         let failed = json!({"event": "failed", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "error_text": "dump failed"});
         assert_eq!(finalize(&host, &store, "f1", &failed).status, 200);
-        // The progress statement records every new delivery before it
-        // looks at the run; the refusal takes the record back.
+        // The progress statement records a delivery only for a run in
+        // progress in the attempt: a refused report leaves none.
         let late = json!({"event": "progress", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "progress": {"bytes": 9}});
         let refused = finalize(&host, &store, "late", &late);
         assert_eq!(refused.status, 409, "{}", refused.body);
@@ -823,17 +909,28 @@ mod flows {
         key
     }
 
+    /// Retention of 30 days keeping the newest 2, three successes 90, 60
+    /// and 40 days old, and a new run: the old keys, the new run's dispatch
+    /// id and the key it stores.
+    fn three_old_successes_and_a_new_run(
+        host: &FakeHost,
+        store: &MemStore,
+    ) -> ([String; 3], String, String) {
+        store.retention.set((Some(30), 2));
+        let old = [
+            succeeded(host, store, 1, 90),
+            succeeded(host, store, 2, 60),
+            succeeded(host, store, 3, 40),
+        ];
+        let id = dispatched(host, store);
+        let key = format!("backups/20261130T000000Z_{id}.dump");
+        (old, id, key)
+    }
+
     #[test]
     fn a_success_answer_lists_what_retention_prunes_and_a_pruned_report_marks_it() {
         let (host, store) = (host(), store());
-        store.retention.set((Some(30), 2));
-        let old = [
-            succeeded(&host, &store, 1, 90),
-            succeeded(&host, &store, 2, 60),
-            succeeded(&host, &store, 3, 40),
-        ];
-        let id = dispatched(&host, &store);
-        let key = format!("backups/20261130T000000Z_{id}.dump");
+        let (old, id, key) = three_old_successes_and_a_new_run(&host, &store);
         let done = finalize(
             &host,
             &store,
@@ -889,6 +986,78 @@ mod flows {
             &json!({"event": "succeeded", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "s3_key": key}),
         );
         assert_eq!(body(&retried)["prune"], json!([]));
+    }
+
+    #[test]
+    fn a_pruned_report_comes_from_its_own_success_and_marks_only_what_retention_lists_for_it() {
+        let (host, store) = (host(), store());
+        let (old, id, key) = three_old_successes_and_a_new_run(&host, &store);
+        let done = json!({"event": "succeeded", "dispatch_id": id, "workflow_run_id": 4242, "run_attempt": 1, "s3_key": key});
+        assert_eq!(
+            body(&finalize(&host, &store, "latest", &done))["prune"],
+            json!([old[0], old[1]])
+        );
+        let marked = || -> Vec<String> {
+            store
+                .runs
+                .borrow()
+                .iter()
+                .filter(|r| r.pruned_at.is_some())
+                .map(|r| r.s3_key.clone().unwrap())
+                .collect()
+        };
+        let pruned = |webhook_id: &str,
+                      run: &str,
+                      workflow_run: u64,
+                      attempt: u32,
+                      keys: &[&String]| {
+            finalize(
+                &host,
+                &store,
+                webhook_id,
+                &json!({"event": "pruned", "dispatch_id": run, "workflow_run_id": workflow_run, "run_attempt": attempt, "pruned": keys}),
+            )
+        };
+        // Another workflow run naming this success, a later attempt, and a
+        // run still in progress: refused, nothing marked.
+        let running = dispatched(&host, &store);
+        for (refused, code) in [
+            (
+                pruned("p-other-run", &id, 9999, 1, &[&old[0]]),
+                "illegal_transition",
+            ),
+            (
+                pruned("p-attempt", &id, 4242, 2, &[&old[0]]),
+                "illegal_transition",
+            ),
+            (
+                pruned("p-running", &running, 4242, 1, &[&old[0]]),
+                "illegal_transition",
+            ),
+        ] {
+            assert_eq!((refused.status, error_code(&refused)), (409, json!(code)));
+        }
+        assert_eq!(marked(), Vec::<String>::new());
+        assert!(!store.deliveries.borrow().contains_key("p-other-run"));
+        // Its own report: the key retention keeps (the 40-day-old one, among
+        // the newest two) and its own key are not marked, whatever it says.
+        let own = pruned("p1", &id, 4242, 1, &[&old[2], &old[0], &key]);
+        assert_eq!(
+            body(&own),
+            json!({"dispatch_id": id, "status": "success", "changed": false})
+        );
+        assert_eq!(marked(), vec![old[0].clone()]);
+        // Retried: answered again. Its webhook-id with another body: refused.
+        assert_eq!(
+            pruned("p1", &id, 4242, 1, &[&old[2], &old[0], &key]).status,
+            200
+        );
+        let reused = pruned("p1", &id, 4242, 1, &[&old[1]]);
+        assert_eq!(
+            (reused.status, error_code(&reused)),
+            (409, json!("webhook_id_reused"))
+        );
+        assert_eq!(marked(), vec![old[0].clone()]);
     }
 
     #[test]

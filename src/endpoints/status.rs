@@ -85,12 +85,15 @@ pub fn parse_query(req: &Request) -> Result<Query, Error> {
     {
         return Err(Error::parameter(unknown, "is not a known parameter"));
     }
-    let number = |name: &str, max: u32| -> Result<Option<u32>, Error> {
+    let number = |name: &str, min: u32, max: u32| -> Result<Option<u32>, Error> {
         req.query_param(name)
             .map(|v| {
-                v.parse::<u32>().ok().filter(|n| *n <= max).ok_or_else(|| {
-                    Error::parameter(name, format!("must be an integer from 0 to {max}"))
-                })
+                v.parse::<u32>()
+                    .ok()
+                    .filter(|n| (min..=max).contains(n))
+                    .ok_or_else(|| {
+                        Error::parameter(name, format!("must be an integer from {min} to {max}"))
+                    })
             })
             .transpose()
     };
@@ -105,7 +108,7 @@ pub fn parse_query(req: &Request) -> Result<Query, Error> {
             let id = DispatchId::parse("dispatch_id", &id).map_err(|_| {
                 Error::parameter("dispatch_id", "must be a UUID (8-4-4-4-12 hex digits)")
             })?;
-            let wait = number("wait", MAX_WAIT_SECONDS)?.unwrap_or(0);
+            let wait = number("wait", 0, MAX_WAIT_SECONDS)?.unwrap_or(0);
             Ok(Query::One {
                 id,
                 wait_ms: wait * 1000,
@@ -115,16 +118,7 @@ pub fn parse_query(req: &Request) -> Result<Query, Error> {
             if req.query_param("wait").is_some() {
                 return Err(Error::parameter("wait", "needs a dispatch_id"));
             }
-            let limit = match number("limit", MAX_LIMIT)? {
-                Some(0) => {
-                    return Err(Error::parameter(
-                        "limit",
-                        "must be an integer from 1 to 100",
-                    ))
-                }
-                Some(n) => n,
-                None => DEFAULT_LIMIT,
-            };
+            let limit = number("limit", 1, MAX_LIMIT)?.unwrap_or(DEFAULT_LIMIT);
             let before = req
                 .query_param("cursor")
                 .map(|c| {
@@ -540,6 +534,21 @@ mod tests {
         assert_eq!(name("cursor=abc"), "cursor");
         assert_eq!(name("status=failed"), "status");
         assert_eq!(name(&format!("dispatch_id={ID}&limit=2")), "dispatch_id");
+    }
+
+    #[test]
+    fn a_bounded_parameter_names_the_range_it_was_refused_for() {
+        let message = |q: &str| match parse_query(&get(q)).unwrap_err() {
+            Error::InvalidParameter { message, .. } => message,
+            other => panic!("{other:?}"),
+        };
+        for q in ["limit=0", "limit=101"] {
+            assert_eq!(message(q), "must be an integer from 1 to 100", "{q}");
+        }
+        assert_eq!(
+            message(&format!("dispatch_id={ID}&wait=26")),
+            "must be an integer from 0 to 25"
+        );
     }
 
     #[test]

@@ -155,7 +155,14 @@ pub async fn handle(
 /// every presented value is compared with every key.
 fn authorize(host: &impl Host, req: &Request) -> Result<(), Error> {
     if req.header("webhook-signature").is_some() {
-        config::webhook_secret(host)?.verify_request(req, host.now_ms() / 1000)?;
+        // Without a signing secret (reports checked by OIDC alone), no
+        // signature can be valid: refused as one, not a misconfiguration.
+        let secret = config::webhook_secret_if_set(host)?.ok_or_else(|| {
+            Error::InvalidSignature(
+                "no signing secret is set for sweeps; send the service key instead".into(),
+            )
+        })?;
+        secret.verify_request(req, host.now_ms() / 1000)?;
         // A signature proves who signed, not for which endpoint: a report
         // to finalize-backup replayed here within the tolerance must not
         // count, so the signed body has to say it asks for a sweep.
@@ -342,6 +349,34 @@ mod flows {
             body(&r),
             json!({"checked": 0, "changed": [], "github": "skipped"})
         );
+    }
+
+    #[test]
+    fn a_signed_sweep_without_a_signing_secret_is_refused_as_unsigned_not_a_500() {
+        let mut host = service_host();
+        host.env.remove("BACKUP_WEBHOOK_SECRET");
+        host.env.insert("BACKUP_REPORT_AUTH".into(), "oidc".into());
+        let store = store();
+        let req = Request::new(
+            "POST",
+            "http://x/functions/v1/reconcile-backups",
+            vec![
+                ("webhook-signature".into(), "v1,AAAA".into()),
+                ("apikey".into(), "service-key".into()),
+            ],
+            br#"{"sweep":true}"#.to_vec(),
+        );
+        let r = block_on(app::handle(&host, &store, "reconcile-backups", &req));
+        assert_eq!(
+            (r.status, error_code(&r)),
+            (401, json!("invalid_signature"))
+        );
+        assert_eq!(
+            *host.logs.borrow(),
+            ["Info reconcile-backups POST 401: invalid_signature: no signing secret is set for sweeps; send the service key instead"]
+        );
+        // The service key alone still sweeps.
+        assert_eq!(sweep_req(&host, &store, "service-key").status, 200);
     }
 
     #[test]

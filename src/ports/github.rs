@@ -162,7 +162,12 @@ pub fn read_dispatch_response(response: &OutboundResponse) -> DispatchAnswer {
     match response.status {
         200 | 201 => {
             let body: DispatchBody = serde_json::from_str(&response.body).unwrap_or_default();
-            let workflow_run_id = body.workflow_run_id.or(body.id).filter(|id| *id > 0);
+            // Range-checked like a report's (a run id GitHub could never
+            // send must not reach SQL's bigint as a 500).
+            let workflow_run_id = body
+                .workflow_run_id
+                .or(body.id)
+                .filter(|id| (1..=crate::report::MAX_SAFE_INTEGER).contains(id));
             // html_url is the page a person opens; run_url is the API URL.
             let run_url = body
                 .html_url
@@ -417,6 +422,29 @@ mod tests {
             DispatchAnswer::Accepted {
                 workflow_run_id: Some(987),
                 run_url: Some("https://github.com/acme/app/actions/runs/987".into())
+            }
+        );
+    }
+
+    #[test]
+    fn a_run_id_past_what_a_report_may_carry_is_no_run_id() {
+        for id in ["0", "9007199254740992", "18446744073709551615"] {
+            let r = response(200, &[], &format!(r#"{{"workflow_run_id": {id}}}"#));
+            assert_eq!(
+                read_dispatch_response(&r),
+                DispatchAnswer::Accepted {
+                    workflow_run_id: None,
+                    run_url: None
+                },
+                "{id}"
+            );
+        }
+        let r = response(200, &[], r#"{"workflow_run_id": 9007199254740991}"#);
+        assert_eq!(
+            read_dispatch_response(&r),
+            DispatchAnswer::Accepted {
+                workflow_run_id: Some(9_007_199_254_740_991),
+                run_url: None
             }
         );
     }

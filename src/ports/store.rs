@@ -237,9 +237,17 @@ pub trait Store {
     /// one), and lists, as a JSON array, the keys retention deletes now in
     /// its folder (`retention.sql`). One list per success, in order.
     async fn after_success(&self, successes: &[Success<'_>]) -> Result<Vec<String>, DbError>;
-    /// Marks the successes whose objects were deleted (`keys`: a JSON
-    /// array).
-    async fn mark_pruned(&self, keys: &str) -> Result<(), DbError>;
+    /// Marks the successes whose objects were deleted, of those retention
+    /// lists for the success `id` (its key's `folder`): `keys`, a JSON
+    /// array, is what its workflow reported deleted. Records the report's
+    /// delivery.
+    async fn mark_pruned(
+        &self,
+        id: DispatchId,
+        folder: &str,
+        keys: &str,
+        delivery: Delivery<'_>,
+    ) -> Result<(), DbError>;
     /// What the dead man's switch reads.
     async fn alert_clock(&self) -> Result<AlertClock, DbError>;
     /// Raises the silence that began at `since_ms` unless it was raised
@@ -296,14 +304,9 @@ pub enum Applied {
     Read(Box<Option<(Run, Option<Delivered>)>>),
     /// Nothing written, nothing read: a decision that keeps the run going.
     Missed,
-    /// Nothing written, nothing read, but the delivery is new and was
-    /// recorded (`apply_progress.sql` records it first): the caller decides
-    /// from the row, and forgets the delivery
-    /// ([`Store::forget_delivery`]) if it refuses the report.
-    DeliveryOnly,
     /// Nothing to write: the report brings nothing new to the run, which is
-    /// in progress as decided; its delivery was recorded
-    /// ([`Store::apply_progress`] only).
+    /// in progress as decided; its delivery was recorded (a decision that
+    /// keeps the run going, alone or in [`Store::apply_progress`]).
     Recorded,
     /// Nothing written: the run, as read, had already ended as the report
     /// ends it (the `ended` state given), and the delivery was recorded;
@@ -660,7 +663,7 @@ impl<D: Db> Store for PgStore<'_, D> {
             let rows: Vec<ProgressRow> = self.db.query(APPLY_PROGRESS, &params).await?;
             return Ok(match rows.first() {
                 Some(ProgressRow { applied: true, .. }) => Applied::Written,
-                Some(ProgressRow { recorded: true, .. }) => Applied::DeliveryOnly,
+                Some(ProgressRow { recorded: true, .. }) => Applied::Recorded,
                 _ => Applied::Missed,
             });
         }
@@ -888,8 +891,22 @@ impl<D: Db> Store for PgStore<'_, D> {
             .collect()
     }
 
-    async fn mark_pruned(&self, keys: &str) -> Result<(), DbError> {
-        self.db.execute(MARK_PRUNED, &[text(keys)]).await
+    async fn mark_pruned(
+        &self,
+        id: DispatchId,
+        folder: &str,
+        keys: &str,
+        delivery: Delivery<'_>,
+    ) -> Result<(), DbError> {
+        let params = [
+            text(id),
+            text(crate::retention::MAX_KEYS),
+            text(folder),
+            text(keys),
+            text(delivery.id),
+            text(delivery.body_sha256),
+        ];
+        self.db.execute(MARK_PRUNED, &params).await
     }
 
     async fn alert_clock(&self) -> Result<AlertClock, DbError> {

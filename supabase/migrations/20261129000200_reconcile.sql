@@ -56,7 +56,13 @@ do $$
 begin
   if exists (select 1 from pg_available_extensions where name = 'pg_cron') then
     begin
-      create extension if not exists pg_cron;
+      -- In pg_catalog, as the Supabase docs enable it (and as
+      -- backup_schedule_sweep in 20261130000100_sweeper.sql does). This
+      -- line named no schema until 2026-12-01, which put pg_cron in the
+      -- first schema on the search path (public) on a fresh install; the
+      -- extension cannot be moved, and where it is makes no difference to
+      -- the sweep (its functions and tables are in the schema `cron`).
+      create extension if not exists pg_cron with schema pg_catalog;
       perform cron.schedule('backup-sweep', '* * * * *', 'select public.backup_invoke_sweep()');
     exception when others then
       raise notice 'backup sweep not scheduled: %', sqlerrm;
