@@ -12,6 +12,7 @@
 // Then it prints ready-to-paste curl commands. Ctrl-C stops everything.
 // The secrets below are fixed, public and for this local stack only.
 
+import { fileURLToPath } from "node:url";
 import { route } from "./serve.ts";
 import { migrate } from "./db_migrate.ts";
 import { userToken } from "./signing.ts";
@@ -24,7 +25,9 @@ import {
 // deno-lint-ignore no-import-prefix
 import postgres from "npm:postgres@3.4.9";
 
-const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+// A path, not a URL's: a clone under a directory with a space in its
+// name must not become "%20".
+const ROOT = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
 export const DEV_JWT_SECRET = "local-dev-jwt-secret-not-for-production-use";
 export const DEV_WEBHOOK_SECRET = "whsec_" +
   btoa("local-dev-webhook-secret-only!!");

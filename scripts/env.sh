@@ -20,7 +20,9 @@ _env_path_front "${HOME:-/root}/.cargo/bin"
 _env_path_front "${ROOT}/.tools/node_modules/.bin"
 unset -f _env_path_front
 export PATH
-# `pip install --user` (setup.sh as non-root) puts commands here.
-if [[ -d "${HOME:-/root}/.local/bin" && ":${PATH}:" != *":${HOME:-/root}/.local/bin:"* ]]; then
+# `pip install --user` (setup.sh as non-root) puts commands here. On the
+# path even before it exists: setup.sh's first run creates it after this
+# file was sourced, and then looks for what it installed there.
+if [[ ":${PATH}:" != *":${HOME:-/root}/.local/bin:"* ]]; then
   PATH="${PATH}:${HOME:-/root}/.local/bin"
 fi

@@ -1,7 +1,11 @@
 // Small process and network helpers shared by `deno task dev`, the
 // benchmark and the tests.
 
-const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+import { fileURLToPath } from "node:url";
+
+// A path, not a URL's: a clone under a directory with a space in its
+// name must not become "%20".
+const ROOT = fileURLToPath(new URL("..", import.meta.url)).replace(/\/$/, "");
 
 /** A free TCP port on 127.0.0.1. */
 export function freePort(): number {

@@ -78,6 +78,17 @@ backup=${args[0]}
 target=${args[1]:-${TARGET_DATABASE_URL:-}}
 [[ -n $target ]] || die 2 "no target: pass TARGET_DATABASE_URL or set it in the environment"
 [[ $target =~ ^postgres(ql)?:// ]] || die 2 "the target must be a postgresql:// URL"
+# libpq gets the password in the environment (PGPASSWORD, readable only by
+# this user), and psql and pg_restore a URL without it: a command line is
+# visible to every user of the machine in `ps`, for as long as the restore
+# runs. The URL's password is percent-decoded, as libpq would decode it.
+if [[ $target =~ ^(postgres(ql)?://[^:@/?#]*):([^@/?#]*)@(.+)$ ]]; then
+  password=${BASH_REMATCH[3]//\\/\\\\}
+  PGPASSWORD=$(printf '%b' "${password//%/\\x}")
+  export PGPASSWORD
+  target="${BASH_REMATCH[1]}@${BASH_REMATCH[4]}"
+  unset password
+fi
 [[ -z $expected_sha || $expected_sha =~ ^[0-9a-f]{64}$ ]] || die 2 "--sha256 takes 64 hex digits"
 for tool in psql pg_restore curl jq tar sha256sum; do
   command -v "$tool" >/dev/null || die 2 "'$tool' is not installed"
@@ -168,7 +179,11 @@ case $source_kind in
     say "using $backup"
     ;;
   url)
-    curl -sS --fail --connect-timeout 10 --max-time 3600 -o "$object" -- "$url" ||
+    # The link reaches curl on its standard input, not its command line,
+    # where `ps` would show everyone a link that downloads the backup.
+    link=${url//\\/\\\\}
+    printf 'url = "%s"\n' "${link//\"/\\\"}" |
+      curl -sS --fail --connect-timeout 10 --max-time 3600 -o "$object" --config - ||
       die 2 "downloading the backup failed"
     say "downloaded ${url%%\?*}"
     ;;

@@ -43,7 +43,10 @@ command -v chromium >/dev/null 2>&1 || apt_missing+=(chromium)
 command -v shellcheck >/dev/null 2>&1 || apt_missing+=(shellcheck)
 command -v node >/dev/null 2>&1 || apt_missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || apt_missing+=(npm)
-command -v python3 >/dev/null 2>&1 || apt_missing+=(python3 python3-pip)
+# Debian's python3 comes without pip (python3-pip), which the Python tools
+# below are installed with.
+command -v python3 >/dev/null 2>&1 || apt_missing+=(python3)
+python3 -m pip --version >/dev/null 2>&1 || apt_missing+=(python3-pip)
 # The workflow's steps and scripts/restore.sh (the restore drill runs both).
 command -v jq >/dev/null 2>&1 || apt_missing+=(jq)
 command -v curl >/dev/null 2>&1 || apt_missing+=(curl)

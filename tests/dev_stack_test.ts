@@ -87,3 +87,18 @@ Deno.test({
     }
   },
 });
+
+Deno.test("the scripts' helpers run in the clone's own directory when its path has a space", async () => {
+  const parent = await Deno.makeTempDir({ prefix: "clone with space " });
+  try {
+    await Deno.mkdir(`${parent}/scripts`);
+    await Deno.copyFile(
+      new URL("../scripts/process.ts", import.meta.url),
+      `${parent}/scripts/process.ts`,
+    );
+    const copy = await import(`file://${encodeURI(parent)}/scripts/process.ts`);
+    assert.equal(await copy.run("pwd", []), parent);
+  } finally {
+    await Deno.remove(parent, { recursive: true });
+  }
+});

@@ -7,6 +7,9 @@
  */
 
 import assert from "node:assert/strict";
+// deno-lint-ignore no-import-prefix
+import postgres from "npm:postgres@3.4.9";
+import { testDatabaseUrl, withDatabase } from "./support/db.ts";
 import { startSupabaseCluster } from "./support/supabase_fixture.ts";
 import { ROOT, run, runStep, startRunner } from "./support/workflow_harness.ts";
 import type { Runner } from "./support/workflow_harness.ts";
@@ -247,3 +250,102 @@ Deno.test("restore.sh's platform schemas are the ones the workflow leaves out of
   assert.ok(fromDump.includes("auth") && fromDump.includes("storage"));
   assert.deepEqual(fromRestore, fromDump);
 });
+
+Deno.test(
+  "restore.sh keeps the target's password and the download link off the command lines of psql, pg_restore and curl",
+  async () => {
+    const base = testDatabaseUrl();
+    const admin = postgres(base, { max: 1, onnotice: () => {} });
+    const tag = `restore_ps_${Date.now().toString(36)}`;
+    const dir = await Deno.makeTempDir({ prefix: "restore-ps-" });
+    const server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+      async (req) => {
+        const url = new URL(req.url);
+        if (url.searchParams.get("X-Amz-Signature") !== "sig-never-in-ps") {
+          return new Response("forbidden", { status: 403 });
+        }
+        return new Response(await Deno.readFile(`${dir}/backup.dump`));
+      },
+    );
+    try {
+      await admin.unsafe(`create database ${tag}_src`);
+      await admin.unsafe(`create database ${tag}_dst`);
+      const src = postgres(withDatabase(base, `${tag}_src`), { max: 1 });
+      await src`create table items (id int primary key, name text)`;
+      await src`insert into items values (1, 'kept')`;
+      await src.end();
+      const dumped = await run("pg_dump", [
+        "-Fc",
+        "-f",
+        `${dir}/backup.dump`,
+        withDatabase(base, `${tag}_src`),
+      ]);
+      assert.equal(dumped.code, 0, dumped.stderr);
+      const sha = [
+        ...new Uint8Array(
+          await crypto.subtle.digest(
+            "SHA-256",
+            await Deno.readFile(`${dir}/backup.dump`),
+          ),
+        ),
+      ].map((b) => b.toString(16).padStart(2, "0")).join("");
+
+      // Each tool as a wrapper that logs its arguments (and, for psql, the
+      // password libpq gets from the environment), then runs the real one.
+      await Deno.mkdir(`${dir}/bin`);
+      for (const tool of ["psql", "pg_restore", "curl"]) {
+        const real = (await run("bash", ["-c", `command -v ${tool}`])).stdout
+          .trim();
+        await Deno.writeTextFile(
+          `${dir}/bin/${tool}`,
+          `#!/usr/bin/env bash\nprintf '%s PGPASSWORD=%s\\n' "${tool} $*" "\${PGPASSWORD-}" >> "${dir}/args.log"\nexec "${real}" "$@"\n`,
+          { mode: 0o755 },
+        );
+      }
+      const target = new URL(withDatabase(base, `${tag}_dst`));
+      target.password = "pa%40ss-never-in-ps";
+      const { port } = server.addr as Deno.NetAddr;
+      const link = `http://127.0.0.1:${port}/backups/` +
+        `20261201T000000Z_${DISPATCH_ID}.dump?X-Amz-Signature=sig-never-in-ps`;
+      const r = await run("bash", [
+        `${ROOT}/scripts/restore.sh`,
+        "--sha256",
+        sha,
+        link,
+      ], {
+        env: {
+          PATH: `${dir}/bin:${Deno.env.get("PATH")}`,
+          TARGET_DATABASE_URL: target.toString(),
+        },
+      });
+      assert.equal(r.code, 0, r.stdout + r.stderr);
+      const log = await Deno.readTextFile(`${dir}/args.log`);
+      const lines = log.trimEnd().split("\n");
+      assert.deepEqual(
+        [...new Set(lines.map((l) => l.split(" ")[0]))].sort(),
+        ["curl", "pg_restore", "psql"],
+      );
+      for (const line of lines) {
+        assert.ok(!line.includes("pa%40ss-never-in-ps"), line);
+        assert.ok(!line.includes("sig-never-in-ps"), line);
+        if (!line.startsWith("curl")) {
+          assert.ok(line.endsWith(" PGPASSWORD=pa@ss-never-in-ps"), line);
+        }
+      }
+      const dst = postgres(withDatabase(base, `${tag}_dst`), { max: 1 });
+      assert.deepEqual(
+        [...await dst`select id, name from items`],
+        [{ id: 1, name: "kept" }],
+      );
+      await dst.end();
+    } finally {
+      await server.shutdown();
+      for (const db of [`${tag}_src`, `${tag}_dst`]) {
+        await admin.unsafe(`drop database if exists ${db} with (force)`);
+      }
+      await admin.end();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+);
