@@ -471,6 +471,10 @@ pub fn request(
         headers,
         body: Some(body),
         timeout_ms,
+        // Followed, a redirect would turn the POST into a GET without its
+        // body (fetch does so for 301 and 302), and the receiver's 200 to
+        // that would count as delivered while the alert was lost.
+        follow_redirects: false,
     }
 }
 
@@ -637,6 +641,36 @@ pub async fn deliver(
         .await?;
     let mut sent = Sent::default();
     for note in claimed {
+        // Past the give-up time an alert is not sent at all, whatever the
+        // reason it is still pending (no destination was set, or a sender
+        // died before it settled the row): days late, it would read as
+        // news, and a row whose sends never settle would be sent forever.
+        if host.now_ms() - note.created_at > GIVE_UP_MS {
+            let error = match &note.last_error {
+                Some(last) => format!("{last}; not delivered within 24 hours of the event"),
+                None => "not delivered within 24 hours of the event".into(),
+            };
+            sent.dead += 1;
+            host.log(
+                Level::Warn,
+                &format!(
+                    "alert {} ({}) to {}: gave up unsent, {} h after the event",
+                    note.id,
+                    note.event.as_str(),
+                    note.destination,
+                    (host.now_ms() - note.created_at) / 3_600_000
+                ),
+            );
+            store
+                .settle_notification(
+                    note.id,
+                    note.attempts,
+                    &Settled::Dead { error },
+                    host.now_ms(),
+                )
+                .await?;
+            continue;
+        }
         let result = match destination(host, &note.destination) {
             Err(e) => Err(e),
             Ok(dest) => {
@@ -647,6 +681,10 @@ pub async fn deliver(
                 // message (which may quote the URL), could carry a secret.
                 match answer {
                     Ok(a) if (200..300).contains(&a.status) => Ok(()),
+                    Ok(a) if (300..400).contains(&a.status) => Err(format!(
+                        "HTTP {}: a redirect, which alerts do not follow (set the URL it points to)",
+                        a.status
+                    )),
                     Ok(a) => Err(format!("HTTP {}", a.status)),
                     Err(_) => Err(format!(
                         "no answer within {timeout_ms} ms (network error or timeout)"
@@ -1280,6 +1318,81 @@ mod flows {
             host.answer(500, &[], "");
             sweep_req(&host, &store, "service-key");
         }
+    }
+
+    #[test]
+    fn an_alert_still_pending_a_day_after_its_event_is_given_up_unsent_not_delivered_as_news() {
+        let (mut host, store) = (alerting_host(), store());
+        host.env.remove("BACKUP_ALERT_WEBHOOK_URL_2");
+        let id = dispatched(&host, &store);
+        host.answer(503, &[], "busy");
+        finalize(&host, &store, "f", &report(&id, "failed", json!({})));
+        assert_eq!(alert_posts(&host).len(), 1);
+        // The destination is unset for five days: the sweeps send nothing.
+        host.env.remove("BACKUP_ALERT_WEBHOOK_URL");
+        host.now.set(host.now_ms() + 5 * 86_400_000);
+        assert_eq!(sweep_req(&host, &store, "service-key").status, 200);
+        // Set again: the five-day-old failure is not sent as if it were new
+        // (the silence of five days without a success is).
+        host.env
+            .insert("BACKUP_ALERT_WEBHOOK_URL".into(), SLACK.into());
+        host.answer(200, &[], "ok");
+        assert_eq!(sweep_req(&host, &store, "service-key").status, 200);
+        let failures = alert_posts(&host)
+            .iter()
+            .filter(|r| r.body.as_deref().unwrap_or("").contains("Backup failed"))
+            .count();
+        assert_eq!(failures, 1, "only the first try, five days ago");
+        let n = &store.outbox()[0];
+        assert_eq!(
+            (n.status, n.last_error.as_deref()),
+            (
+                Delivery::Dead,
+                Some("HTTP 503; not delivered within 24 hours of the event")
+            )
+        );
+    }
+
+    #[test]
+    fn a_redirect_is_a_failed_send_not_a_delivery() {
+        let (mut host, store) = (alerting_host(), store());
+        host.env.remove("BACKUP_ALERT_WEBHOOK_URL_2");
+        let id = dispatched(&host, &store);
+        host.answer(301, &[("location", "https://hooks.slack.test/moved")], "");
+        finalize(&host, &store, "f", &report(&id, "failed", json!({})));
+        let posts = alert_posts(&host);
+        assert_eq!(posts.len(), 1);
+        assert!(!posts[0].follow_redirects);
+        let n = &store.outbox()[0];
+        assert_eq!(
+            (n.status, n.last_error.as_deref()),
+            (
+                Delivery::Pending,
+                Some("HTTP 301: a redirect, which alerts do not follow (set the URL it points to)")
+            )
+        );
+    }
+
+    #[test]
+    fn a_rerun_that_fails_without_reporting_its_start_alerts_like_any_failure() {
+        let (mut host, store) = (alerting_host(), store());
+        host.env.remove("BACKUP_ALERT_WEBHOOK_URL_2");
+        let id = dispatched(&host, &store);
+        host.answer(200, &[], "ok");
+        finalize(&host, &store, "f1", &report(&id, "failed", json!({})));
+        // GitHub's re-run fails before its "Report start" step: its only
+        // report is the failure, from attempt 2.
+        host.answer(200, &[], "ok");
+        let mut again = report(&id, "failed", json!({"error_text": "container"}));
+        again["run_attempt"] = json!(2);
+        let r = finalize(&host, &store, "f2", &again);
+        assert_eq!(
+            body(&r),
+            json!({"dispatch_id": id, "status": "failed", "changed": true})
+        );
+        let kinds: Vec<Event> = events(&store).iter().map(|e| e.0).collect();
+        assert_eq!(kinds, [Event::Failed, Event::Failed]);
+        assert_eq!(alert_posts(&host).len(), 2);
     }
 
     #[test]

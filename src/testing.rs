@@ -71,9 +71,19 @@ impl Env for FakeHost {
     }
 }
 
+thread_local! {
+    /// The database's clock (`now()`), for what MemStore stamps with it: the
+    /// host's time as the core last read it, so that the two clocks move
+    /// together as on a real deployment. Per thread, as each test runs on
+    /// its own.
+    static DB_NOW: Cell<i64> = const { Cell::new(START_MS) };
+}
+
 impl Host for FakeHost {
     fn now_ms(&self) -> i64 {
-        self.now.get()
+        let now = self.now.get();
+        DB_NOW.with(|db| db.set(now));
+        now
     }
     fn random(&self) -> [u8; 10] {
         self.counter.set(self.counter.get() + 1);
@@ -301,8 +311,8 @@ impl MemStore {
                     webhook_id: format!("msg_{id}"),
                     status: AlertDelivery::Pending,
                     attempts: 0,
-                    created_at: START_MS,
-                    next_attempt_at: START_MS,
+                    created_at: DB_NOW.with(Cell::get),
+                    next_attempt_at: DB_NOW.with(Cell::get),
                     last_error: None,
                     delivered_at: None,
                 },
@@ -769,7 +779,8 @@ impl Store for MemStore {
     }
     async fn raise_silence(&self, since_ms: i64, facts: &str, to: &str) -> Result<bool, DbError> {
         self.up()?;
-        if self.silence_from.get() == Some(since_ms) {
+        let silent_since = self.alert_clock().await?.silent_since;
+        if self.silence_from.get() == Some(since_ms) || silent_since != since_ms {
             return Ok(false);
         }
         self.silence_from.set(Some(since_ms));

@@ -81,6 +81,14 @@ function startReceiver(): Receiver {
         await new Promise<void>((resolve) => hung.push(resolve));
         return new Response("too late", { status: 200 });
       }
+      if (next >= 300 && next < 400) {
+        // A redirect to the same path with a slash: what a receiver that
+        // moved, or one that upgrades to https, answers.
+        return new Response(null, {
+          status: next,
+          headers: { location: `/${path}/moved/` },
+        });
+      }
       return new Response(next < 300 ? "ok" : "unavailable", { status: next });
     },
   );
@@ -407,6 +415,29 @@ behaviour(
 );
 
 behaviour(
+  "a receiver that redirects is a failed send, not a delivery: the POST is not followed as a bodiless GET",
+  async (ctx) => {
+    receiver.script("json", 301);
+    await report(ctx.stack, failed(await running(ctx)));
+    const [slack, json] = await notes(ctx.sql);
+    assert.equal(slack.status, "delivered");
+    assert.deepEqual(
+      [json.status, json.attempts, json.last_error],
+      [
+        "pending",
+        1,
+        "HTTP 301: a redirect, which alerts do not follow (set the URL it points to)",
+      ],
+    );
+    assert.deepEqual(
+      byPath("json").map((r) => r.body.length > 0),
+      [true],
+      "one POST with its body, and no GET after it",
+    );
+  },
+);
+
+behaviour(
   "the receiver failing 5xx, then recovering: the row is retried by the sweep and delivered once more with the same webhook-id",
   async (ctx) => {
     receiver.script("json", 503);
@@ -606,6 +637,45 @@ behaviour(
     const body = verified(byPath("json")[0]);
     assert.equal(body.data.run.dispatch_id, dispatch_id);
     assert.equal(body.data.run.failure_reason, "lost");
+  },
+);
+
+behaviour(
+  "a silence read just before a success committed is not raised: raise_silence.sql checks its start again",
+  async (ctx) => {
+    await ctx.sql`
+      update backup_settings set last_success_at = now() - interval '27 hours'`;
+    // The sweep's reading of the clock (alert_clock in store.rs).
+    const [{ since }] = await ctx.sql`
+      select floor(extract(epoch from coalesce(st.last_success_at, a.since))
+                   * 1000)::float8 as since
+        from backup_settings st, backup_alert_state a where st.id and a.id`;
+    // A success lands before the sweep raises.
+    await ctx.sql`update backup_settings set last_success_at = now()`;
+    const statement = Deno.readTextFileSync(
+      new URL("../src/sql/raise_silence.sql", import.meta.url),
+    ).split("\n").filter((l) => !l.startsWith("--")).join("\n");
+    const facts = JSON.stringify({ alert_after_hours: 26 });
+    const raised = await ctx.sql.unsafe(statement, [
+      since,
+      facts,
+      JSON.stringify([SLACK]),
+    ]);
+    assert.deepEqual([...raised], []);
+    assert.deepEqual(await states(ctx.sql), []);
+    const [state] = await ctx.sql`
+      select open_event, silence_from from backup_alert_state`;
+    assert.deepEqual({ ...state }, { open_event: null, silence_from: null });
+    // The clock as it is now raises, once.
+    const [{ now }] = await ctx.sql`
+      select floor(extract(epoch from last_success_at) * 1000)::float8 as now
+        from backup_settings`;
+    const again = await ctx.sql.unsafe(statement, [
+      now,
+      facts,
+      JSON.stringify([SLACK]),
+    ]);
+    assert.deepEqual([...again].map((r) => ({ ...r })), [{ raised: true }]);
   },
 );
 

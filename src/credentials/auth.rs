@@ -186,6 +186,7 @@ async fn fetch_jwks(host: &impl Host, url: &str) -> Result<(Jwks, String), Error
             headers: vec![("accept".into(), "application/json".into())],
             body: None,
             timeout_ms: AUTH_TIMEOUT_MS,
+            follow_redirects: true,
         })
         .await
         .map_err(|e| Error::Upstream(format!("JWKS fetch failed: {e}")))?;
@@ -243,6 +244,7 @@ async fn confirmed_by_auth(
             ],
             body: None,
             timeout_ms: AUTH_TIMEOUT_MS,
+            follow_redirects: true,
         })
         .await
         .map_err(|e| Error::Upstream(format!("Supabase Auth unreachable: {e}")))?;

@@ -358,7 +358,16 @@ async fn apply<'d>(
                 return Ok((run, false, false, None));
             }
             Outcome::Changed(next) => {
-                let raise = Raise::of(host, run.status, &next, report.verification.as_deref());
+                // A later attempt reopens the run before the report applies
+                // (run::apply_report): its transition starts in progress,
+                // so a re-run that fails alerts even with no `started`
+                // report before its failure.
+                let from = if next.run_attempt > run.run_attempt {
+                    Status::InProgress
+                } else {
+                    run.status
+                };
+                let raise = Raise::of(host, from, &next, report.verification.as_deref());
                 match store.update(&run, &next, Some(delivery), &raise).await {
                     Ok(Some(saved)) => {
                         log_applied(host, report, &saved);

@@ -24,6 +24,8 @@ pub struct OutboundRequest {
     pub body: Option<String>,
     /// The host aborts the request after this long.
     pub timeout_ms: u32,
+    /// Whether the host follows a redirect, or answers with the 3xx itself.
+    pub follow_redirects: bool,
 }
 
 /// What came back.
@@ -97,6 +99,7 @@ impl GitHubConfig {
             })
             .ok(),
             timeout_ms: 10_000,
+            follow_redirects: true,
         }
     }
 
@@ -111,6 +114,7 @@ impl GitHubConfig {
             headers: self.headers(),
             body: None,
             timeout_ms,
+            follow_redirects: true,
         }
     }
 }

@@ -139,6 +139,8 @@ pub fn install_panic_hook(on_panic: js_sys::Function) {
 #[derive(Serialize)]
 struct FetchInit<'a> {
     method: &'a str,
+    /// `follow`, or `manual`: Deno then answers with the 3xx itself.
+    redirect: &'a str,
     headers: &'a [(String, String)],
     #[serde(skip_serializing_if = "Option::is_none")]
     body: Option<&'a str>,
@@ -228,6 +230,11 @@ impl Host for JsHost {
     async fn fetch(&self, request: OutboundRequest) -> Result<OutboundResponse, String> {
         let init = to_js(&FetchInit {
             method: request.method,
+            redirect: if request.follow_redirects {
+                "follow"
+            } else {
+                "manual"
+            },
             headers: &request.headers,
             body: request.body.as_deref(),
         })
