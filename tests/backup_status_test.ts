@@ -1274,6 +1274,69 @@ Deno.test("the client module (web/backup_client.js) against a scripted fetch", a
   );
 
   await t.step(
+    "an answer cut off mid-body is a network error: watchBackup keeps its last ETag and asks again, getBackup rejects",
+    async () => {
+      const cutOff = (etag: string) =>
+        new Response(
+          new ReadableStream({
+            start(c) {
+              c.enqueue(new TextEncoder().encode('{"run":{"status":"succ'));
+              c.error(new Error("connection reset"));
+            },
+          }),
+          { status: 200, headers: { etag } },
+        );
+      const f = scriptedFetch([
+        runJson({}, '"a"'),
+        cutOff('"b"'),
+        new Response("<html>proxy</html>", {
+          status: 200,
+          headers: { etag: '"b"' },
+        }),
+        runJson({ status: "success", phase: "success" }, '"b"'),
+      ]);
+      const backups = client.createBackupClient({
+        supabaseUrl: "http://x",
+        accessToken: "tok",
+        fetch: f.fetch,
+      });
+      const seen: string[] = [];
+      const errors: string[] = [];
+      const final = await backups.watchBackup(
+        MISSING,
+        (run) => seen.push(run.status),
+        {
+          minIntervalMs: 0,
+          baseBackoffMs: 1,
+          onError: (e) => errors.push(`${e.status} ${e.code}`),
+        },
+      );
+      assert.equal(final.status, "success");
+      assert.deepEqual(seen, ["in_progress", "success"]);
+      assert.deepEqual(errors, ["0 network_error", "0 network_error"]);
+      assert.deepEqual(
+        f.calls.map((c) => new Headers(c.init.headers).get("if-none-match")),
+        [null, '"a"', '"a"', '"a"'],
+        "the tag of an answer never read is never sent",
+      );
+
+      const once = scriptedFetch([cutOff('"z"')]);
+      const c2 = client.createBackupClient({
+        supabaseUrl: "http://x",
+        accessToken: "tok",
+        fetch: once.fetch,
+      });
+      await assert.rejects(
+        c2.getBackup(MISSING),
+        (e: Error) =>
+          e instanceof client.BackupApiError && e.status === 0 &&
+          e.code === "network_error" &&
+          e.message.startsWith("network error: the answer was cut off"),
+      );
+    },
+  );
+
+  await t.step(
     "watchBackup stops on abort or stop(), with no further request",
     async () => {
       const hang = (init: RequestInit) =>

@@ -733,6 +733,57 @@ Deno.test({
           }
         },
       );
+      await t.step(
+        "after Load older, a refresh that brings a new run keeps every row listed",
+        async () => {
+          const insertLost = (count: number, hoursAgo: number) =>
+            db.sql`
+              insert into backup_history
+                (dispatch_id, trigger_source, status, failure_reason,
+                 outcome_source, created_at, updated_at, finished_at)
+              select gen_random_uuid(), 'manual', 'failed', 'lost', 'deadline',
+                     t, t, t
+                from generate_series(1, ${count}::int) g,
+                     lateral (select now() - make_interval(hours => ${hoursAgo}::int + g) as t) at
+              returning dispatch_id`;
+          const rows = "#history tbody tr[data-dispatch-id]";
+          const ids = () =>
+            page.locator(rows).evaluateAll((trs) =>
+              trs.map((tr) => tr.getAttribute("data-dispatch-id"))
+            );
+          // Removed afterwards: the later steps count the seeded rows.
+          const added = [...await insertLost(45, 1000)];
+          await page.click("#refresh");
+          await page.waitForSelector("#older:not([hidden])");
+          const first = (await ids()).length;
+          await page.click("#older");
+          await page.waitForFunction(
+            `document.querySelectorAll(${JSON.stringify(rows)}).length === ${
+              first + 20
+            }`,
+            undefined,
+            { timeout: 5000 },
+          );
+          const before = await ids();
+          // A new run pushes the first page's last row onto the second.
+          added.push(...await insertLost(1, -1));
+          await page.click("#refresh");
+          await page.waitForFunction(
+            `document.querySelectorAll(${JSON.stringify(rows)}).length === ${
+              before.length + 1
+            }`,
+            undefined,
+            { timeout: 5000 },
+          );
+          const after = await ids();
+          assert.deepEqual(after.slice(1), before);
+          assert.deepEqual(main.errors, []);
+          await db.sql`
+            delete from backup_history
+             where dispatch_id in ${db.sql(added.map((r) => r.dispatch_id))}`;
+          await page.click("#refresh");
+        },
+      );
       await main.close();
 
       await t.step(

@@ -187,7 +187,14 @@ export function createBackupClient(options) {
     }
     const etag = response.headers.get("etag");
     if (response.status === 304) return { status: 304, etag, body: null };
-    const text = await response.text().catch(() => "");
+    let text = "";
+    let unread = null;
+    try {
+      text = await response.text();
+    } catch (error) {
+      if (signal && signal.aborted) throw abortError(signal);
+      unread = error;
+    }
     let parsed = null;
     if (text) {
       try {
@@ -196,7 +203,25 @@ export function createBackupClient(options) {
         parsed = null;
       }
     }
-    if (response.ok) return { status: response.status, etag, body: parsed };
+    if (response.ok) {
+      // A success whose body did not arrive whole (the connection dropped
+      // mid-body) or is not the JSON object every endpoint answers is no
+      // answer: a network error, retried like one. Its ETag goes with it,
+      // or a watch would wait on a state it never saw.
+      if (parsed === null || typeof parsed !== "object") {
+        throw new BackupApiError(
+          0,
+          "network_error",
+          unread
+            ? `network error: the answer was cut off (${
+              unread.message || unread
+            })`
+            : `network error: HTTP ${response.status} without a JSON body`,
+          unread ? { cause: unread } : {},
+        );
+      }
+      return { status: response.status, etag, body: parsed };
+    }
     const error = parsed && parsed.error ? parsed.error : {};
     const dispatchId = parsed && typeof parsed.dispatch_id === "string"
       ? parsed.dispatch_id
@@ -299,9 +324,16 @@ export function createBackupClient(options) {
             headers: etag ? { "if-none-match": etag } : {},
             signal: perRequest.signal,
           });
+          if (r.status !== 304 && !(r.body && r.body.run)) {
+            throw new BackupApiError(
+              0,
+              "network_error",
+              "network error: an answer without its run",
+            );
+          }
           failures = 0;
           if (r.etag) etag = r.etag;
-          if (r.status !== 304 && r.body && r.body.run) {
+          if (r.status !== 304) {
             const run = r.body.run;
             const key = stateKey(run);
             last = run;

@@ -556,11 +556,11 @@ function refreshHistory(opts = {}) {
       state.refreshAgain = false;
       try {
         const page = await state.client.listBackups({ limit: 20 });
-        // Keep older pages already loaded, without duplicates.
+        // Keep every row already shown that the new first page does not
+        // hold: the older pages loaded, and the rows that new runs pushed
+        // off the first page (the cursor still points past the last).
         const ids = new Set(page.runs.map((r) => r.dispatch_id));
-        const older = state.runs.slice(20).filter((r) =>
-          !ids.has(r.dispatch_id)
-        );
+        const older = state.runs.filter((r) => !ids.has(r.dispatch_id));
         state.runs = [...page.runs, ...older];
         if (!older.length) state.nextCursor = page.next_cursor;
         renderSweeper(page.sweeper);
