@@ -32,6 +32,9 @@ pub struct FakeHost {
     pub slept: RefCell<Vec<u32>>,
     pub logs: RefCell<Vec<String>>,
     pub signature_ok: Cell<bool>,
+    /// Runs as each request goes out: what happens elsewhere meanwhile.
+    #[allow(clippy::type_complexity)]
+    pub on_fetch: RefCell<Option<Box<dyn Fn()>>>,
 }
 
 impl FakeHost {
@@ -48,6 +51,7 @@ impl FakeHost {
             slept: RefCell::new(Vec::new()),
             logs: RefCell::new(Vec::new()),
             signature_ok: Cell::new(false),
+            on_fetch: RefCell::new(None),
         }
     }
 
@@ -94,6 +98,9 @@ impl Host for FakeHost {
     }
     async fn fetch(&self, request: OutboundRequest) -> Result<OutboundResponse, String> {
         self.fetched.borrow_mut().push(request);
+        if let Some(meanwhile) = self.on_fetch.borrow().as_ref() {
+            meanwhile();
+        }
         self.fetch_answers
             .borrow_mut()
             .pop_front()

@@ -18,6 +18,7 @@ import {
   freePort,
   type Json,
   NON_ADMIN_ID,
+  report,
   type Stack,
   startStack,
   TEST_GITHUB_TOKEN,
@@ -540,12 +541,12 @@ behaviour(
 );
 
 behaviour(
-  "trigger-backup retries network errors and 429s, and gives up after 3 attempts",
+  "trigger-backup retries 429s, and gives up after 3 attempts",
   async (ctx) => {
     ctx.gh.script(
-      { networkError: true },
       { status: 429, body: { message: "slow down" } },
-      { networkError: true },
+      { status: 429, body: { message: "slow down" } },
+      { status: 429, body: { message: "slow down" } },
     );
     const a = await post(ctx);
     assertError(a, 502, "dispatch_failed", {
@@ -584,13 +585,35 @@ behaviour(
 );
 
 behaviour(
-  "trigger-backup succeeds after a network error followed by a 200",
+  "trigger-backup does not send again a dispatch whose answer was lost, as GitHub may have started the run: 502, and the run's first report reopens the row",
   async (ctx) => {
+    // GitHub reads the request, then the connection drops unanswered.
     ctx.gh.script({ networkError: true }, runDetails(6161));
     const a = await post(ctx);
-    assert.equal(a.status, 202, a.text);
-    assert.equal(a.body.workflow_run_id, 6161);
-    assert.equal(ctx.gh.requests.length, 2);
+    assertError(a, 502, "dispatch_failed", {
+      dispatch_id: a.body?.dispatch_id,
+    });
+    assert.equal(ctx.gh.requests.length, 1, "one dispatch, not a second run");
+    const [row] = await rows(ctx.sql);
+    assert.equal(row.failure_reason, "dispatch_failed");
+    assert.ok(
+      row.error_text.endsWith(
+        "(not sent again: if GitHub started the run after all, its first report reopens this one)",
+      ),
+      row.error_text,
+    );
+    // It had: the run reports its start.
+    const started = await report(ctx.stack, {
+      event: "started",
+      dispatch_id: a.body.dispatch_id,
+      workflow_run_id: 6161,
+      run_attempt: 1,
+    });
+    assert.equal(started.status, 200, JSON.stringify(started.body));
+    assert.deepEqual(
+      { status: started.body.status, changed: started.body.changed },
+      { status: "in_progress", changed: true },
+    );
   },
 );
 

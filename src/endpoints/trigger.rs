@@ -86,7 +86,23 @@ pub async fn handle(
         }
         Err(detail) => {
             let error_text = format!("GitHub did not accept the workflow dispatch: {detail}");
-            fail_dispatch(host, store, id, &error_text).await?;
+            // The run reported meanwhile: the dispatch worked after all (its
+            // answer was lost), and the backup is under way.
+            if let Some(run) = fail_dispatch(host, store, id, &error_text).await? {
+                host.log(
+                    Level::Info,
+                    &format!("backup {id}: dispatch answer lost, but the run reported"),
+                );
+                return Ok(Response::json(
+                    202,
+                    &Accepted {
+                        dispatch_id: id,
+                        status: run.status,
+                        workflow_run_id: run.workflow_run_id,
+                        run_url: run.run_url,
+                    },
+                ));
+            }
             Err(Error::DispatchFailed {
                 dispatch_id: id.to_string(),
                 detail,
@@ -165,6 +181,17 @@ async fn dispatch(
             },
             Err(network) => {
                 last = format!("network error: {network}");
+                if github::may_have_arrived(&network) {
+                    host.log(
+                        Level::Warn,
+                        &format!(
+                            "backup {id}: dispatch attempt {attempt}: {last}; not sent again, as GitHub may have started the run"
+                        ),
+                    );
+                    return Err(format!(
+                        "{last} (not sent again: if GitHub started the run after all, its first report reopens this one)"
+                    ));
+                }
                 None
             }
         };
@@ -219,21 +246,22 @@ async fn record_dispatch(
 }
 
 /// Fails a run whose dispatch GitHub refused, unless a report has shown
-/// that the run exists after all (read again if its state changed).
+/// that the run exists after all (read again if its state changed): then
+/// that run, as it is.
 async fn fail_dispatch(
     host: &impl Host,
     store: &impl Store,
     id: DispatchId,
     error_text: &str,
-) -> Result<(), Error> {
+) -> Result<Option<Run>, Error> {
     loop {
         let run = store.get(id).await?.ok_or(Error::UnknownDispatchId)?;
         match run::dispatch_failed(&run, error_text, host.now_ms()) {
-            Outcome::Unchanged => return Ok(()),
+            Outcome::Unchanged => return Ok(Some(run)),
             Outcome::Changed(next) => {
                 let raise = Raise::of(host, run.status, &next, None);
                 if store.update(&run, &next, None, &raise).await?.is_some() {
-                    return Ok(());
+                    return Ok(None);
                 }
             }
         }
@@ -383,6 +411,64 @@ mod flows {
             Some(FailureReason::DispatchFailed)
         );
         assert!(store.only().error_text.unwrap().contains("HTTP 503"));
+    }
+
+    #[test]
+    fn a_dispatch_that_may_have_reached_github_is_not_sent_again() {
+        let (host, store) = (host(), store());
+        host.fetch_answers.borrow_mut().push_back(Err(
+            "error sending request for url (https://api.github.com/x): client error (SendRequest): connection closed before message completed".into(),
+        ));
+        let r = trigger(&host, &store, ADMIN, "");
+        assert_eq!(
+            (r.status, body(&r)["error"]["code"].clone()),
+            (502, json!("dispatch_failed"))
+        );
+        assert_eq!(host.fetched.borrow().len(), 1, "one dispatch, not three");
+        let run = store.only();
+        assert_eq!(run.failure_reason, Some(FailureReason::DispatchFailed));
+        assert!(run
+            .error_text
+            .unwrap()
+            .ends_with("(not sent again: if GitHub started the run after all, its first report reopens this one)"));
+    }
+
+    #[test]
+    fn a_dispatch_that_could_not_connect_is_sent_again() {
+        let (host, store) = (host(), store());
+        host.fetch_answers.borrow_mut().push_back(Err(
+            "error sending request for url (https://api.github.com/x): client error (Connect): tcp connect error: Connection refused (os error 111)".into(),
+        ));
+        host.answer(204, &[], "");
+        let r = trigger(&host, &store, ADMIN, "");
+        assert_eq!(r.status, 202);
+        assert_eq!(host.fetched.borrow().len(), 2);
+    }
+
+    #[test]
+    fn a_run_that_reported_while_its_dispatch_failed_is_answered_202_not_502() {
+        let host = host();
+        let store = std::rc::Rc::new(store());
+        // The run's `started` report lands while the dispatch's answer is
+        // being lost.
+        let reported = std::rc::Rc::clone(&store);
+        *host.on_fetch.borrow_mut() = Some(Box::new(move || {
+            for run in reported.runs.borrow_mut().iter_mut() {
+                run.workflow_run_id = Some(1001);
+                run.started_at = Some(crate::testing::START_MS);
+            }
+        }));
+        host.fetch_answers
+            .borrow_mut()
+            .push_back(Err("Signal timed out.".into()));
+        let r = trigger(&host, &store, ADMIN, "");
+        let run = store.only();
+        assert_eq!(
+            body(&r),
+            json!({"dispatch_id": run.dispatch_id.to_string(), "status": "in_progress", "workflow_run_id": 1001, "run_url": null})
+        );
+        assert_eq!(r.status, 202);
+        assert_eq!((run.status, run.failure_reason), (Status::InProgress, None));
     }
 
     #[test]

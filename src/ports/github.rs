@@ -243,6 +243,21 @@ pub fn rate_limited_until(response: &OutboundResponse, now_ms: i64) -> Option<i6
     Some(reset.filter(|r| *r > now_ms).unwrap_or(now_ms + 60_000))
 }
 
+/// Whether a request that failed with this network error (the host's
+/// message) may have reached GitHub: anything but a failure to connect
+/// (refused, no such host). A workflow dispatch is not idempotent, so one
+/// that may have arrived is not sent again: GitHub may have started the
+/// run, and a second dispatch would start another.
+pub fn may_have_arrived(network_error: &str) -> bool {
+    const NOT_SENT: [&str; 4] = [
+        "(Connect)",
+        "tcp connect error",
+        "dns error",
+        "Connection refused",
+    ];
+    !NOT_SENT.iter().any(|m| network_error.contains(m))
+}
+
 /// Backoff before retry `attempt` (1-based) when GitHub gave no hint.
 pub fn backoff_ms(attempt: u32) -> u32 {
     250 * 4u32.saturating_pow(attempt.saturating_sub(1)).min(16)
@@ -428,6 +443,24 @@ mod tests {
                 run_url: Some("https://github.com/acme/app/actions/runs/987".into())
             }
         );
+    }
+
+    #[test]
+    fn only_a_failure_to_connect_proves_a_dispatch_never_arrived() {
+        for not_sent in [
+            "error sending request for url (https://api.github.com/x): client error (Connect): tcp connect error: Connection refused (os error 111)",
+            "error sending request for url (https://api.github.com/x): client error (Connect): dns error: failed to lookup address information",
+        ] {
+            assert!(!may_have_arrived(not_sent), "{not_sent}");
+        }
+        for maybe in [
+            "Signal timed out.",
+            "error sending request for url (https://api.github.com/x): client error (SendRequest): connection closed before message completed",
+            "connection reset by peer",
+            "no scripted answer",
+        ] {
+            assert!(may_have_arrived(maybe), "{maybe}");
+        }
     }
 
     #[test]
