@@ -88,13 +88,21 @@ impl Transition {
     }
 }
 
-/// What the transition from a run in status `prev` to `next` raises;
-/// `verdict` is the verification the report carries (canonical JSON).
+/// What the transition from the run `prev` to `next` raises; `verdict` is
+/// the verification the report carries (canonical JSON).
 ///
 /// A failed run that fails again (an inferred failure corrected by the
 /// workflow's own report) has already alerted; a successful run is final.
-pub fn transition(prev: Status, next: &Run, verdict: Option<&str>) -> Option<Transition> {
-    match (prev, next.status) {
+/// A later attempt (a GitHub re-run) reopens the run before its report
+/// applies (run::apply_report), so its transition starts in progress: a
+/// re-run whose only report is its failure alerts like any failure.
+pub fn transition(prev: &Run, next: &Run, verdict: Option<&str>) -> Option<Transition> {
+    let from = if next.run_attempt > prev.run_attempt {
+        Status::InProgress
+    } else {
+        prev.status
+    };
+    match (from, next.status) {
         (_, Status::InProgress) | (Status::Success, _) | (Status::Failed, Status::Failed) => None,
         (Status::InProgress, Status::Failed) => Some(Transition::Failed),
         (_, Status::Success) if verdict.is_some_and(crate::verification::failed) => {
@@ -125,8 +133,8 @@ impl Raise {
         Raise::default()
     }
 
-    /// What writing `next`, decided from a run in status `prev`, raises.
-    pub fn of(env: &impl Env, prev: Status, next: &Run, verdict: Option<&str>) -> Self {
+    /// What writing `next`, decided from the run `prev`, raises.
+    pub fn of(env: &impl Env, prev: &Run, next: &Run, verdict: Option<&str>) -> Self {
         match transition(prev, next, verdict) {
             None => Raise::none(),
             kind => Raise {
@@ -618,6 +626,42 @@ pub fn settle(
     }
 }
 
+/// A claimed row past the give-up time, settled without a send: whatever
+/// kept it pending (no destination was set, or a sender died before it
+/// settled the row), a day late it would read as news, and a row whose
+/// sends never settle would otherwise be sent forever.
+fn expired(note: &Notification, now_ms: i64) -> Option<Settled> {
+    const UNSENT: &str = "not delivered within 24 hours of the event";
+    (now_ms - note.created_at > GIVE_UP_MS).then(|| Settled::Dead {
+        error: match &note.last_error {
+            Some(last) => format!("{last}; {UNSENT}"),
+            None => UNSENT.into(),
+        },
+    })
+}
+
+/// Sends `note` to its destination: `Ok` when the receiver took it (2xx).
+/// The error is the status only, or a fixed phrase: an answer's body, or
+/// the host's error message (which may quote the URL), could carry a
+/// secret.
+async fn send(host: &impl Host, note: &Notification, timeout_ms: u32) -> Result<(), String> {
+    let dest = destination(host, &note.destination)?;
+    match host
+        .fetch(request(note, &dest, host.now_ms(), timeout_ms))
+        .await
+    {
+        Ok(a) if (200..300).contains(&a.status) => Ok(()),
+        Ok(a) if (300..400).contains(&a.status) => Err(format!(
+            "HTTP {}: a redirect, which alerts do not follow (set the URL it points to)",
+            a.status
+        )),
+        Ok(a) => Err(format!("HTTP {}", a.status)),
+        Err(_) => Err(format!(
+            "no answer within {timeout_ms} ms (network error or timeout)"
+        )),
+    }
+}
+
 /// What a round of [`deliver`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct Sent {
@@ -641,59 +685,14 @@ pub async fn deliver(
         .await?;
     let mut sent = Sent::default();
     for note in claimed {
-        // Past the give-up time an alert is not sent at all, whatever the
-        // reason it is still pending (no destination was set, or a sender
-        // died before it settled the row): days late, it would read as
-        // news, and a row whose sends never settle would be sent forever.
-        if host.now_ms() - note.created_at > GIVE_UP_MS {
-            let error = match &note.last_error {
-                Some(last) => format!("{last}; not delivered within 24 hours of the event"),
-                None => "not delivered within 24 hours of the event".into(),
-            };
-            sent.dead += 1;
-            host.log(
-                Level::Warn,
-                &format!(
-                    "alert {} ({}) to {}: gave up unsent, {} h after the event",
-                    note.id,
-                    note.event.as_str(),
-                    note.destination,
-                    (host.now_ms() - note.created_at) / 3_600_000
-                ),
-            );
-            store
-                .settle_notification(
-                    note.id,
-                    note.attempts,
-                    &Settled::Dead { error },
-                    host.now_ms(),
-                )
-                .await?;
-            continue;
-        }
-        let result = match destination(host, &note.destination) {
-            Err(e) => Err(e),
-            Ok(dest) => {
-                let answer = host
-                    .fetch(request(&note, &dest, host.now_ms(), timeout_ms))
-                    .await;
-                // Only the status: an answer's body, or the host's error
-                // message (which may quote the URL), could carry a secret.
-                match answer {
-                    Ok(a) if (200..300).contains(&a.status) => Ok(()),
-                    Ok(a) if (300..400).contains(&a.status) => Err(format!(
-                        "HTTP {}: a redirect, which alerts do not follow (set the URL it points to)",
-                        a.status
-                    )),
-                    Ok(a) => Err(format!("HTTP {}", a.status)),
-                    Err(_) => Err(format!(
-                        "no answer within {timeout_ms} ms (network error or timeout)"
-                    )),
-                }
+        let settled = match expired(&note, host.now_ms()) {
+            Some(dead) => dead,
+            None => {
+                let result = send(host, &note, timeout_ms).await;
+                settle(&note, result, host.now_ms(), host.random())
             }
         };
         let now = host.now_ms();
-        let settled = settle(&note, result, now, host.random());
         match &settled {
             Settled::Delivered => sent.delivered += 1,
             Settled::Retry { .. } => sent.retrying += 1,
@@ -853,11 +852,19 @@ mod tests {
         ];
         for (prev, next, verdict, want) in cases {
             assert_eq!(
-                transition(prev, &run(next), verdict),
+                transition(&run(prev), &run(next), verdict),
                 want,
                 "{prev:?} -> {next:?} {verdict:?}"
             );
         }
+        // A re-run's failure, with no report of its start before it: the
+        // reopened run fails, which alerts.
+        let mut rerun = run(Failed);
+        rerun.run_attempt = 2;
+        assert_eq!(
+            transition(&run(Failed), &rerun, None),
+            Some(Transition::Failed)
+        );
     }
 
     #[test]

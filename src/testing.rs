@@ -22,6 +22,9 @@ use uuid::Uuid;
 /// FakeHost's clock when a test starts (unix ms).
 pub const START_MS: i64 = 1_800_000_000_000;
 
+/// What a test has happen elsewhere while the core waits on the host.
+pub type Meanwhile = Box<dyn Fn()>;
+
 /// A host with a settable clock, scripted fetch answers and recorded calls.
 pub struct FakeHost {
     pub env: HashMap<String, String>,
@@ -33,8 +36,7 @@ pub struct FakeHost {
     pub logs: RefCell<Vec<String>>,
     pub signature_ok: Cell<bool>,
     /// Runs as each request goes out: what happens elsewhere meanwhile.
-    #[allow(clippy::type_complexity)]
-    pub on_fetch: RefCell<Option<Box<dyn Fn()>>>,
+    pub on_fetch: RefCell<Option<Meanwhile>>,
 }
 
 impl FakeHost {
@@ -235,19 +237,25 @@ pub fn merge_into_running(row: &Run, next: &Run) -> Run {
     merged
 }
 
+/// Whether `row` is run `id` in progress in the attempt and workflow run
+/// that `next` was decided for: the guard of the statements that write a
+/// decision to a running run (apply_report.sql, apply_progress.sql).
+fn running_as_decided(row: &Run, id: DispatchId, next: &Run) -> bool {
+    row.dispatch_id == id
+        && row.status == Status::InProgress
+        && row.run_attempt == next.run_attempt
+        && row
+            .workflow_run_id
+            .is_none_or(|w| Some(w) == next.workflow_run_id)
+}
+
 impl MemStore {
     /// The fast statements' write: `next` merged into the run `id` if it is
     /// in progress in `next`'s attempt, of its workflow run or of none yet,
     /// and the merge changes something; the row as written.
     fn merge_running(&self, id: DispatchId, next: &Run) -> Option<Run> {
         let mut runs = self.runs.borrow_mut();
-        let row = runs.iter_mut().find(|r| {
-            r.dispatch_id == id
-                && r.status == Status::InProgress
-                && r.run_attempt == next.run_attempt
-                && r.workflow_run_id
-                    .is_none_or(|w| Some(w) == next.workflow_run_id)
-        })?;
+        let row = runs.iter_mut().find(|r| running_as_decided(r, id, next))?;
         let merged = merge_into_running(row, next);
         if merged == *row {
             return None;
@@ -349,7 +357,7 @@ impl MemStore {
             {
                 run.verification = Some(verdict.to_string());
                 // What select_run.sql reads from the stored object.
-                run.verification_failed = verdict.contains(r#""ok":false"#);
+                run.verification_failed = crate::verification::failed(verdict);
                 run.version += 1;
             }
         }
@@ -532,14 +540,14 @@ impl Store for MemStore {
                     *row = other;
                 }
             }
-            let running = self.runs.borrow().iter().any(|r| {
-                r.dispatch_id == id
-                    && r.status == Status::InProgress
-                    && r.run_attempt == next.run_attempt
-                    && r.workflow_run_id
-                        .is_none_or(|w| Some(w) == next.workflow_run_id)
-            });
-            self.down.set(self.down_after_progress.take());
+            let running = self
+                .runs
+                .borrow()
+                .iter()
+                .any(|r| running_as_decided(r, id, next));
+            if self.down_after_progress.take() {
+                self.down.set(true);
+            }
             if !running || self.deliveries.borrow().contains_key(delivery.id) {
                 return Ok(Applied::Missed);
             }

@@ -39,28 +39,38 @@ if [[ -z $bad_id ]]; then
   done
 fi
 
-# Why the phase ended. A step stopped from outside (signal, or
-# killed and still "running") after its timeout-minutes timed out.
+# How step ID ended, said of SUBJECT (`Step "Dump database"`, `the step`):
+# it failed, timed out (after LIMIT minutes of timeout-minutes; 0: none),
+# was stopped or interrupted, or else FALLBACK. A step stopped from outside
+# (signal, or killed and still "running") after its timeout-minutes timed
+# out.
+step_ending() { # ID LIMIT SUBJECT FALLBACK
+  local state elapsed limit=$2
+  state=$(cat "$BK_DIR/$1.state" 2>/dev/null || echo "")
+  elapsed=$(( $(date +%s) - $(cat "$BK_DIR/$1.started" 2>/dev/null || date +%s) ))
+  [[ $limit =~ ^[0-9]+$ ]] || limit=0
+  case "$state" in
+    "exit "*) echo "$3 failed (exit code ${state#exit })" ;;
+    "signal "* | running)
+      if (( limit > 0 && elapsed >= limit * 60 - 5 )); then
+        echo "$3 timed out after $limit minutes (timeout-minutes)"
+      elif [[ $state == running ]]; then
+        echo "$3 was stopped before it finished (after $elapsed s)"
+      else
+        echo "$3 was interrupted (${state#signal }) after $elapsed s"
+      fi ;;
+    *) echo "$4" ;;
+  esac
+}
+
+# Why the phase that went wrong ended.
 describe_phase() {
-  local state elapsed limit=0
-  state=$(cat "$BK_DIR/$bad_id.state" 2>/dev/null || echo "")
-  elapsed=$(( $(date +%s) - $(cat "$BK_DIR/$bad_id.started" 2>/dev/null || date +%s) ))
+  local limit=0
   case "$bad_id" in
     dump) limit=$DUMP_TIMEOUT_MINUTES ;;
     upload) limit=60 ;;
   esac
-  case "$state" in
-    "exit "*) echo "Step \"$bad_name\" failed (exit code ${state#exit })." ;;
-    "signal "* | running)
-      if (( limit > 0 && elapsed >= limit * 60 - 5 )); then
-        echo "Step \"$bad_name\" timed out after $limit minutes (timeout-minutes)."
-      elif [[ $state == running ]]; then
-        echo "Step \"$bad_name\" was stopped before it finished (after $elapsed s)."
-      else
-        echo "Step \"$bad_name\" was interrupted (${state#signal }) after $elapsed s."
-      fi ;;
-    *) echo "Step \"$bad_name\" did not complete." ;;
-  esac
+  echo "$(step_ending "$bad_id" "$limit" "Step \"$bad_name\"" "Step \"$bad_name\" did not complete")."
 }
 
 # GitHub cancels a job that exceeds its timeout-minutes (a failure, not
@@ -73,7 +83,6 @@ job_timed_out() {
 
 # Why "Verify backup" left no verdict of its own.
 verify_cut_short() {
-  local state elapsed limit=${VERIFY_TIMEOUT_MINUTES:-60}
   if [[ $JOB_STATUS == cancelled ]]; then
     if job_timed_out; then
       echo "the job exceeded its timeout of $BACKUP_JOB_TIMEOUT_MINUTES minutes"
@@ -82,21 +91,7 @@ verify_cut_short() {
     fi
     return
   fi
-  state=$(cat "$BK_DIR/verify.state" 2>/dev/null || echo "")
-  elapsed=$(( $(date +%s) - $(cat "$BK_DIR/verify.started" 2>/dev/null || date +%s) ))
-  [[ $limit =~ ^[0-9]+$ ]] || limit=0
-  case "$state" in
-    "exit "*) echo "the step failed (exit code ${state#exit })" ;;
-    "signal "* | running)
-      if (( limit > 0 && elapsed >= limit * 60 - 5 )); then
-        echo "the step timed out after $limit minutes (timeout-minutes)"
-      elif [[ $state == running ]]; then
-        echo "the step was stopped after $elapsed s"
-      else
-        echo "the step was interrupted (${state#signal }) after $elapsed s"
-      fi ;;
-    *) echo "the step ended ${OUTCOME_VERIFY:-unknown}" ;;
-  esac
+  step_ending verify "${VERIFY_TIMEOUT_MINUTES:-60}" "the step" "the step ended ${OUTCOME_VERIFY:-unknown}"
 }
 
 # The object is this run's backup once the upload step wrote result.json

@@ -666,12 +666,14 @@ mod tests {
             verify(&sign_hs256(SECRET, &c), &hs_keys(), NOW).unwrap_err(),
             Error::InvalidToken("not yet valid".into())
         );
+        // A clock at the end of time: an exp and iat as far ahead are
+        // neither expired nor issued in the future.
         c["nbf"] = json!(NOW);
+        c["exp"] = json!(1e300);
         c["iat"] = json!(1e300);
         assert_eq!(
-            verify(&sign_hs256(SECRET, &c), &hs_keys(), i64::MAX - 10).unwrap_err(),
-            Error::InvalidToken("expired".into()),
-            "a clock at the end of time sees the token expired"
+            valid_user(verify(&sign_hs256(SECRET, &c), &hs_keys(), i64::MAX - 10).unwrap()),
+            USER
         );
     }
 

@@ -102,12 +102,7 @@ pub async fn handle(
     // whether the delivery is already recorded.
     let (found, recorded) = match run::apply_report(&blank, &report, now)? {
         Outcome::Changed(next) => {
-            let raise = Raise::of(
-                host,
-                Status::InProgress,
-                &next,
-                report.verification.as_deref(),
-            );
+            let raise = Raise::of(host, &blank, &next, report.verification.as_deref());
             // Under load, progress reports to one run are written together,
             // and reports that would end their run are read together
             // (coalesce.rs); a `started` is written alone.
@@ -358,16 +353,7 @@ async fn apply<'d>(
                 return Ok((run, false, false, None));
             }
             Outcome::Changed(next) => {
-                // A later attempt reopens the run before the report applies
-                // (run::apply_report): its transition starts in progress,
-                // so a re-run that fails alerts even with no `started`
-                // report before its failure.
-                let from = if next.run_attempt > run.run_attempt {
-                    Status::InProgress
-                } else {
-                    run.status
-                };
-                let raise = Raise::of(host, from, &next, report.verification.as_deref());
+                let raise = Raise::of(host, &run, &next, report.verification.as_deref());
                 match store.update(&run, &next, Some(delivery), &raise).await {
                     Ok(Some(saved)) => {
                         log_applied(host, report, &saved);

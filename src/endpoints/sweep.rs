@@ -242,7 +242,7 @@ pub async fn sweep_run(
         // Guarded by the state the verdict was made from, so progress
         // reports landing meanwhile do not void it. None: a report or
         // another sweep changed the state first; their word stands.
-        let raise = Raise::of(host, run.status, &next, None);
+        let raise = Raise::of(host, &run, &next, None);
         if let Some(saved) = store.update(&run, &next, None, &raise).await? {
             host.log(
                 Level::Warn,

@@ -74,15 +74,7 @@ pub async fn handle(
                 Level::Info,
                 &format!("backup {id}: dispatched (run {workflow_run_id:?})"),
             );
-            Ok(Response::json(
-                202,
-                &Accepted {
-                    dispatch_id: id,
-                    status: run.status,
-                    workflow_run_id: run.workflow_run_id,
-                    run_url: run.run_url,
-                },
-            ))
+            Ok(accepted(&run))
         }
         Err(detail) => {
             let error_text = format!("GitHub did not accept the workflow dispatch: {detail}");
@@ -93,15 +85,7 @@ pub async fn handle(
                     Level::Info,
                     &format!("backup {id}: dispatch answer lost, but the run reported"),
                 );
-                return Ok(Response::json(
-                    202,
-                    &Accepted {
-                        dispatch_id: id,
-                        status: run.status,
-                        workflow_run_id: run.workflow_run_id,
-                        run_url: run.run_url,
-                    },
-                ));
+                return Ok(accepted(&run));
             }
             Err(Error::DispatchFailed {
                 dispatch_id: id.to_string(),
@@ -113,11 +97,23 @@ pub async fn handle(
 
 /// The 202: the new run, and GitHub's run details when it returned them.
 #[derive(Serialize)]
-struct Accepted {
+struct Accepted<'a> {
     dispatch_id: DispatchId,
     status: Status,
     workflow_run_id: Option<u64>,
-    run_url: Option<String>,
+    run_url: Option<&'a str>,
+}
+
+fn accepted(run: &Run) -> Response {
+    Response::json(
+        202,
+        &Accepted {
+            dispatch_id: run.dispatch_id,
+            status: run.status,
+            workflow_run_id: run.workflow_run_id,
+            run_url: run.run_url.as_deref(),
+        },
+    )
 }
 
 crate::json_object! {
@@ -259,7 +255,7 @@ async fn fail_dispatch(
         match run::dispatch_failed(&run, error_text, host.now_ms()) {
             Outcome::Unchanged => return Ok(Some(run)),
             Outcome::Changed(next) => {
-                let raise = Raise::of(host, run.status, &next, None);
+                let raise = Raise::of(host, &run, &next, None);
                 if store.update(&run, &next, None, &raise).await?.is_some() {
                     return Ok(None);
                 }
